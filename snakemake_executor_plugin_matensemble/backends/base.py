@@ -1,0 +1,137 @@
+"""The backend seam: discover resources, launch on a placement, learn outcomes.
+
+A backend is driven from one thread (the dispatcher's) except for
+:meth:`Backend.wake`, which any thread may call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import select
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..allocation import NodeSpec, Placement
+from ..request import ResourceRequest
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything a backend needs to run one job."""
+
+    key: int
+    #: Shell command line, run with ``shell`` in ``cwd``.
+    command: str
+    #: Human-readable name: rule and wildcards.
+    name: str
+    cwd: str
+    env: Mapping[str, str]
+    log_path: str
+    request: ResourceRequest
+    shell: str = "/bin/sh"
+    #: Key/value pairs that tie the backend job to the Snakemake job and run.
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+class Status(enum.Enum):
+    SUCCESS = "success"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    LAUNCH_ERROR = "launch_error"
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    key: int
+    backend_id: str
+    time: float
+
+
+@dataclass(frozen=True)
+class JobFinished:
+    key: int
+    status: Status
+    #: One sentence for the user: what happened.
+    reason: str
+    exit_code: int | None = None
+    signal: int | None = None
+    time: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.SUCCESS
+
+
+BackendEvent = JobStarted | JobFinished
+
+
+class LaunchError(Exception):
+    """The backend could not start the job at all."""
+
+
+class Backend(ABC):
+    """Where jobs run: the local machine, or a Flux instance."""
+
+    name: str
+
+    @abstractmethod
+    def discover(self) -> list[NodeSpec]:
+        """The nodes (ranks) with the cores and GPUs jobs may use."""
+
+    @abstractmethod
+    def launch(self, spec: LaunchSpec, placement: Placement) -> str:
+        """Start ``spec`` on ``placement``; return the backend's id for it.
+
+        Raise :class:`LaunchError` if it cannot be started.
+        """
+
+    @abstractmethod
+    def wait(self, timeout: float | None) -> list[BackendEvent]:
+        """Block until something happened, :meth:`wake` was called, or timeout."""
+
+    @abstractmethod
+    def wake(self) -> None:
+        """Make a blocked :meth:`wait` return soon (thread-safe)."""
+
+    @abstractmethod
+    def cancel_all(self) -> list[JobFinished]:
+        """Stop every job this backend started and wait until they are gone."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the backend's own resources (threads, handles)."""
+
+    @property
+    def running_count(self) -> int:
+        return 0
+
+
+class WakePipe:
+    """A self-pipe: :meth:`wake` from any thread makes the read end readable."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # full pipe: already awake
+            os.write(self.write_fd, b"x")
+
+    def clear(self) -> None:
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wait(self, timeout: float | None) -> None:
+        select.select([self.read_fd], [], [], timeout)
+        self.clear()
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -1,0 +1,268 @@
+"""The local backend: every job a process group on exactly the cores it was given.
+
+Used wherever no Flux instance is reachable (a laptop, CI). Each job runs in
+its own process group with its CPU affinity set to its cores (inherited from
+the launching thread, so no process of the job ever runs elsewhere), its GPU
+ids in ``CUDA_VISIBLE_DEVICES``/``HIP_VISIBLE_DEVICES``/``ROCR_VISIBLE_DEVICES``,
+stdout and stderr in one log, and its walltime enforced (SIGTERM, then SIGKILL
+after a grace period).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..allocation import NodeSpec, Placement, _ranges
+from .base import (
+    Backend,
+    BackendEvent,
+    JobFinished,
+    JobStarted,
+    LaunchError,
+    LaunchSpec,
+    Status,
+    WakePipe,
+)
+from .local_resources import GPU_VISIBILITY_VARS, local_cores, local_gpus
+
+log = logging.getLogger("snakemake.logging.matensemble.local")
+
+
+@dataclass
+class _LocalJob:
+    key: int
+    spec: LaunchSpec
+    process: subprocess.Popen
+    pidfd: int
+    started: float
+    deadline: float | None
+    timed_out: bool = False
+    kill_at: float | None = None
+    cancelled: bool = False
+
+
+def describe_exit(returncode: int) -> tuple[str, int | None, int | None]:
+    """Reason, exit code and signal number for a Popen return code."""
+    if returncode < 0:
+        signum = -returncode
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        return f"was killed by {name} ({signum})", None, signum
+    if returncode > 128 and returncode - 128 in signal.Signals._value2member_map_:
+        name = signal.Signals(returncode - 128).name
+        return (
+            f"exited with code {returncode} (a process of it was killed by {name})",
+            returncode,
+            None,
+        )
+    return f"exited with code {returncode}", returncode, None
+
+
+class LocalBackend(Backend):
+    """Runs jobs as local process groups pinned to their cores and GPUs."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        cores: str | None = None,
+        gpus: str | None = None,
+        kill_grace_seconds: float = 10.0,
+    ):
+        self.core_ids, self._cpu_of_core = local_cores(cores)
+        self.gpu_ids = local_gpus(gpus)
+        self.kill_grace = kill_grace_seconds
+        self._jobs: dict[int, _LocalJob] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self._wake = WakePipe()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake.read_fd, selectors.EVENT_READ, None)
+        self._pending: list[BackendEvent] = []
+
+    # -- discovery --------------------------------------------------------------
+    def discover(self) -> list[NodeSpec]:
+        return [
+            NodeSpec(
+                rank=0,
+                name=socket.gethostname(),
+                cores=tuple(self.core_ids),
+                gpus=tuple(self.gpu_ids),
+            )
+        ]
+
+    @property
+    def running_count(self) -> int:
+        return len(self._jobs)
+
+    # -- launching --------------------------------------------------------------
+    def job_environment(self, spec: LaunchSpec, placement: Placement) -> dict[str, str]:
+        env = dict(spec.env)
+        gpus = [gpu for share in placement.shares for gpu in share.gpus]
+        if self.gpu_ids:
+            for var in GPU_VISIBILITY_VARS:
+                env[var] = ",".join(gpus)
+        env["MATENSEMBLE_CORES"] = _ranges(self._cpus(placement))
+        env["MATENSEMBLE_GPUS"] = ",".join(gpus)
+        return env
+
+    def _cpus(self, placement: Placement) -> list[int]:
+        cores = [core for share in placement.shares for core in share.cores]
+        return sorted({self._cpu_of_core[core] for core in cores})
+
+    def launch(self, spec: LaunchSpec, placement: Placement) -> str:
+        env = self.job_environment(spec, placement)
+        Path(spec.log_path).parent.mkdir(parents=True, exist_ok=True)
+        own_affinity = os.sched_getaffinity(0)
+        try:
+            with open(spec.log_path, "wb") as logfile:
+                # The child inherits this thread's affinity at fork: no process of
+                # the job ever runs on cores that were not given to it.
+                os.sched_setaffinity(0, self._cpus(placement))
+                process = subprocess.Popen(
+                    [spec.shell, "-c", spec.command],
+                    cwd=spec.cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=logfile,
+                    stderr=subprocess.STDOUT,
+                    process_group=0,
+                )
+        except OSError as error:
+            raise LaunchError(f"could not be started: {error}") from error
+        finally:
+            os.sched_setaffinity(0, own_affinity)
+        now = time.time()
+        pidfd = os.pidfd_open(process.pid)
+        walltime = spec.request.walltime_s
+        job = _LocalJob(
+            key=spec.key,
+            spec=spec,
+            process=process,
+            pidfd=pidfd,
+            started=now,
+            deadline=now + walltime if walltime is not None else None,
+        )
+        self._jobs[spec.key] = job
+        self._selector.register(pidfd, selectors.EVENT_READ, spec.key)
+        if job.deadline is not None:
+            heapq.heappush(self._deadlines, (job.deadline, spec.key))
+        self._pending.append(JobStarted(spec.key, str(process.pid), now))
+        return str(process.pid)
+
+    # -- waiting ----------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.wake()
+
+    def wait(self, timeout: float | None) -> list[BackendEvent]:
+        events, self._pending = self._pending, []
+        if events:
+            timeout = 0
+        timeout = self._until_next_deadline(timeout)
+        for key_obj, _ in self._selector.select(timeout):
+            key = key_obj.data
+            if key is None:
+                self._wake.clear()
+                continue
+            events.append(self._reap(key))
+        self._enforce_deadlines()
+        return events
+
+    def _until_next_deadline(self, timeout: float | None) -> float | None:
+        now = time.time()
+        upcoming = [job.kill_at for job in self._jobs.values() if job.kill_at]
+        if self._deadlines:
+            upcoming.append(self._deadlines[0][0])
+        if not upcoming:
+            return timeout
+        until = max(0.0, min(upcoming) - now)
+        return until if timeout is None else min(timeout, until)
+
+    def _enforce_deadlines(self) -> None:
+        now = time.time()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, key = heapq.heappop(self._deadlines)
+            job = self._jobs.get(key)
+            if job is None:
+                continue
+            job.timed_out = True
+            log.info(
+                f"matensemble: {job.spec.name} exceeded its runtime of "
+                f"{_minutes(job.spec.request.walltime_s)}; stopping it."
+            )
+            self._signal(job, signal.SIGTERM)
+            job.kill_at = now + self.kill_grace
+        for job in self._jobs.values():
+            if job.kill_at is not None and job.kill_at <= now:
+                self._signal(job, signal.SIGKILL)
+                job.kill_at = None
+
+    def _reap(self, key: int) -> JobFinished:
+        job = self._jobs.pop(key)
+        self._selector.unregister(job.pidfd)
+        os.close(job.pidfd)
+        returncode = job.process.wait()
+        # Leftovers of the job (background processes) go with it: their cores
+        # are handed to the next job now.
+        self._signal(job, signal.SIGKILL)
+        now = time.time()
+        reason, exit_code, signum = describe_exit(returncode)
+        if job.cancelled:
+            status, reason = Status.CANCELLED, f"was cancelled ({reason})"
+        elif job.timed_out:
+            status = Status.TIMEOUT
+            reason = (
+                f"exceeded its runtime of {_minutes(job.spec.request.walltime_s)} "
+                f"and was killed ({reason})"
+            )
+        elif returncode == 0:
+            status = Status.SUCCESS
+        else:
+            status = Status.FAILED
+        return JobFinished(key, status, reason, exit_code, signum, now)
+
+    @staticmethod
+    def _signal(job: _LocalJob, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(job.process.pid, signum)
+
+    # -- stopping ---------------------------------------------------------------
+    def cancel_all(self) -> list[JobFinished]:
+        for job in self._jobs.values():
+            job.cancelled = True
+            self._signal(job, signal.SIGTERM)
+        deadline = time.time() + self.kill_grace
+        finished: list[JobFinished] = []
+        while self._jobs and time.time() < deadline:
+            finished.extend(
+                e for e in self.wait(min(0.2, deadline - time.time())) if isinstance(e, JobFinished)
+            )
+        for job in list(self._jobs.values()):
+            self._signal(job, signal.SIGKILL)
+        while self._jobs:
+            finished.extend(e for e in self.wait(1.0) if isinstance(e, JobFinished))
+        return finished
+
+    def close(self) -> None:
+        if self._jobs:
+            self.cancel_all()
+        self._selector.close()
+        self._wake.close()
+
+
+def _minutes(seconds: int | None) -> str:
+    if seconds is None:
+        return "unlimited"
+    minutes = seconds / 60
+    return f"{minutes:g} min" if minutes >= 1 else f"{seconds} s"

@@ -1,0 +1,284 @@
+"""The Snakemake-facing executor: jobs in, packed onto the allocation, outcomes out."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from snakemake_interface_common.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+from snakemake_interface_executor_plugins.executors.real import RealExecutor
+from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
+from snakemake_interface_executor_plugins.settings import ExecMode
+
+from . import naming
+from .allocation import Allocation
+from .backends import JobFinished, LaunchSpec, create_backend
+from .command import CommandBuilder, JobCommand
+from .dispatcher import Dispatcher
+from .errors import InvalidRequestError
+from .packer import JobTicket, Packer
+from .policies import make_policy
+from .request import (
+    CONFUSABLE_RESOURCES,
+    ResourceRequest,
+    request_from_resources,
+    unread_resources,
+)
+from .settings import ExecutorSettings
+
+
+@dataclass
+class Submission:
+    """What the dispatcher needs of one Snakemake job (built in Snakemake's thread)."""
+
+    job_info: SubmittedJobInfo
+    command: JobCommand
+    name: str
+    log_path: str
+
+
+class Executor(RealExecutor):
+    """Packs every Snakemake job into the allocation and runs it on the backend."""
+
+    def __post_init__(self) -> None:
+        self.settings: ExecutorSettings = self.workflow.executor_settings or ExecutorSettings()
+        self.settings.check()
+        self._job_cores: int | None = None
+        self._keys = itertools.count(1)
+        self._noted: set[tuple[str, str]] = set()
+        self._sigterm_installed = False
+        self.backend = create_backend(self.settings)
+        self.allocation = Allocation(self.backend.discover())
+        self.logger.info(
+            f"matensemble: {self.backend.name} backend, allocation of "
+            f"{self.allocation.describe()}, policy {self.settings.policy}."
+        )
+        self.commands = CommandBuilder(self)
+        self.base_env = {**os.environ, **self.envvars()}
+        self.workdir = os.getcwd()
+        self._check_all_jobs_up_front()
+        self.packer = Packer(
+            self.allocation, make_policy(self.settings.policy, self.settings.reserve_after)
+        )
+        self.dispatcher = Dispatcher(self.packer, self.backend, self, self._launch_spec)
+        self.dispatcher.start()
+
+    # -- RealExecutor interface -------------------------------------------------
+    @property
+    def cores(self) -> int | str:
+        """``--cores`` of the per-job Snakemake command: the job's own cores."""
+        return self._job_cores if self._job_cores is not None else "all"
+
+    @contextlib.contextmanager
+    def cores_for_job(self, cores: int) -> Iterator[None]:
+        self._job_cores = cores
+        try:
+            yield
+        finally:
+            self._job_cores = None
+
+    def get_exec_mode(self) -> ExecMode:
+        return ExecMode.REMOTE
+
+    def get_python_executable(self) -> str:
+        return sys.executable
+
+    def run_job(self, job: JobExecutorInterface) -> None:
+        self.run_jobs([job])
+
+    def run_jobs(self, jobs: list[JobExecutorInterface]) -> None:
+        self._install_sigterm_handler()
+        tickets = []
+        for job in jobs:
+            self.run_job_pre(job)
+            try:
+                tickets.append(self._ticket_for(job))
+            except InvalidRequestError as error:
+                self.report_job_error(SubmittedJobInfo(job), msg=str(error))
+        if tickets:
+            self.dispatcher.submit(tickets)
+
+    def cancel(self) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self.dispatcher.stop()
+
+    def handle_job_success(self, job: JobExecutorInterface) -> None:
+        pass
+
+    def handle_job_error(self, job: JobExecutorInterface) -> None:
+        pass
+
+    # -- from Snakemake job to ticket ------------------------------------------
+    def request_for(self, job: Any) -> ResourceRequest:
+        """The checked request of ``job``; raises :class:`InvalidRequestError`."""
+        rule = naming.rule_of(job)
+        where = naming.where(job)
+        self._note_unread(job)
+        if job.is_group():
+            request = request_from_resources(where, rule, job.threads, _group_resources(job))
+        else:
+            request = request_from_resources(where, rule, job.threads, job.resources)
+        problem = self.allocation.why_never_fits(request)
+        if problem is not None:
+            field, value, text = problem
+            raise InvalidRequestError(
+                where,
+                field,
+                value,
+                f"{text}; the job could never start",
+                f"lower {field} of {rule}, or run in a larger allocation",
+            )
+        return request
+
+    def _ticket_for(self, job: Any) -> JobTicket:
+        request = self.request_for(job)
+        log_path = naming.log_path(self.settings.log_dir, job)
+        submission = Submission(
+            job_info=SubmittedJobInfo(job, aux={"log": str(log_path)}),
+            command=self.commands.build(job, request.total_cores),
+            name=naming.display_name(job),
+            log_path=str(log_path),
+        )
+        self.report_job_submission(submission.job_info)
+        return JobTicket(
+            key=next(self._keys),
+            request=request,
+            priority=_priority(job),
+            payload=submission,
+        )
+
+    def _launch_spec(self, ticket: JobTicket) -> LaunchSpec:
+        submission: Submission = ticket.payload
+        return LaunchSpec(
+            key=ticket.key,
+            command=submission.command.command,
+            name=submission.name,
+            cwd=self.workdir,
+            env=self.base_env,
+            log_path=submission.log_path,
+            request=ticket.request,
+            shell=submission.command.shell,
+        )
+
+    def _check_all_jobs_up_front(self) -> None:
+        """Check every job of the DAG now, so bad input fails before anything runs."""
+        needrun = getattr(self.workflow.dag, "needrun_jobs", None)
+        if needrun is None:
+            return
+        problems: dict[str, str] = {}
+        for job in needrun():
+            if job.is_local or job.rule.name in problems:
+                continue
+            try:
+                self.request_for(job)
+            except InvalidRequestError as error:
+                problems[job.rule.name] = str(error)
+            except Exception as error:  # resources that need inputs not made yet
+                self.logger.debug(f"matensemble: cannot check {job} yet: {error}")
+        if problems:
+            raise WorkflowError(
+                "matensemble: these jobs cannot run as requested (nothing was started):\n"
+                + "\n".join(f"  - {text}" for text in problems.values())
+            )
+
+    def _note_unread(self, job: Any) -> None:
+        resources = _group_resources(job) if job.is_group() else job.resources
+        unenforced, confusable = unread_resources(resources)
+        rule = naming.rule_of(job)
+        for name in confusable:
+            if (rule, name) not in self._noted:
+                self._noted.add((rule, name))
+                self.logger.warning(
+                    f"matensemble: {rule} sets resource '{name}', which this executor "
+                    f"does not read; did you mean '{CONFUSABLE_RESOURCES[name]}'?"
+                )
+        for name in unenforced:
+            if ("*", name) not in self._noted:
+                self._noted.add(("*", name))
+                self.logger.info(
+                    f"matensemble: resource '{name}' is accepted but not enforced "
+                    f"by the {self.backend.name} backend (memory and disk are not "
+                    "limited per job)."
+                )
+
+    # -- dispatcher callbacks (dispatcher thread) -------------------------------
+    def on_started(self, ticket: JobTicket, backend_id: str, time: float) -> None:
+        submission: Submission = ticket.payload
+        submission.job_info.external_jobid = backend_id
+        self.logger.debug(
+            f"matensemble: started {submission.name} as {self.backend.name} job "
+            f"{backend_id} on {ticket.placement.describe()}; log {submission.log_path}"
+        )
+
+    def on_finished(self, ticket: JobTicket, result: JobFinished) -> None:
+        submission: Submission = ticket.payload
+        if result.ok:
+            self.report_job_success(submission.job_info)
+            return
+        job = submission.job_info.job
+        details = {"exit_code": result.exit_code} if result.exit_code is not None else {}
+        self.report_job_error(
+            submission.job_info,
+            msg=f"matensemble: {submission.name} {result.reason}. Log: {submission.log_path}",
+            aux_logs=[submission.log_path],
+            **details,
+        )
+        retried = getattr(job, "restart_times", 0) > job.attempt - 1
+        if not retried and not self.workflow.execution_settings.keep_going:
+            self.dispatcher.halt()
+
+    def on_withdrawn(self, tickets: list[JobTicket]) -> None:
+        self.logger.info(
+            f"matensemble: {len(tickets)} queued job(s) were not started "
+            "(the run is stopping; use --keep-going to run independent jobs "
+            "after a failure)."
+        )
+        for ticket in tickets:
+            self.workflow.scheduler.error_callback(ticket.payload.job_info.job)
+
+    def on_crash(self, error: BaseException, tickets: list[JobTicket]) -> None:
+        self.workflow.scheduler.executor_error_callback(error)
+        for ticket in tickets:
+            self.workflow.scheduler.error_callback(ticket.payload.job_info.job)
+
+    # -- signals ----------------------------------------------------------------
+    def _install_sigterm_handler(self) -> None:
+        """SIGTERM cancels like Ctrl-C: every job is stopped, none left running.
+
+        Snakemake's own handler would wait for running jobs, which for a packer
+        holding a queue means starting all of them.
+        """
+        if self._sigterm_installed or threading.current_thread() is not threading.main_thread():
+            return
+        self._sigterm_installed = True
+
+        def interrupt(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt(f"received signal {signal.Signals(signum).name}")
+
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def _priority(job: Any) -> int:
+    try:
+        priority = job.priority
+    except Exception:
+        return 0
+    return priority if isinstance(priority, int) else 0
+
+
+def _group_resources(job: Any) -> dict[str, Any]:
+    """Resources of a group job as one request: all its cores and GPUs, one task."""
+    resources = dict(job.resources)
+    for per_job_field in ("tasks", "nodes", "cpus_per_task", "gpus_per_task", "mpi"):
+        resources.pop(per_job_field, None)
+    return resources

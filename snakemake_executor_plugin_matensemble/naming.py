@@ -1,0 +1,61 @@
+"""How a Snakemake job is named in messages, backend job names and log paths."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+
+
+def wildcards_of(job: Any) -> dict[str, str]:
+    if job.is_group():
+        return {}
+    return {k: str(v) for k, v in (getattr(job, "wildcards_dict", None) or {}).items()}
+
+
+def rule_of(job: Any) -> str:
+    """The rule name, or the group id for a group job."""
+    return f"group {job.groupid}" if job.is_group() else job.rule.name
+
+
+def where(job: Any) -> str:
+    """``rule 'md' (jobid 3, wildcards T=300)`` for error messages."""
+    if job.is_group():
+        rules = ", ".join(sorted({j.rule.name for j in job.jobs}))
+        return f"group job '{job.groupid}' (rules {rules})"
+    wildcards = ", ".join(f"{k}={v}" for k, v in wildcards_of(job).items())
+    extra = f", wildcards {wildcards}" if wildcards else ""
+    return f"rule '{job.rule.name}' (jobid {job.jobid}{extra})"
+
+
+def display_name(job: Any) -> str:
+    """``md[T=300,seed=1]``: short, shows rule and wildcards (backend job names)."""
+    if job.is_group():
+        return f"group-{job.groupid}"
+    wildcards = ",".join(f"{k}={v}" for k, v in wildcards_of(job).items())
+    return f"{job.rule.name}[{wildcards}]" if wildcards else job.rule.name
+
+
+def _safe(text: str) -> str:
+    """A file name for ``text``; long ones keep a prefix and a digest."""
+    name = _UNSAFE.sub("_", text).strip("_") or "_"
+    if len(name) > 120:
+        name = f"{name[:100]}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+    return name
+
+
+def log_path(log_dir: str | Path, job: Any) -> Path:
+    """One log per job and attempt, findable by rule and wildcards.
+
+    ``<log_dir>/rule_md/T=300_seed=1/attempt1.log``; group jobs go under
+    ``group_<groupid>``.
+    """
+    attempt = f"attempt{job.attempt}.log"
+    if job.is_group():
+        return Path(log_dir) / f"group_{_safe(str(job.groupid))}" / attempt
+    base = Path(log_dir) / f"rule_{_safe(job.rule.name)}"
+    wildcards = "_".join(f"{k}={v}" for k, v in wildcards_of(job).items())
+    return base / _safe(wildcards) / attempt if wildcards else base / attempt

@@ -1,0 +1,139 @@
+"""Admission policies: which queued jobs start now (MatEnsemble's strategies).
+
+A policy looks at the queue (priority order), the allocation's free cores/GPUs
+per node and the running jobs, and starts jobs through
+:meth:`AdmissionRound.start`. Policies are small classes registered by name;
+users choose one with ``--matensemble-policy``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .allocation import Allocation, Placement
+from .packer import AdmissionRound, JobTicket
+
+
+class AdmissionPolicy(ABC):
+    """Decides which queued jobs start in one admission round."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+
+    @abstractmethod
+    def select(self, round_: AdmissionRound) -> None:
+        """Start jobs with ``round_.start(ticket, placement)``."""
+
+
+class FifoPolicy(AdmissionPolicy):
+    """Strict priority order: start jobs until the next one does not fit."""
+
+    name = "fifo"
+    summary = (
+        "strict priority order: start jobs until the next one in line does not "
+        "fit, then wait (no job ever overtakes another)"
+    )
+
+    def select(self, round_: AdmissionRound) -> None:
+        while (head := round_.queue.best()) is not None:
+            placement = round_.allocation.place(head.request)
+            if placement is None:
+                round_.note_blocked(head)
+                return
+            round_.start(head, placement)
+
+
+@dataclass
+class Reservation:
+    """Resources promised to a starved job (EASY backfilling).
+
+    ``shadow_time`` is when the starved job can start at the latest (running
+    jobs ending at their walltimes); ``spare`` is what is free now and not
+    promised. A job may backfill if it ends before ``shadow_time`` or fits in
+    ``spare``. When the promise cannot be computed (running jobs without a
+    runtime), nothing backfills: the starved job goes next.
+    """
+
+    shadow_time: float
+    spare: Allocation | None
+
+    @classmethod
+    def for_job(cls, ticket: JobTicket, round_: AdmissionRound) -> Reservation:
+        future = round_.allocation.copy()
+        running = [*round_.running, *round_.started]
+        ending = sorted(
+            (t for t in running if t.expected_end is not None and t.placement),
+            key=lambda t: t.expected_end,
+        )
+        for done in ending:
+            future.give_back(done.placement)
+            promised = future.place(ticket.request)
+            if promised is not None:
+                spare = round_.allocation.copy()
+                spare.withhold(promised)
+                return cls(done.expected_end, spare)
+        return cls(math.inf, None)
+
+    def backfill(self, ticket: JobTicket, round_: AdmissionRound) -> Placement | None:
+        walltime = ticket.request.walltime_s
+        placement = None
+        if walltime is not None and round_.now + walltime <= self.shadow_time:
+            placement = round_.allocation.place(ticket.request)
+        elif self.spare is not None:
+            placement = self.spare.place(ticket.request)
+        if placement is not None and self.spare is not None:
+            self.spare.withhold(placement)
+        return placement
+
+
+class BackfillPolicy(AdmissionPolicy):
+    """Start every queued job that fits, in priority order, with a starvation guard.
+
+    A job that could not start for ``reserve_after`` seconds gets a reservation
+    (EASY backfilling): from then on, other jobs start only where they cannot
+    delay it.
+    """
+
+    name = "backfill"
+    summary = (
+        "in priority order, start every queued job that fits now; a job that "
+        "waited longer than --matensemble-reserve-after seconds gets its "
+        "resources reserved so small jobs cannot starve it (EASY backfilling)"
+    )
+
+    def __init__(self, reserve_after: float = 60.0):
+        self.reserve_after = reserve_after
+
+    def select(self, round_: AdmissionRound) -> None:
+        blocked: set[tuple] = set()
+        reservation: Reservation | None = None
+        while not round_.allocation_full:
+            ticket = round_.queue.best(blocked)
+            if ticket is None:
+                return
+            if reservation is None:
+                placement = round_.allocation.place(ticket.request)
+            else:
+                placement = reservation.backfill(ticket, round_)
+            if placement is not None:
+                round_.start(ticket, placement)
+                continue
+            blocked.add(ticket.request.shape)
+            waited = round_.note_blocked(ticket)
+            if reservation is None and waited >= self.reserve_after:
+                reservation = Reservation.for_job(ticket, round_)
+
+
+POLICIES: dict[str, type[AdmissionPolicy]] = {
+    policy.name: policy for policy in (BackfillPolicy, FifoPolicy)
+}
+
+
+def make_policy(name: str, reserve_after: float) -> AdmissionPolicy:
+    """The policy called ``name`` (a key of :data:`POLICIES`)."""
+    if name == BackfillPolicy.name:
+        return BackfillPolicy(reserve_after=reserve_after)
+    return POLICIES[name]()

@@ -1,0 +1,105 @@
+"""Executor settings: ``--matensemble-<name>`` flags and profile keys.
+
+No ``from __future__ import annotations`` here: Snakemake reads the field types
+at run time to build its argument parser.
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
+
+from .errors import SettingsError
+from .policies import POLICIES
+
+BACKENDS = ("auto", "local", "flux")
+
+
+@dataclass
+class ExecutorSettings(ExecutorSettingsBase):
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "Where jobs run: 'flux' (every job a Flux job of the enclosing "
+            "Flux instance), 'local' (process groups on this machine, pinned to "
+            "their cores and GPUs), or 'auto': flux when the flux Python bindings "
+            "import and FLUX_URI points to a running instance, else local.",
+            "choices": list(BACKENDS),
+            "env_var": False,
+            "required": False,
+        },
+    )
+    policy: str = field(
+        default="backfill",
+        metadata={
+            "help": "Admission policy: "
+            + "; ".join(f"'{name}': {cls.summary}" for name, cls in POLICIES.items())
+            + ".",
+            "choices": list(POLICIES),
+            "env_var": False,
+            "required": False,
+        },
+    )
+    reserve_after: float = field(
+        default=60.0,
+        metadata={
+            "help": "backfill policy: seconds a job may wait while others overtake "
+            "it; after that its resources are reserved (EASY backfilling), so a "
+            "big job is never starved by a stream of small ones.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    local_cores: Optional[str] = field(  # noqa: UP045
+        default=None,
+        metadata={
+            "help": "local backend: cores jobs may use, as a count (8) or a CPU "
+            "list (0-3,6). Default: every CPU this process may run on.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    local_gpus: Optional[str] = field(  # noqa: UP045
+        default=None,
+        metadata={
+            "help": "local backend: GPUs jobs may use, as a count (2), a list of "
+            "ids (0,1) or 'none'. Default: detected (CUDA_VISIBLE_DEVICES/"
+            "ROCR_VISIBLE_DEVICES if set, else nvidia-smi, /dev/nvidia*, or the "
+            "AMD KFD topology).",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    kill_grace_seconds: float = field(
+        default=10.0,
+        metadata={
+            "help": "Seconds between SIGTERM and SIGKILL when a job exceeds its "
+            "runtime or the run is cancelled.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    log_dir: str = field(
+        default=".snakemake/matensemble_logs",
+        metadata={
+            "help": "Directory (relative to the working directory) for the "
+            "stdout/stderr log of every job and attempt.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+
+    def check(self) -> None:
+        """Raise :class:`SettingsError` for values the plugin cannot use."""
+        if self.backend not in BACKENDS:
+            raise SettingsError(
+                "backend", self.backend, "is not a backend", f"use one of {', '.join(BACKENDS)}"
+            )
+        if self.policy not in POLICIES:
+            raise SettingsError(
+                "policy", self.policy, "is not a policy", f"use one of {', '.join(POLICIES)}"
+            )
+        for name in ("reserve_after", "kill_grace_seconds"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value < 0:
+                raise SettingsError(name, value, "must be a number >= 0", "give seconds, e.g. 60")
