@@ -186,7 +186,7 @@ def parse_walltime_seconds(fields: _Fields, value: Any) -> int | None:
                     value,
                     "is not a duration",
                     "give minutes as a number (runtime=90) or a string such as "
-                    f"'1h30m' in rule '{fields.rule}'",
+                    f"'1.5h' in rule '{fields.rule}'",
                 )
     if not math.isfinite(minutes) or minutes <= 0:
         fields.fail("runtime", value, "must be a positive number of minutes")
@@ -203,7 +203,9 @@ def _parse_bool(fields: _Fields, field: str, value: Any) -> bool:
         return True
     if text in {"0", "false", "no", "off", ""}:
         return False
-    fields.fail(field, value, "is not true or false", f"use {field}=True or False")
+    fields.fail(
+        field, value, "is not true or false", f"use {field}=True or False in rule '{fields.rule}'"
+    )
     raise AssertionError  # unreachable
 
 

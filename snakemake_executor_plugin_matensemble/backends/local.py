@@ -5,7 +5,8 @@ its own process group with its CPU affinity set to its cores (inherited from
 the launching thread, so no process of the job ever runs elsewhere), its GPU
 ids in ``CUDA_VISIBLE_DEVICES``/``HIP_VISIBLE_DEVICES``/``ROCR_VISIBLE_DEVICES``,
 stdout and stderr in one log, and its walltime enforced (SIGTERM, then SIGKILL
-after a grace period).
+after a grace period). An :class:`~.orphan_guard.OrphanGuard` stops the jobs
+if Snakemake itself is killed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .base import (
     WakePipe,
 )
 from .local_resources import GPU_VISIBILITY_VARS, local_cores, local_gpus
+from .orphan_guard import OrphanGuard
 
 log = logging.getLogger("snakemake.logging.matensemble.local")
 
@@ -90,6 +92,7 @@ class LocalBackend(Backend):
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake.read_fd, selectors.EVENT_READ, None)
         self._pending: list[BackendEvent] = []
+        self._guard: OrphanGuard | None = None
 
     # -- discovery --------------------------------------------------------------
     def discover(self) -> list[NodeSpec]:
@@ -143,6 +146,9 @@ class LocalBackend(Backend):
             raise LaunchError(f"could not be started: {error}") from error
         finally:
             os.sched_setaffinity(0, own_affinity)
+        if self._guard is None:
+            self._guard = OrphanGuard(self.kill_grace)
+        self._guard.watch(process.pid)
         now = time.time()
         pidfd = os.pidfd_open(process.pid)
         walltime = spec.request.walltime_s
@@ -216,6 +222,8 @@ class LocalBackend(Backend):
         # Leftovers of the job (background processes) go with it: their cores
         # are handed to the next job now.
         self._signal(job, signal.SIGKILL)
+        if self._guard is not None:
+            self._guard.forget(job.process.pid)
         now = time.time()
         reason, exit_code, signum = describe_exit(returncode)
         if job.cancelled:
@@ -259,6 +267,8 @@ class LocalBackend(Backend):
             self.cancel_all()
         self._selector.close()
         self._wake.close()
+        if self._guard is not None:
+            self._guard.close()
 
 
 def _minutes(seconds: int | None) -> str:

@@ -1,0 +1,76 @@
+"""A watchdog process that stops local jobs if Snakemake itself is killed.
+
+SIGINT and SIGTERM are handled by the executor (every job is cancelled), but
+nothing in a process survives SIGKILL or an out-of-memory kill. The guard is a
+tiny helper process, in its own session so that terminal signals do not reach
+it, reading the process groups of running jobs from a pipe. When the pipe
+closes without a goodbye (Snakemake died), it terminates every group still
+listed, so no job keeps running unseen and --rerun-incomplete starts clean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+
+_GUARD = r"""
+import os, signal, sys, time
+grace = float(sys.argv[1])
+groups = set()
+for line in sys.stdin:
+    op, _, pgid = line.strip().partition(" ")
+    if op == "+":
+        groups.add(int(pgid))
+    elif op == "-":
+        groups.discard(int(pgid))
+    elif op == "bye":
+        sys.exit(0)
+def signal_all(signum):
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signum)
+        except OSError:
+            pass
+signal_all(signal.SIGTERM)
+time.sleep(grace)
+signal_all(signal.SIGKILL)
+"""
+
+
+class OrphanGuard:
+    """Parent side of the watchdog: tell it which process groups are alive."""
+
+    def __init__(self, kill_grace_seconds: float):
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _GUARD, str(kill_grace_seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+    def _send(self, line: str) -> None:
+        if self._process.stdin is None or self._process.stdin.closed:
+            return
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            self._process.stdin.write(f"{line}\n".encode())
+            self._process.stdin.flush()
+
+    def watch(self, pgid: int) -> None:
+        self._send(f"+ {pgid}")
+
+    def forget(self, pgid: int) -> None:
+        self._send(f"- {pgid}")
+
+    def close(self) -> None:
+        """Say goodbye (nothing left to guard) and reap the helper."""
+        self._send("bye")
+        with contextlib.suppress(OSError):
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()

@@ -1,0 +1,124 @@
+"""Per-node placement: fragmentation, multi-node, exclusive, GPUs."""
+
+import pytest
+
+from snakemake_executor_plugin_matensemble.allocation import (
+    Allocation,
+    NodeShare,
+    NodeSpec,
+    Placement,
+)
+from snakemake_executor_plugin_matensemble.request import ResourceRequest
+
+
+def nodes(count: int, cores: int, gpus: int = 0) -> list[NodeSpec]:
+    return [
+        NodeSpec(rank, f"n{rank}", tuple(range(cores)), tuple(str(g) for g in range(gpus)))
+        for rank in range(count)
+    ]
+
+
+def test_four_core_task_does_not_fit_in_two_half_free_nodes():
+    allocation = Allocation(nodes(2, 4))
+    allocation.take(allocation.place(ResourceRequest(cores_per_task=2)))
+    second = allocation.place(ResourceRequest(cores_per_task=2))
+    # best fit puts the second 2-core job on the same node, keeping n1 whole
+    assert second.ranks == (0,)
+    allocation.take(second)
+    allocation.take(allocation.place(ResourceRequest(cores_per_task=2)))
+    assert allocation.free_cores == 2
+    assert allocation.place(ResourceRequest(cores_per_task=4)) is None
+    assert allocation.place(ResourceRequest(cores_per_task=2)) is not None
+
+
+def test_aggregate_free_cores_are_not_enough():
+    allocation = Allocation(nodes(2, 4))
+    for rank in (0, 1):
+        allocation.take(Placement((NodeShare(rank, 1, (0, 1)),)))
+    assert allocation.free_cores == 4
+    assert allocation.place(ResourceRequest(cores_per_task=4)) is None
+    assert allocation.place(ResourceRequest(tasks=2, cores_per_task=2)).ranks == (0, 1)
+
+
+def test_best_fit_keeps_whole_nodes_free():
+    allocation = Allocation(nodes(3, 4))
+    allocation.take(allocation.place(ResourceRequest(cores_per_task=3)))  # n0: 1 free
+    placement = allocation.place(ResourceRequest(cores_per_task=1))
+    assert placement.ranks == (0,)
+
+
+def test_tasks_spread_over_nodes_when_no_single_node_fits():
+    allocation = Allocation(nodes(3, 2))
+    placement = allocation.place(ResourceRequest(tasks=5, cores_per_task=1))
+    assert placement.ncores == 5
+    assert sum(share.tasks for share in placement.shares) == 5
+    assert len(placement.shares) == 3
+
+
+def test_explicit_nodes_spread_tasks_evenly():
+    allocation = Allocation(nodes(3, 4))
+    placement = allocation.place(ResourceRequest(tasks=4, cores_per_task=1, nodes=2))
+    assert sorted(share.tasks for share in placement.shares) == [2, 2]
+    assert len(set(placement.ranks)) == 2
+
+
+def test_explicit_nodes_need_distinct_nodes_with_room():
+    allocation = Allocation(nodes(2, 4))
+    allocation.take(allocation.place(ResourceRequest(cores_per_task=3, nodes=1)))
+    assert allocation.place(ResourceRequest(tasks=4, cores_per_task=1, nodes=2)) is None
+    assert allocation.place(ResourceRequest(tasks=2, cores_per_task=1, nodes=2)) is not None
+
+
+def test_exclusive_needs_idle_nodes_and_gets_all_of_them():
+    allocation = Allocation(nodes(2, 4, gpus=2))
+    allocation.take(allocation.place(ResourceRequest(cores_per_task=1)))
+    placement = allocation.place(ResourceRequest(exclusive=True))
+    assert placement.ranks == (1,)
+    assert placement.ncores == 4
+    assert placement.ngpus == 2
+    allocation.take(placement)
+    assert allocation.place(ResourceRequest(exclusive=True)) is None
+
+
+def test_gpus_are_distinct_ids_and_come_back():
+    allocation = Allocation(nodes(1, 8, gpus=2))
+    first = allocation.place(ResourceRequest(gpus_per_task=1))
+    allocation.take(first)
+    second = allocation.place(ResourceRequest(gpus_per_task=1))
+    allocation.take(second)
+    assert {first.shares[0].gpus, second.shares[0].gpus} == {("0",), ("1",)}
+    assert allocation.place(ResourceRequest(gpus_per_task=1)) is None
+    allocation.give_back(first)
+    again = allocation.place(ResourceRequest(gpus_per_task=1))
+    assert again.shares[0].gpus == first.shares[0].gpus
+
+
+def test_taking_resources_twice_is_refused():
+    allocation = Allocation(nodes(1, 2))
+    placement = allocation.place(ResourceRequest(cores_per_task=2))
+    allocation.take(placement)
+    with pytest.raises(ValueError, match="not free"):
+        allocation.take(placement)
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (ResourceRequest(cores_per_task=5), "threads"),
+        (ResourceRequest(cores_per_task=5, cores_field="cpus_per_task"), "cpus_per_task"),
+        (ResourceRequest(gpus_per_task=3), "gpu"),
+        (ResourceRequest(tasks=3, nodes=3), "nodes"),
+        (ResourceRequest(tasks=9), "tasks"),
+    ],
+)
+def test_why_never_fits_blames_the_right_field(request_, field):
+    allocation = Allocation(nodes(2, 4, gpus=2))
+    problem = allocation.why_never_fits(request_)
+    assert problem is not None
+    assert problem[0] == field
+
+
+def test_why_never_fits_is_none_for_requests_that_fit_when_idle():
+    allocation = Allocation(nodes(2, 4, gpus=2))
+    allocation.take(allocation.place(ResourceRequest(cores_per_task=4, exclusive=True)))
+    assert allocation.why_never_fits(ResourceRequest(tasks=8)) is None

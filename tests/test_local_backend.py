@@ -1,0 +1,185 @@
+"""The local backend on its own: binding, logs, exits, walltime, cancel."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from snakemake_executor_plugin_matensemble.allocation import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.backends import (
+    JobFinished,
+    LaunchError,
+    LaunchSpec,
+    LocalBackend,
+    Status,
+)
+from snakemake_executor_plugin_matensemble.request import ResourceRequest
+
+from .helpers import pid_alive, wait_until
+
+_keys = iter(range(1, 10**6))
+
+
+def spec(tmp_path: Path, command: str, walltime=None, cwd=None) -> LaunchSpec:
+    key = next(_keys)
+    return LaunchSpec(
+        key=key,
+        command=command,
+        name=f"job{key}",
+        cwd=str(cwd or tmp_path),
+        env=dict(os.environ),
+        log_path=str(tmp_path / "logs" / f"{key}.log"),
+        request=ResourceRequest(walltime_s=walltime),
+    )
+
+
+def on(cores=(0,), gpus=()) -> Placement:
+    return Placement((NodeShare(0, 1, tuple(cores), tuple(gpus)),))
+
+
+def run_to_end(backend: LocalBackend, timeout: float = 30) -> list[JobFinished]:
+    finished: list[JobFinished] = []
+    deadline = time.time() + timeout
+    while backend.running_count and time.time() < deadline:
+        finished += [e for e in backend.wait(1.0) if isinstance(e, JobFinished)]
+    assert not backend.running_count, "jobs did not end in time"
+    return finished
+
+
+@pytest.fixture
+def backend():
+    backend = LocalBackend(kill_grace_seconds=1)
+    yield backend
+    backend.close()
+
+
+def test_discovers_usable_cpus(backend):
+    (node,) = backend.discover()
+    assert list(node.cores) == sorted(os.sched_getaffinity(0))
+
+
+def test_job_runs_on_exactly_its_cores_and_logs_output(backend, tmp_path):
+    core = max(os.sched_getaffinity(0))
+    job = spec(tmp_path, "grep Cpus_allowed_list /proc/self/status; echo err >&2")
+    backend.launch(job, on(cores=(core,)))
+    (result,) = run_to_end(backend)
+    assert result.status is Status.SUCCESS
+    log = Path(job.log_path).read_text()
+    assert f"Cpus_allowed_list:\t{core}\n" in log
+    assert "err" in log
+    assert os.sched_getaffinity(0) == set(backend.core_ids), "launcher affinity restored"
+
+
+def test_gpu_ids_are_exported_and_cpu_jobs_see_none(tmp_path):
+    backend = LocalBackend(gpus="2")
+    try:
+        gpu_job = spec(tmp_path, 'echo "[$CUDA_VISIBLE_DEVICES|$ROCR_VISIBLE_DEVICES]"')
+        cpu_job = spec(tmp_path, 'echo "[$CUDA_VISIBLE_DEVICES]"')
+        backend.launch(gpu_job, on(gpus=("1",)))
+        backend.launch(cpu_job, on())
+        run_to_end(backend)
+    finally:
+        backend.close()
+    assert Path(gpu_job.log_path).read_text() == "[1|1]\n"
+    assert Path(cpu_job.log_path).read_text() == "[]\n"
+
+
+def test_exit_code_and_signal_are_reported(backend, tmp_path):
+    failing = spec(tmp_path, "exit 3")
+    killed = spec(tmp_path, "kill -KILL $$")
+    backend.launch(failing, on())
+    backend.launch(killed, on())
+    results = {r.key: r for r in run_to_end(backend)}
+    assert results[failing.key].status is Status.FAILED
+    assert results[failing.key].exit_code == 3
+    assert "exited with code 3" in results[failing.key].reason
+    assert results[killed.key].status is Status.FAILED
+    assert results[killed.key].signal == 9
+    assert "SIGKILL" in results[killed.key].reason
+
+
+def test_missing_program_fails_with_the_shell_message(backend, tmp_path):
+    job = spec(tmp_path, "no-such-program-xyz")
+    backend.launch(job, on())
+    (result,) = run_to_end(backend)
+    assert result.exit_code == 127
+    assert "not found" in Path(job.log_path).read_text()
+
+
+def test_bad_working_directory_is_a_launch_error(backend, tmp_path):
+    with pytest.raises(LaunchError, match="could not be started"):
+        backend.launch(spec(tmp_path, "true", cwd=tmp_path / "missing"), on())
+    assert backend.running_count == 0
+
+
+def test_walltime_is_enforced_and_reported_as_timeout(backend, tmp_path):
+    job = spec(tmp_path, "sleep 30", walltime=1)
+    started = time.time()
+    backend.launch(job, on())
+    (result,) = run_to_end(backend)
+    assert result.status is Status.TIMEOUT
+    assert "exceeded its runtime of 1 s" in result.reason
+    assert time.time() - started < 10
+
+
+def test_a_job_ignoring_sigterm_is_killed_after_the_grace(backend, tmp_path):
+    job = spec(tmp_path, "trap '' TERM; sleep 30 & wait; sleep 30", walltime=1)
+    started = time.time()
+    backend.launch(job, on())
+    (result,) = run_to_end(backend)
+    assert result.status is Status.TIMEOUT
+    assert time.time() - started < 10
+
+
+def test_leftover_background_processes_die_with_the_job(backend, tmp_path):
+    pidfile = tmp_path / "bg.pid"
+    job = spec(tmp_path, f"sleep 60 & echo $! > {pidfile}")
+    backend.launch(job, on())
+    run_to_end(backend)
+    bg = int(pidfile.read_text())
+    assert wait_until(lambda: not pid_alive(bg), 5), "background process survived"
+
+
+def test_cancel_all_stops_every_process(backend, tmp_path):
+    pids = []
+    for i in range(3):
+        pidfile = tmp_path / f"{i}.pid"
+        backend.launch(spec(tmp_path, f"sleep 60 & echo $! > {pidfile}; wait"), on())
+        pids.append(pidfile)
+    assert wait_until(lambda: all(p.exists() and p.read_text() for p in pids), 10)
+    results = backend.cancel_all()
+    assert len(results) == 3
+    assert all(r.status is Status.CANCELLED for r in results)
+    for pidfile in pids:
+        assert not pid_alive(int(pidfile.read_text()))
+
+
+GUARDED_PARENT = """
+import os, signal, sys, time
+from snakemake_executor_plugin_matensemble.allocation import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.backends import LaunchSpec, LocalBackend
+from snakemake_executor_plugin_matensemble.request import ResourceRequest
+backend = LocalBackend(kill_grace_seconds=1)
+pidfile = sys.argv[1]
+backend.launch(
+    LaunchSpec(1, f"sleep 60 & echo $! > {pidfile}; wait", "j", os.getcwd(),
+               dict(os.environ), pidfile + ".log", ResourceRequest()),
+    Placement((NodeShare(0, 1, (backend.core_ids[0],)),)),
+)
+while not (os.path.exists(pidfile) and open(pidfile).read()):
+    time.sleep(0.05)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_jobs_are_stopped_when_snakemake_is_killed(tmp_path):
+    pidfile = tmp_path / "job.pid"
+    parent = subprocess.run(
+        [sys.executable, "-c", GUARDED_PARENT, str(pidfile)], cwd=tmp_path, timeout=60
+    )
+    assert parent.returncode == -9
+    job_pid = int(pidfile.read_text())
+    assert wait_until(lambda: not pid_alive(job_pid), 10), "job outlived a killed parent"

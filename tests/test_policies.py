@@ -1,0 +1,205 @@
+"""Admission policies on a simulated clock: order, backfill, fifo, starvation."""
+
+from snakemake_executor_plugin_matensemble.allocation import (
+    Allocation,
+    NodeShare,
+    NodeSpec,
+    Placement,
+)
+from snakemake_executor_plugin_matensemble.packer import JobQueue, JobTicket, Packer
+from snakemake_executor_plugin_matensemble.policies import (
+    POLICIES,
+    BackfillPolicy,
+    FifoPolicy,
+    make_policy,
+)
+from snakemake_executor_plugin_matensemble.request import ResourceRequest
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def packer(policy, cores=4, node_count=1, gpus=0) -> tuple[Packer, Clock]:
+    clock = Clock()
+    specs = [
+        NodeSpec(r, f"n{r}", tuple(range(cores)), tuple(str(g) for g in range(gpus)))
+        for r in range(node_count)
+    ]
+    return Packer(Allocation(specs), policy, clock), clock
+
+
+_keys = iter(range(1, 10**9))
+
+
+def job(cores=1, priority=0, walltime=None, name="", gpus=0) -> JobTicket:
+    request = ResourceRequest(cores_per_task=cores, gpus_per_task=gpus, walltime_s=walltime)
+    return JobTicket(key=next(_keys), request=request, priority=priority, payload=name)
+
+
+def names(tickets) -> list[str]:
+    return [t.payload for t in tickets]
+
+
+def test_registry_names():
+    assert set(POLICIES) == {"backfill", "fifo"}
+    assert isinstance(make_policy("fifo", 5), FifoPolicy)
+    backfill = make_policy("backfill", 7.5)
+    assert isinstance(backfill, BackfillPolicy)
+    assert backfill.reserve_after == 7.5
+
+
+def test_queue_orders_by_priority_then_arrival():
+    queue = JobQueue()
+    for ticket in [job(name="a"), job(priority=5, name="b"), job(name="c", cores=2)]:
+        queue.push(ticket)
+    assert names(queue) == ["b", "a", "c"]
+    assert queue.best().payload == "b"
+    assert queue.best({(1, 1, 0, None, False)}).payload == "c"
+
+
+def test_higher_priority_starts_first():
+    p, _ = packer(FifoPolicy(), cores=1)
+    p.enqueue([job(name="low"), job(priority=10, name="high")])
+    assert names(p.admit()) == ["high"]
+
+
+def test_submit_until_out_of_resources():
+    p, _ = packer(BackfillPolicy(), cores=4)
+    p.enqueue([job(name=str(i)) for i in range(10)])
+    started = p.admit()
+    assert len(started) == 4
+    assert p.allocation.free_cores == 0
+    assert len(p.queue) == 6
+    p.finish(started[0])
+    assert len(p.admit()) == 1
+
+
+def test_fifo_waits_behind_a_job_that_does_not_fit():
+    p, _ = packer(FifoPolicy(), cores=4)
+    p.enqueue([job(cores=3, name="a"), job(cores=2, name="big"), job(cores=1, name="small")])
+    assert names(p.admit()) == ["a"]
+    assert p.allocation.free_cores == 1  # small would fit, but fifo keeps order
+
+
+def test_backfill_starts_small_jobs_around_a_blocked_one():
+    p, _ = packer(BackfillPolicy(reserve_after=60), cores=4)
+    p.enqueue([job(cores=3, name="a"), job(cores=2, name="big"), job(cores=1, name="small")])
+    assert names(p.admit()) == ["a", "small"]
+    assert names(p.queue) == ["big"]
+
+
+def test_backfill_reserves_for_a_starved_job_with_unknown_runtimes():
+    """Without runtimes, a starved job makes everything else wait for it."""
+    p, clock = packer(BackfillPolicy(reserve_after=10), cores=4)
+    running = [job(name=f"r{i}") for i in range(4)]
+    p.enqueue(running)
+    p.admit()
+    p.enqueue([job(cores=4, name="big")] + [job(name=f"s{i}") for i in range(20)])
+    assert p.admit() == []
+    # a small job ends before the big one has starved: a small one backfills
+    clock.now = 5
+    p.finish(running[0])
+    assert names(p.admit()) == ["s0"]
+    # big has now waited past reserve_after: freed cores are kept for it
+    clock.now = 15
+    p.finish(running[1])
+    assert p.admit() == []
+    for ticket in list(p.running.values()):
+        p.finish(ticket)
+    assert names(p.admit()) == ["big"]
+
+
+def stream_with_big_job(reserve_after: float, steps: int = 200) -> float | None:
+    """1-core 10 s jobs arrive every 2.5 s on 4 cores (always 4 running,
+    staggered); a 4-core job queued at t=10. When does it start?"""
+    p, clock = packer(BackfillPolicy(reserve_after=reserve_after), cores=4)
+    for step in range(steps):
+        clock.now = step * 2.5
+        for ticket in list(p.running.values()):
+            if ticket.started_at + 10 <= clock.now:
+                p.finish(ticket)
+        p.enqueue([job(walltime=10, name=f"s{step}")])
+        if step == 4:
+            p.enqueue([job(cores=4, walltime=10, name="big")])
+        if "big" in names(p.admit()):
+            return clock.now
+    return None
+
+
+def test_starvation_guard_lets_the_big_job_start_under_a_stream_of_small_ones():
+    started_at = stream_with_big_job(reserve_after=30)
+    assert started_at is not None, "the big job was starved"
+    # queued at 10, reserved at >= 40, running jobs end within 10 s after that
+    assert 40 <= started_at <= 10 + 30 + 10 + 2.5
+
+
+def test_backfill_without_guard_would_starve():
+    assert stream_with_big_job(reserve_after=float("inf")) is None
+
+
+def test_reservation_still_backfills_jobs_that_end_before_the_shadow_time():
+    p, _clock = packer(BackfillPolicy(reserve_after=0), cores=4)
+    long = job(cores=2, walltime=100, name="long")
+    p.enqueue([long])
+    p.admit()
+    p.enqueue([job(cores=4, walltime=50, name="big"), job(cores=1, walltime=200, name="slow")])
+    p.enqueue([job(cores=2, walltime=90, name="quick")])
+    # big can start at t=100 when "long" ends; "quick" (ends at 90) may use the
+    # two free cores meanwhile, "slow" (ends at 200) may not.
+    assert names(p.admit()) == ["quick"]
+
+
+def test_reservation_allows_jobs_on_resources_the_starved_job_does_not_need():
+    p, _ = packer(BackfillPolicy(reserve_after=0), cores=4, node_count=3)
+    # n0 full until t=100, n1 has one core busy until t=50, n2 one core busy
+    # for an unknown time.
+    for ticket, rank in (
+        (job(cores=4, walltime=100, name="A"), 0),
+        (job(cores=1, walltime=50, name="B"), 1),
+        (job(cores=1, name="C"), 2),
+    ):
+        p.enqueue([ticket])
+        placement = Placement((NodeShare(rank, 1, tuple(range(ticket.request.cores_per_task))),))
+        p.allocation.take(placement)
+        p.queue.pop(ticket)
+        ticket.placement, ticket.started_at = placement, 0.0
+        p.running[ticket.key] = ticket
+    p.enqueue([job(cores=4, name="big"), job(cores=2, name="spare"), job(cores=2, name="s2")])
+    # big is promised n1 at t=50; "spare" fits on n2 without touching n1, "s2"
+    # would need n1's free cores, which are promised.
+    started = p.admit()
+    assert names(started) == ["spare"]
+    assert started[0].placement.ranks == (2,)
+
+
+def test_gpu_jobs_wait_for_gpus_not_cores():
+    p, _ = packer(BackfillPolicy(), cores=8, gpus=2)
+    p.enqueue([job(gpus=1, name=f"g{i}") for i in range(3)] + [job(name="cpu")])
+    assert names(p.admit()) == ["g0", "g1", "cpu"]
+
+
+def test_round_cost_does_not_grow_with_queued_jobs_of_one_shape():
+    """A blocked shape is skipped as a whole: 10k identical jobs are one check."""
+    calls = 0
+
+    class CountingAllocation(Allocation):
+        def place(self, request):
+            nonlocal calls
+            calls += 1
+            return super().place(request)
+
+    clock = Clock()
+    allocation = CountingAllocation([NodeSpec(0, "n0", (0, 1, 2, 3))])
+    p = Packer(allocation, BackfillPolicy(), clock)
+    p.enqueue([job(cores=1, name="x")])
+    p.admit()
+    p.enqueue([job(cores=4) for _ in range(10_000)] + [job(cores=1) for _ in range(2)])
+    calls = 0
+    started = p.admit()
+    assert len(started) == 2
+    assert calls <= 4
