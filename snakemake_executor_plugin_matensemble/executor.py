@@ -61,7 +61,7 @@ class Executor(RealExecutor):
             f"matensemble: {self.backend.name} backend, allocation of "
             f"{self.allocation.describe()}, policy {self.settings.policy}."
         )
-        self.commands = CommandBuilder(self)
+        self.commands = CommandBuilder(self, not self.settings.per_job_snakemake)
         self.base_env = {**os.environ, **self.envvars()}
         self.workdir = os.getcwd()
         self._check_all_jobs_up_front()
@@ -101,8 +101,8 @@ class Executor(RealExecutor):
             self.run_job_pre(job)
             try:
                 tickets.append(self._ticket_for(job))
-            except InvalidRequestError as error:
-                self.report_job_error(SubmittedJobInfo(job), msg=str(error))
+            except Exception as error:  # bad request, unformattable command, ...
+                self.report_job_error(SubmittedJobInfo(job), msg=f"matensemble: {error}")
         if tickets:
             self.dispatcher.submit(tickets)
 
@@ -145,7 +145,9 @@ class Executor(RealExecutor):
         log_path = naming.log_path(self.settings.log_dir, job)
         submission = Submission(
             job_info=SubmittedJobInfo(job, aux={"log": str(log_path)}),
-            command=self.commands.build(job, request.total_cores),
+            command=self.commands.build(
+                job, request.total_cores, request.tasks, has_mpi=request.mpi is not None
+            ),
             name=naming.display_name(job),
             log_path=str(log_path),
         )
@@ -164,10 +166,11 @@ class Executor(RealExecutor):
             command=submission.command.command,
             name=submission.name,
             cwd=self.workdir,
-            env=self.base_env,
+            env={**self.base_env, **submission.command.env},
             log_path=submission.log_path,
             request=ticket.request,
             shell=submission.command.shell,
+            per_task=submission.command.per_task,
         )
 
     def _check_all_jobs_up_front(self) -> None:
@@ -222,6 +225,9 @@ class Executor(RealExecutor):
 
     def on_finished(self, ticket: JobTicket, result: JobFinished) -> None:
         submission: Submission = ticket.payload
+        for path in submission.command.cleanup:
+            with contextlib.suppress(OSError):
+                os.remove(path)
         if result.ok:
             self.report_job_success(submission.job_info)
             return

@@ -1,7 +1,8 @@
 """Executor settings: ``--matensemble-<name>`` flags and profile keys.
 
 No ``from __future__ import annotations`` here: Snakemake reads the field types
-at run time to build its argument parser.
+at run time to build its argument parser. Boolean settings default to False
+(Snakemake's parser cannot negate a True default).
 """
 
 from dataclasses import dataclass, field
@@ -75,6 +76,20 @@ class ExecutorSettings(ExecutorSettingsBase):
         metadata={
             "help": "Seconds between SIGTERM and SIGKILL when a job exceeds its "
             "runtime or the run is cancelled.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    per_job_snakemake: bool = field(
+        default=False,
+        metadata={
+            "help": "Turn the direct shell path off: run every job through its own "
+            "Snakemake process. By default, plain shell: rules are run by "
+            "launching their shell command directly (formatted and prepared "
+            "exactly as Snakemake does); rules with run:/script:/wrapper:/"
+            "notebook:, conda/container/env-module deployment, shadow, benchmark, "
+            "group jobs or remote storage always use a per-job Snakemake process, "
+            "and a rule can opt out with resources: matensemble_direct=0.",
             "env_var": False,
             "required": False,
         },

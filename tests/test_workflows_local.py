@@ -58,7 +58,14 @@ RECORD = (
 )
 
 
-def test_hello_world(tmp_path):
+PATHS = {
+    "direct": (),
+    "per-job": ("--matensemble-per-job-snakemake",),
+}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_hello_world(tmp_path, path):
     write_snakefile(
         tmp_path,
         """
@@ -67,18 +74,22 @@ def test_hello_world(tmp_path):
 
         rule hello:
             output: "hello/{name}.txt"
-            shell: "echo hello {wildcards.name} > {output}"
+            shell: "echo hello {wildcards.name} | tee {output}"
         """,
     )
-    run = run_snakemake(tmp_path)
+    run = run_snakemake(tmp_path, *PATHS[path])
     assert run.returncode == 0, run.output
     assert (tmp_path / "hello/world.txt").read_text() == "hello world\n"
     assert (tmp_path / "hello/flux.txt").read_text() == "hello flux\n"
     assert "matensemble: local backend" in run.output
+    if path == "direct":
+        assert "rule hello runs its shell command directly" in run.output
+    else:
+        assert "hello runs through a per-job Snakemake process" in run.output
     log = tmp_path / ".snakemake/matensemble_logs/rule_hello/name=world/attempt1.log"
-    assert "Finished jobid" in log.read_text()
+    assert "hello world" in log.read_text()
     # a second run has nothing to do
-    again = run_snakemake(tmp_path)
+    again = run_snakemake(tmp_path, *PATHS[path])
     assert again.returncode == 0
     assert "Nothing to be done" in again.output
 
@@ -136,7 +147,8 @@ def test_gpu_jobs_see_exactly_their_own_gpu(tmp_path):
         assert sum(r["start"] <= t < r["end"] for r in records) <= 2
 
 
-def test_failing_job_is_reported_and_others_finish_with_keep_going(tmp_path):
+@pytest.mark.parametrize("path", PATHS)
+def test_failing_job_is_reported_and_others_finish_with_keep_going(tmp_path, path):
     write_snakefile(
         tmp_path,
         """
@@ -150,18 +162,21 @@ def test_failing_job_is_reported_and_others_finish_with_keep_going(tmp_path):
                 "touch {output}"
         """,
     )
-    run = run_snakemake(tmp_path, "--keep-going")
+    run = run_snakemake(tmp_path, "--keep-going", *PATHS[path])
     assert run.returncode != 0
     for i in (0, 1, 3):
         assert (tmp_path / f"out/{i}.txt").exists()
     assert not (tmp_path / "out/2.txt").exists()
     assert "Error in rule work" in run.output
-    assert "work[i=2] exited with code 1" in run.output
     log = ".snakemake/matensemble_logs/rule_work/i=2/attempt1.log"
     assert log in run.output
     text = (tmp_path / log).read_text()
     assert "broken-input" in text
-    assert "exit status 3" in text
+    if path == "direct":
+        assert "work[i=2] exited with code 3" in run.output
+    else:  # the per-job Snakemake process exits 1 and logs the command's status
+        assert "work[i=2] exited with code 1" in run.output
+        assert "exit status 3" in text
 
 
 def test_without_keep_going_queued_jobs_do_not_start_after_a_failure(tmp_path):

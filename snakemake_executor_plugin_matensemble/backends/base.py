@@ -32,6 +32,8 @@ class LaunchSpec:
     log_path: str
     request: ResourceRequest
     shell: str = "/bin/sh"
+    #: Start the command once per task (each task on its own cores/GPUs).
+    per_task: bool = False
     #: Key/value pairs that tie the backend job to the Snakemake job and run.
     attributes: Mapping[str, str] = field(default_factory=dict)
 

@@ -20,7 +20,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..allocation import NodeSpec, Placement, _ranges
@@ -44,13 +44,29 @@ log = logging.getLogger("snakemake.logging.matensemble.local")
 class _LocalJob:
     key: int
     spec: LaunchSpec
-    process: subprocess.Popen
-    pidfd: int
+    pgid: int
+    #: pidfd -> (task rank, process) for the tasks still running
+    alive: dict[int, tuple[int, subprocess.Popen]]
     started: float
     deadline: float | None
+    returncodes: dict[int, int] = field(default_factory=dict)
     timed_out: bool = False
     kill_at: float | None = None
     cancelled: bool = False
+
+    def first_failure(self) -> int:
+        """The return code to report: the first failing task's, in rank order."""
+        for rank in sorted(self.returncodes):
+            if self.returncodes[rank] != 0:
+                return self.returncodes[rank]
+        return 0
+
+
+@dataclass(frozen=True)
+class _TaskSlice:
+    rank: int
+    cpus: list[int]
+    gpus: list[str]
 
 
 def describe_exit(returncode: int) -> tuple[str, int | None, int | None]:
@@ -110,62 +126,94 @@ class LocalBackend(Backend):
         return len(self._jobs)
 
     # -- launching --------------------------------------------------------------
-    def job_environment(self, spec: LaunchSpec, placement: Placement) -> dict[str, str]:
-        env = dict(spec.env)
-        gpus = [gpu for share in placement.shares for gpu in share.gpus]
-        if self.gpu_ids:
-            for var in GPU_VISIBILITY_VARS:
-                env[var] = ",".join(gpus)
-        env["MATENSEMBLE_CORES"] = _ranges(self._cpus(placement))
-        env["MATENSEMBLE_GPUS"] = ",".join(gpus)
-        return env
-
-    def _cpus(self, placement: Placement) -> list[int]:
+    def _tasks(self, spec: LaunchSpec, placement: Placement) -> list[_TaskSlice]:
+        """One slice per process to start: per task, or one for the whole job."""
         cores = [core for share in placement.shares for core in share.cores]
+        gpus = [gpu for share in placement.shares for gpu in share.gpus]
+        request = spec.request
+        if not spec.per_task or request.tasks == 1:
+            return [_TaskSlice(0, self._cpus(cores), gpus)]
+        cpt, gpt = request.cores_per_task, request.gpus_per_task
+        return [
+            _TaskSlice(
+                rank,
+                self._cpus(cores[rank * cpt : (rank + 1) * cpt]),
+                gpus[rank * gpt : (rank + 1) * gpt],
+            )
+            for rank in range(request.tasks)
+        ]
+
+    def _cpus(self, cores: list[int]) -> list[int]:
         return sorted({self._cpu_of_core[core] for core in cores})
 
+    def task_environment(self, spec: LaunchSpec, task: _TaskSlice) -> dict[str, str]:
+        env = dict(spec.env)
+        if self.gpu_ids:
+            for var in GPU_VISIBILITY_VARS:
+                env[var] = ",".join(task.gpus)
+        env["MATENSEMBLE_CORES"] = _ranges(task.cpus)
+        env["MATENSEMBLE_GPUS"] = ",".join(task.gpus)
+        if spec.per_task:
+            env["MATENSEMBLE_TASK_RANK"] = str(task.rank)
+            env["MATENSEMBLE_TASKS"] = str(spec.request.tasks)
+        return env
+
+    def _start(self, spec: LaunchSpec, task: _TaskSlice, logfile, pgid: int) -> subprocess.Popen:
+        # The child inherits this thread's affinity at fork: no process of the
+        # job ever runs on cores that were not given to it.
+        os.sched_setaffinity(0, task.cpus)
+        return subprocess.Popen(
+            [spec.shell, "-c", spec.command],
+            cwd=spec.cwd,
+            env=self.task_environment(spec, task),
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            process_group=pgid,
+        )
+
     def launch(self, spec: LaunchSpec, placement: Placement) -> str:
-        env = self.job_environment(spec, placement)
         Path(spec.log_path).parent.mkdir(parents=True, exist_ok=True)
         own_affinity = os.sched_getaffinity(0)
+        processes: list[tuple[int, subprocess.Popen]] = []
         try:
             with open(spec.log_path, "wb") as logfile:
-                # The child inherits this thread's affinity at fork: no process of
-                # the job ever runs on cores that were not given to it.
-                os.sched_setaffinity(0, self._cpus(placement))
-                process = subprocess.Popen(
-                    [spec.shell, "-c", spec.command],
-                    cwd=spec.cwd,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=logfile,
-                    stderr=subprocess.STDOUT,
-                    process_group=0,
-                )
+                for task in self._tasks(spec, placement):
+                    pgid = processes[0][1].pid if processes else 0
+                    processes.append((task.rank, self._start(spec, task, logfile, pgid)))
         except OSError as error:
+            if processes:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(processes[0][1].pid, signal.SIGKILL)
+                for _, process in processes:
+                    process.wait()
             raise LaunchError(f"could not be started: {error}") from error
         finally:
             os.sched_setaffinity(0, own_affinity)
+        return self._track(spec, processes)
+
+    def _track(self, spec: LaunchSpec, processes: list[tuple[int, subprocess.Popen]]) -> str:
+        pgid = processes[0][1].pid
         if self._guard is None:
             self._guard = OrphanGuard(self.kill_grace)
-        self._guard.watch(process.pid)
+        self._guard.watch(pgid)
         now = time.time()
-        pidfd = os.pidfd_open(process.pid)
         walltime = spec.request.walltime_s
         job = _LocalJob(
             key=spec.key,
             spec=spec,
-            process=process,
-            pidfd=pidfd,
+            pgid=pgid,
+            alive={os.pidfd_open(p.pid): (rank, p) for rank, p in processes},
             started=now,
             deadline=now + walltime if walltime is not None else None,
         )
         self._jobs[spec.key] = job
-        self._selector.register(pidfd, selectors.EVENT_READ, spec.key)
+        for pidfd in job.alive:
+            self._selector.register(pidfd, selectors.EVENT_READ, (spec.key, pidfd))
         if job.deadline is not None:
             heapq.heappush(self._deadlines, (job.deadline, spec.key))
-        self._pending.append(JobStarted(spec.key, str(process.pid), now))
-        return str(process.pid)
+        self._pending.append(JobStarted(spec.key, str(pgid), now))
+        return str(pgid)
 
     # -- waiting ----------------------------------------------------------------
     def wake(self) -> None:
@@ -177,11 +225,12 @@ class LocalBackend(Backend):
             timeout = 0
         timeout = self._until_next_deadline(timeout)
         for key_obj, _ in self._selector.select(timeout):
-            key = key_obj.data
-            if key is None:
+            if key_obj.data is None:
                 self._wake.clear()
                 continue
-            events.append(self._reap(key))
+            finished = self._reap(*key_obj.data)
+            if finished is not None:
+                events.append(finished)
         self._enforce_deadlines()
         return events
 
@@ -214,18 +263,33 @@ class LocalBackend(Backend):
                 self._signal(job, signal.SIGKILL)
                 job.kill_at = None
 
-    def _reap(self, key: int) -> JobFinished:
-        job = self._jobs.pop(key)
-        self._selector.unregister(job.pidfd)
-        os.close(job.pidfd)
-        returncode = job.process.wait()
+    def _reap(self, key: int, pidfd: int) -> JobFinished | None:
+        """A task of job ``key`` ended; the job's outcome once all have."""
+        job = self._jobs[key]
+        rank, process = job.alive.pop(pidfd)
+        self._selector.unregister(pidfd)
+        os.close(pidfd)
+        job.returncodes[rank] = process.wait()
+        if job.alive:
+            if job.returncodes[rank] != 0 and job.kill_at is None:
+                # one task failed: stop its siblings, as Flux's exit-on-error does
+                self._signal(job, signal.SIGTERM)
+                job.kill_at = time.time() + self.kill_grace
+            return None
+        del self._jobs[key]
         # Leftovers of the job (background processes) go with it: their cores
         # are handed to the next job now.
         self._signal(job, signal.SIGKILL)
         if self._guard is not None:
-            self._guard.forget(job.process.pid)
-        now = time.time()
+            self._guard.forget(job.pgid)
+        return self._outcome(job)
+
+    def _outcome(self, job: _LocalJob) -> JobFinished:
+        returncode = job.first_failure()
         reason, exit_code, signum = describe_exit(returncode)
+        if len(job.returncodes) > 1 and returncode != 0:
+            failing = min(r for r, code in job.returncodes.items() if code == returncode)
+            reason = f"task {failing} {reason}"
         if job.cancelled:
             status, reason = Status.CANCELLED, f"was cancelled ({reason})"
         elif job.timed_out:
@@ -238,12 +302,12 @@ class LocalBackend(Backend):
             status = Status.SUCCESS
         else:
             status = Status.FAILED
-        return JobFinished(key, status, reason, exit_code, signum, now)
+        return JobFinished(job.key, status, reason, exit_code, signum, time.time())
 
     @staticmethod
     def _signal(job: _LocalJob, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(job.process.pid, signum)
+            os.killpg(job.pgid, signum)
 
     # -- stopping ---------------------------------------------------------------
     def cancel_all(self) -> list[JobFinished]:
