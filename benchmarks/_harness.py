@@ -1,0 +1,76 @@
+"""Shared pieces of the benchmarks: run snakemake in a fresh directory and measure it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Runs snakemake in-process and writes the process's own CPU time and peak
+# memory (children excluded) to the file named by MATENSEMBLE_BENCH_RUSAGE.
+_MEASURED_SNAKEMAKE = textwrap.dedent(
+    """
+    import atexit, json, os, resource, sys
+    def _report():
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        with open(os.environ["MATENSEMBLE_BENCH_RUSAGE"], "w") as out:
+            json.dump({"cpu_s": usage.ru_utime + usage.ru_stime,
+                       "maxrss_mb": usage.ru_maxrss / 1024}, out)
+    atexit.register(_report)
+    from snakemake.cli import main
+    sys.argv = ["snakemake", *sys.argv[1:]]
+    main()
+    """
+)
+
+
+@dataclass
+class Measurement:
+    label: str
+    wall_s: float
+    cpu_s: float
+    maxrss_mb: float
+    returncode: int
+
+    def per_job_ms(self, jobs: int) -> float:
+        return 1000 * self.cpu_s / jobs
+
+
+def fresh_workdir(snakefile: str, prefix: str) -> Path:
+    workdir = Path(tempfile.mkdtemp(prefix=f"matensemble-bench-{prefix}-"))
+    (workdir / "Snakefile").write_text(textwrap.dedent(snakefile))
+    return workdir
+
+
+def run_snakemake(label: str, snakefile: str, args: list[str], timeout: float = 3600) -> Measurement:
+    """Run snakemake with ``args`` in a new directory; wall time, own CPU, peak RSS."""
+    workdir = fresh_workdir(snakefile, label.replace(" ", "-"))
+    rusage = workdir / "rusage.json"
+    env = {**os.environ, "MATENSEMBLE_BENCH_RUSAGE": str(rusage)}
+    started = time.perf_counter()
+    process = subprocess.run(
+        [sys.executable, "-c", _MEASURED_SNAKEMAKE, "--quiet", "all", *args],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+    )
+    wall = time.perf_counter() - started
+    if process.returncode != 0:
+        sys.stderr.write(process.stderr[-4000:])
+    usage = json.loads(rusage.read_text()) if rusage.exists() else {"cpu_s": float("nan"), "maxrss_mb": float("nan")}
+    return Measurement(label, wall, usage["cpu_s"], usage["maxrss_mb"], process.returncode)
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])

@@ -1,0 +1,106 @@
+"""Throughput of trivial jobs: Snakemake's local executor vs. matensemble's paths.
+
+    uv run python benchmarks/throughput.py            # N=300
+    uv run python benchmarks/throughput.py --jobs 100 --skip-per-job
+
+Prints wall time, jobs/s and the CPU time of the snakemake process itself
+(children excluded) per job for:
+
+* Snakemake's own local executor with --cores = usable CPUs,
+* matensemble, direct shell path (local backend, same cores),
+* matensemble, per-job Snakemake path (local backend, same cores),
+* with Flux reachable: matensemble on the Flux backend, and raw
+  ``flux submit --cc=1-N --wait true`` in the same instance.
+
+All figures come from one run; compare them as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import time
+
+from _harness import Measurement, run_snakemake, table
+
+SNAKEFILE = """
+rule all:
+    input: expand("out/{{i}}.txt", i=range({n}))
+
+rule echo:
+    output: "out/{{i}}.txt"
+    shell: "echo {{wildcards.i}} > {{output}}"
+"""
+
+
+def flux_reachable() -> bool:
+    return bool(os.environ.get("FLUX_URI")) and shutil.which("flux") is not None
+
+
+def raw_flux(n: int) -> Measurement:
+    started = time.perf_counter()
+    subprocess.run(
+        ["flux", "submit", f"--cc=1-{n}", "--wait", "--quiet", "true"], check=True
+    )
+    return Measurement("raw flux submit --cc --wait", time.perf_counter() - started, float("nan"), float("nan"), 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--skip-per-job", action="store_true", help="skip the slow per-job Snakemake path")
+    args = parser.parse_args()
+    n = args.jobs
+    cores = len(os.sched_getaffinity(0))
+    snakefile = SNAKEFILE.format(n=n)
+    common = ["-j", "unlimited", "--executor", "matensemble"]
+    runs = [
+        run_snakemake("snakemake local executor", snakefile, ["--cores", str(cores)]),
+        run_snakemake(
+            "matensemble direct (local backend)",
+            snakefile,
+            [*common, "--matensemble-backend", "local"],
+        ),
+    ]
+    if not args.skip_per_job:
+        runs.append(
+            run_snakemake(
+                "matensemble per-job snakemake (local)",
+                snakefile,
+                [*common, "--matensemble-backend", "local", "--matensemble-per-job-snakemake"],
+            )
+        )
+    if flux_reachable():
+        runs.append(run_snakemake("matensemble direct (flux backend)", snakefile, [*common, "--matensemble-backend", "flux"]))
+        runs.append(raw_flux(n))
+    baseline = runs[0].wall_s
+    rows = [
+        [
+            r.label,
+            f"{r.wall_s:.1f}",
+            f"{n / r.wall_s:.1f}",
+            f"{r.wall_s / baseline:.2f}x",
+            f"{r.per_job_ms(n):.2f}",
+            f"{r.maxrss_mb:.0f}",
+            "ok" if r.returncode == 0 else f"FAILED ({r.returncode})",
+        ]
+        for r in runs
+    ]
+    print(f"{n} trivial echo jobs on {cores} cores")
+    print(table(rows, ["run", "wall s", "jobs/s", "vs local executor", "snakemake-process CPU ms/job", "peak RSS MB", "status"]))
+    by_label = {r.label: r for r in runs}
+    direct = by_label["matensemble direct (local backend)"]
+    per_job = by_label.get("matensemble per-job snakemake (local)")
+    print(f"direct path / local executor: {direct.wall_s / baseline:.2f}x (goal <= 1.25x)")
+    if per_job:
+        print(f"per-job path / direct path: {per_job.wall_s / direct.wall_s:.1f}x (goal >= 25x)")
+    flux = by_label.get("matensemble direct (flux backend)")
+    raw = by_label.get("raw flux submit --cc --wait")
+    if flux and raw:
+        print(f"flux backend rate / raw flux rate: {raw.wall_s / flux.wall_s:.2f} (goal >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
