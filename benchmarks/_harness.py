@@ -48,7 +48,9 @@ def fresh_workdir(snakefile: str, prefix: str) -> Path:
     return workdir
 
 
-def run_snakemake(label: str, snakefile: str, args: list[str], timeout: float = 3600) -> Measurement:
+def run_snakemake(
+    label: str, snakefile: str, args: list[str], timeout: float = 3600
+) -> Measurement:
     """Run snakemake with ``args`` in a new directory; wall time, own CPU, peak RSS."""
     workdir = fresh_workdir(snakefile, label.replace(" ", "-"))
     rusage = workdir / "rusage.json"
@@ -66,11 +68,20 @@ def run_snakemake(label: str, snakefile: str, args: list[str], timeout: float = 
     wall = time.perf_counter() - started
     if process.returncode != 0:
         sys.stderr.write(process.stderr[-4000:])
-    usage = json.loads(rusage.read_text()) if rusage.exists() else {"cpu_s": float("nan"), "maxrss_mb": float("nan")}
+    usage = (
+        json.loads(rusage.read_text())
+        if rusage.exists()
+        else {"cpu_s": float("nan"), "maxrss_mb": float("nan")}
+    )
     return Measurement(label, wall, usage["cpu_s"], usage["maxrss_mb"], process.returncode)
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
-    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join(
+        [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
+    )

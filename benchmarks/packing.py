@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 from _harness import fresh_workdir, table
-
-import subprocess
-import sys
 
 SNAKEFILE = """
 import random
@@ -35,7 +34,9 @@ rule sleeper:
     output: "t/{{i}}.txt"
     threads: lambda wc: JOBS[int(wc.i)][0]
     params: seconds=lambda wc: JOBS[int(wc.i)][1]
-    shell: 's=$(date +%s.%N); sleep {{params.seconds}}; echo "$s $(date +%s.%N) {{threads}}" > {{output}}'
+    shell:
+        's=$(date +%s.%N); sleep {{params.seconds}}; '
+        'echo "$s $(date +%s.%N) {{threads}}" > {{output}}'
 """
 
 
@@ -69,7 +70,9 @@ def run(label: str, snakefile: str, args: list[str]) -> tuple[str, float | None]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=30)
     parser.add_argument("--cores", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
@@ -77,8 +80,16 @@ def main() -> None:
     jobs = ensemble(args.seed, args.jobs)
     bound = lower_bound(jobs, args.cores)
     snakefile = SNAKEFILE.format(seed=args.seed, jobs=args.jobs)
-    plugin = ["-j", "unlimited", "--executor", "matensemble", "--matensemble-backend", "local",
-              "--matensemble-local-cores", str(args.cores)]
+    plugin = [
+        "-j",
+        "unlimited",
+        "--executor",
+        "matensemble",
+        "--matensemble-backend",
+        "local",
+        "--matensemble-local-cores",
+        str(args.cores),
+    ]
     results = [
         run("backfill", snakefile, [*plugin, "--matensemble-policy", "backfill"]),
         run("fifo", snakefile, [*plugin, "--matensemble-policy", "fifo"]),

@@ -41,16 +41,20 @@ def flux_reachable() -> bool:
 
 def raw_flux(n: int) -> Measurement:
     started = time.perf_counter()
-    subprocess.run(
-        ["flux", "submit", f"--cc=1-{n}", "--wait", "--quiet", "true"], check=True
+    subprocess.run(["flux", "submit", f"--cc=1-{n}", "--wait", "--quiet", "true"], check=True)
+    return Measurement(
+        "raw flux submit --cc --wait", time.perf_counter() - started, float("nan"), float("nan"), 0
     )
-    return Measurement("raw flux submit --cc --wait", time.perf_counter() - started, float("nan"), float("nan"), 0)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=300)
-    parser.add_argument("--skip-per-job", action="store_true", help="skip the slow per-job Snakemake path")
+    parser.add_argument(
+        "--skip-per-job", action="store_true", help="skip the slow per-job Snakemake path"
+    )
     args = parser.parse_args()
     n = args.jobs
     cores = len(os.sched_getaffinity(0))
@@ -73,7 +77,13 @@ def main() -> None:
             )
         )
     if flux_reachable():
-        runs.append(run_snakemake("matensemble direct (flux backend)", snakefile, [*common, "--matensemble-backend", "flux"]))
+        runs.append(
+            run_snakemake(
+                "matensemble direct (flux backend)",
+                snakefile,
+                [*common, "--matensemble-backend", "flux"],
+            )
+        )
         runs.append(raw_flux(n))
     baseline = runs[0].wall_s
     rows = [
@@ -89,7 +99,20 @@ def main() -> None:
         for r in runs
     ]
     print(f"{n} trivial echo jobs on {cores} cores")
-    print(table(rows, ["run", "wall s", "jobs/s", "vs local executor", "snakemake-process CPU ms/job", "peak RSS MB", "status"]))
+    print(
+        table(
+            rows,
+            [
+                "run",
+                "wall s",
+                "jobs/s",
+                "vs local executor",
+                "snakemake-process CPU ms/job",
+                "peak RSS MB",
+                "status",
+            ],
+        )
+    )
     by_label = {r.label: r for r in runs}
     direct = by_label["matensemble direct (local backend)"]
     per_job = by_label.get("matensemble per-job snakemake (local)")

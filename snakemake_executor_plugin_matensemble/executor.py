@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +56,8 @@ class Executor(RealExecutor):
         self._keys = itertools.count(1)
         self._noted: set[tuple[str, str]] = set()
         self._sigterm_installed = False
-        self.backend = create_backend(self.settings)
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        self.backend = create_backend(self.settings, self.run_id)
         self.allocation = Allocation(self.backend.discover())
         self.logger.info(
             f"matensemble: {self.backend.name} backend, allocation of "
@@ -171,6 +173,8 @@ class Executor(RealExecutor):
             request=ticket.request,
             shell=submission.command.shell,
             per_task=submission.command.per_task,
+            priority=ticket.priority,
+            attributes={"workdir": self.workdir, "jobid": str(submission.job_info.job.jobid)},
         )
 
     def _check_all_jobs_up_front(self) -> None:

@@ -104,6 +104,73 @@ class ExecutorSettings(ExecutorSettingsBase):
         },
     )
 
+    flux_queue: Optional[str] = field(  # noqa: UP045
+        default=None,
+        metadata={
+            "help": "flux backend: queue to submit to (Flux's default queue if unset).",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    flux_bank: Optional[str] = field(  # noqa: UP045
+        default=None,
+        metadata={
+            "help": "flux backend: accounting bank for the jobs (flux-accounting).",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    flux_urgency: Optional[int] = field(  # noqa: UP045
+        default=None,
+        metadata={
+            "help": "flux backend: urgency (0-31) of every job. Default: Flux's 16, "
+            "moved up or down by the job's Snakemake priority.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    flux_shell_options: Optional[str] = field(  # noqa: UP045
+        default=None,
+        metadata={
+            "help": "flux backend: extra job shell options for every job, as "
+            "comma-separated key=value pairs (e.g. 'signal=SIGUSR1@60,verbose=1').",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    flux_reserve_cores: int = field(
+        default=1,
+        metadata={
+            "help": "flux backend: cores of the rank Snakemake runs on that are kept "
+            "free for Snakemake itself and the Flux broker (postprocessing of "
+            "thousands of short jobs needs a core; never the whole rank). 0 to "
+            "use every core.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    flux_no_pin_ranks: bool = field(
+        default=False,
+        metadata={
+            "help": "flux backend: do not pin each job to the ranks the packer chose "
+            "(by default a 'ranks' constraint keeps Flux's placement and the "
+            "packer's per-node model in step). Turn off only if the scheduler "
+            "rejects rank constraints.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    flux_pmi: Optional[str] = field(  # noqa: UP045
+        default=None,
+        metadata={
+            "help": "flux backend: PMI for multi-task jobs (job shell option 'pmi', "
+            "e.g. 'simple', 'pmi2', 'cray-pals', 'pmix'). Default: Flux's "
+            "(simple, which MPICH and Cray MPICH use).",
+            "env_var": False,
+            "required": False,
+        },
+    )
+
     def check(self) -> None:
         """Raise :class:`SettingsError` for values the plugin cannot use."""
         if self.backend not in BACKENDS:
@@ -113,6 +180,14 @@ class ExecutorSettings(ExecutorSettingsBase):
         if self.policy not in POLICIES:
             raise SettingsError(
                 "policy", self.policy, "is not a policy", f"use one of {', '.join(POLICIES)}"
+            )
+        if self.flux_urgency is not None and not 0 <= self.flux_urgency <= 31:
+            raise SettingsError(
+                "flux_urgency", self.flux_urgency, "is outside 0-31", "give 0 (hold) to 31"
+            )
+        if self.flux_reserve_cores < 0:
+            raise SettingsError(
+                "flux_reserve_cores", self.flux_reserve_cores, "is negative", "give 0 or more"
             )
         for name in ("reserve_after", "kill_grace_seconds"):
             value = getattr(self, name)

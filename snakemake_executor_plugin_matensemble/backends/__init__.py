@@ -62,7 +62,7 @@ def flux_availability() -> FluxCheck:
     return FluxCheck(True, f"a Flux instance is reachable at {uri}")
 
 
-def create_backend(settings) -> Backend:
+def create_backend(settings, run_id: str = "") -> Backend:
     """The backend ``settings.backend`` asks for (``auto`` decides and says why)."""
     choice = settings.backend
     if choice in ("auto", "flux"):
@@ -71,7 +71,7 @@ def create_backend(settings) -> Backend:
             from .flux import FluxBackend
 
             log.info(f"matensemble: using the Flux backend: {check.reason}.")
-            return FluxBackend.from_settings(settings)
+            return FluxBackend.from_settings(settings, run_id)
         if choice == "flux":
             raise BackendUnavailableError(
                 f"--matensemble-backend flux was requested but {check.reason}. Fix: {check.fix}."

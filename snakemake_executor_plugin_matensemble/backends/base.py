@@ -34,6 +34,8 @@ class LaunchSpec:
     shell: str = "/bin/sh"
     #: Start the command once per task (each task on its own cores/GPUs).
     per_task: bool = False
+    #: Snakemake priority of the job (backends may map it to their own).
+    priority: int = 0
     #: Key/value pairs that tie the backend job to the Snakemake job and run.
     attributes: Mapping[str, str] = field(default_factory=dict)
 

@@ -7,6 +7,11 @@ from ase.eos import EquationOfState
 from ase.units import GPa
 
 
+def load(path: str) -> dict:
+    with open(path) as stream:
+        return json.load(stream)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--metal", required=True)
@@ -14,7 +19,7 @@ def main() -> None:
     parser.add_argument("points", nargs="+")
     args = parser.parse_args()
 
-    points = sorted((json.load(open(p)) for p in args.points), key=lambda p: p["strain"])
+    points = sorted((load(p) for p in args.points), key=lambda p: p["strain"])
     volumes = [p["volume_per_atom"] for p in points]
     energies = [p["energy_per_atom"] for p in points]
     eos = EquationOfState(volumes, energies, eos="birchmurnaghan")

@@ -10,7 +10,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from ase.units import GPa
-
 from table import BULK_MODULUS_EXP_GPA
 
 
@@ -28,9 +27,14 @@ def main() -> None:
 
     points = defaultdict(list)
     for path in args.points:
-        point = json.load(open(path))
+        with open(path) as stream:
+            point = json.load(stream)
         points[point["metal"]].append(point)
-    fits = {f["metal"]: f for f in (json.load(open(p)) for p in args.fits)}
+    fits = {}
+    for path in args.fits:
+        with open(path) as stream:
+            fit = json.load(stream)
+        fits[fit["metal"]] = fit
 
     fig, (ax_e, ax_b) = plt.subplots(1, 2, figsize=(11, 4.5))
     for metal in sorted(points):

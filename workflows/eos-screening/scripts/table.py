@@ -28,7 +28,8 @@ def main() -> None:
 
     rows = []
     for path in args.fits:
-        fit = json.load(open(path))
+        with open(path) as stream:
+            fit = json.load(stream)
         metal = fit["metal"]
         a_exp = reference_states[atomic_numbers[metal]]["a"]
         b_exp = BULK_MODULUS_EXP_GPA[metal]
