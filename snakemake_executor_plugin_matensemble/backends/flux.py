@@ -140,6 +140,7 @@ class FluxBackend(Backend):
         self.run_id = run_id
         self.handle = self.flux.Flux()
         self.executor = self.flux.job.FluxExecutor(poll_interval=0.01)
+        log.info("matensemble: started one FluxExecutor for the run.")
         self._events: queue.SimpleQueue[BackendEvent] = queue.SimpleQueue()
         self._wake = WakePipe()
         self._lock = threading.Lock()

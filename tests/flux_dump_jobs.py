@@ -1,0 +1,16 @@
+"""Run inside a Flux instance: write every job of the instance as JSON lines."""
+
+import json
+import sys
+
+import flux
+import flux.job
+
+handle = flux.Flux()
+jobs = flux.job.JobList(handle, max_entries=0, filters=["pending", "running", "inactive"]).jobs()
+with open(sys.argv[1], "w") as out:
+    for job in jobs:
+        info = job.to_dict(filtered=False)
+        info["ranks"] = str(job.ranks)
+        info["id_f58"] = job.id.f58
+        out.write(json.dumps(info, default=str) + "\n")

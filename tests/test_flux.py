@@ -1,0 +1,261 @@
+"""Contract tests against a real Flux instance (skipped, with the reason, without one).
+
+Each test starts ``flux start --test-size=3`` (3 ranks sharing this machine's
+cores), runs snakemake with --executor matensemble inside it, and reads back
+what Flux recorded about every job.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from .fluxenv import fluxion_available, requires_flux, run_in_flux, skip_reason
+from .helpers import SNAKEMAKE, write_snakefile
+
+pytestmark = [requires_flux, pytest.mark.flux]
+
+DUMP = str(Path(__file__).with_name("flux_dump_jobs.py"))
+SCHEDULERS = ["simple", *(["fluxion"] if skip_reason() is None and fluxion_available() else [])]
+CORES_PER_RANK = len(os.sched_getaffinity(0))
+
+
+def snakemake_in_flux(
+    workdir: Path, *args: str, size: int = 3, scheduler: str = "simple", timeout=300
+):
+    """Run snakemake inside a fresh instance; return (process, jobs Flux saw)."""
+    command = [*SNAKEMAKE, "--executor", "matensemble", "-j", "unlimited", *args]
+    dump = workdir / "flux-jobs.json"
+    script = [
+        "bash",
+        "-c",
+        f"{_quote(command)}; rc=$?; {sys.executable} {DUMP} {dump}; exit $rc",
+    ]
+    process = run_in_flux(script, cwd=workdir, size=size, timeout=timeout, scheduler=scheduler)
+    jobs = [json.loads(line) for line in dump.read_text().splitlines()] if dump.exists() else []
+    return process, jobs
+
+
+def _quote(command: list[str]) -> str:
+    import shlex
+
+    return shlex.join(command)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_every_job_is_a_flux_job_of_the_requested_shape(tmp_path, scheduler):
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: "one.txt", "two.txt", "ranks.txt", "spread.txt"
+
+        rule one:
+            output: "one.txt"
+            shell: "echo one > {output}"
+
+        rule two:
+            output: "two.txt"
+            threads: 2
+            resources: runtime=3
+            shell: "grep Cpus_allowed_list /proc/self/status > {output}"
+
+        rule ranks:
+            output: "ranks.txt"
+            resources: tasks=2
+            shell: "echo $FLUX_TASK_RANK $PMI_RANK $PMI_SIZE >> {output}"
+
+        rule spread:
+            output: "spread.txt"
+            resources: tasks=2, nodes=2
+            shell: "hostname >> {output}"
+        """,
+    )
+    process, jobs = snakemake_in_flux(
+        tmp_path, "--matensemble-flux-reserve-cores", "0", scheduler=scheduler
+    )
+    assert process.returncode == 0, process.stdout
+    shapes = {job["name"]: (job["ncores"], job["nnodes"], job["ntasks"]) for job in jobs}
+    assert shapes == {
+        "one": (1, 1, 1),
+        "two": (2, 1, 1),
+        "ranks": (2, 1, 2),
+        "spread": (2, 2, 2),
+    }
+    durations = {job["name"]: job["duration"] for job in jobs}
+    assert durations["two"] == 180.0  # runtime minutes -> Flux seconds
+    assert durations["one"] == 0.0
+    ranks = sorted((tmp_path / "ranks.txt").read_text().split("\n")[:2])
+    assert ranks == ["0 0 2", "1 1 2"]  # both tasks see a 2-rank PMI world
+    assert all(job["result"] == "COMPLETED" for job in jobs)
+    assert "using the Flux backend" in process.stdout
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_mixed_jobs_never_oversubscribe_a_rank(tmp_path, scheduler):
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: expand("out/{i}.txt", i=range(18))
+
+        rule work:
+            output: "out/{i}.txt"
+            threads: lambda wc: [1, 2, 2][int(wc.i) % 3]
+            resources: tasks=lambda wc: 2 if int(wc.i) % 6 == 5 else 1
+            shell: "sleep 0.5; touch {output}"
+        """,
+    )
+    process, jobs = snakemake_in_flux(
+        tmp_path, "--matensemble-flux-reserve-cores", "0", scheduler=scheduler
+    )
+    assert process.returncode == 0, process.stdout
+    assert len(jobs) == 18
+    cores = {job["name"]: job["ncores"] for job in jobs}
+    assert sorted(cores.values()).count(4) == 3  # 2 tasks x 2 cores
+    # per rank, the cores in use at any moment never exceed the rank's 2 cores
+    events = []
+    for job in jobs:
+        per_rank = job["ncores"] / job["nnodes"]
+        for rank in _ranks(job["ranks"]):
+            events.append((job["t_run"], per_rank, rank))
+            events.append((job["t_cleanup"], -per_rank, rank))
+    in_use: dict[int, float] = {}
+    for _, delta, rank in sorted(events, key=lambda e: (e[0], e[1])):
+        in_use[rank] = in_use.get(rank, 0) + delta
+        assert in_use[rank] <= CORES_PER_RANK, f"rank {rank} oversubscribed"
+
+
+def _ranks(text: str) -> list[int]:
+    out = []
+    for part in text.strip("[]").split(","):
+        low, _, high = part.partition("-")
+        out.extend(range(int(low), int(high or low) + 1))
+    return out
+
+
+def test_failure_names_the_flux_job_exit_code_and_log(tmp_path):
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: "good.txt", "bad.txt"
+
+        rule good:
+            output: "good.txt"
+            shell: "touch {output}"
+
+        rule bad:
+            output: "bad.txt"
+            shell: "echo about-to-fail >&2; exit 7"
+        """,
+    )
+    process, jobs = snakemake_in_flux(tmp_path, "--keep-going")
+    assert process.returncode != 0
+    assert (tmp_path / "good.txt").exists()
+    bad = next(job for job in jobs if job["name"] == "bad")
+    assert f"bad (Flux job {bad['id_f58']}) exited with code 7" in process.stdout
+    log = tmp_path / ".snakemake/matensemble_logs/rule_bad/attempt1.log"
+    assert "about-to-fail" in log.read_text()
+
+
+@pytest.mark.slow
+def test_flux_timeout_is_reported_not_crashed_on(tmp_path):
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: "slow.txt", "fast.txt"
+
+        rule slow:
+            output: "slow.txt"
+            resources: runtime=1
+            shell: "sleep 600; touch {output}"
+
+        rule fast:
+            output: "fast.txt"
+            shell: "touch {output}"
+        """,
+    )
+    process, jobs = snakemake_in_flux(tmp_path, "--keep-going", timeout=240)
+    assert process.returncode != 0
+    assert "exceeded its runtime of 1 min" in process.stdout
+    assert (tmp_path / "fast.txt").exists()
+    slow = next(job for job in jobs if job["name"] == "slow")
+    assert slow["exception"]["type"] == "timeout"
+
+
+@pytest.mark.parametrize("signal_name", ["INT", "TERM"])
+def test_interrupt_leaves_no_flux_job_running(tmp_path, signal_name):
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: expand("out/{i}.txt", i=range(8))
+
+        rule sleepy:
+            output: "out/{i}.txt"
+            shell: "sleep 300; touch {output}"
+        """,
+    )
+    command = _quote([*SNAKEMAKE, "--executor", "matensemble", "-j", "unlimited"])
+    script = [
+        "bash",
+        "-c",
+        # start snakemake (job control on, so that SIGINT is not ignored as it is
+        # for background jobs of scripts), wait until Flux runs its jobs,
+        # interrupt it, then record what is still active
+        f"set -m; {command} > snakemake.log 2>&1 & pid=$!; "
+        "for i in $(seq 1 100); do "
+        "[ $(flux jobs -n -f running | wc -l) -ge 2 ] && break; sleep 0.2; done; "
+        "flux jobs -n -f running | wc -l > running-before.txt; "
+        f"kill -{signal_name} $pid; wait $pid; echo $? > rc.txt; "
+        "flux jobs -n -f pending,running | wc -l > active-after.txt; "
+        f"{sys.executable} {DUMP} flux-jobs.json",
+    ]
+    process = run_in_flux(script, cwd=tmp_path, timeout=240)
+    log = (tmp_path / "snakemake.log").read_text()
+    assert process.returncode == 0, process.stdout + log
+    assert int((tmp_path / "running-before.txt").read_text()) >= 2, log
+    assert int((tmp_path / "rc.txt").read_text()) != 0
+    assert int((tmp_path / "active-after.txt").read_text()) == 0, log
+    jobs = [json.loads(line) for line in (tmp_path / "flux-jobs.json").read_text().splitlines()]
+    assert jobs
+    assert all(job["result"] == "CANCELED" for job in jobs)
+
+
+def test_mpi_resource_gets_an_instance_where_flux_run_works(tmp_path):
+    write_snakefile(
+        tmp_path,
+        """
+        rule mpi:
+            output: "mpi.txt"
+            resources: tasks=2, mpi="flux run"
+            shell: "{resources.mpi} -n {resources.tasks} printenv FLUX_TASK_RANK | sort > {output}"
+        """,
+    )
+    process, jobs = snakemake_in_flux(tmp_path, "--matensemble-flux-reserve-cores", "0")
+    assert process.returncode == 0, process.stdout
+    assert (tmp_path / "mpi.txt").read_text() == "0\n1\n"
+    (job,) = [j for j in jobs if j["name"] == "mpi"]
+    assert job["ncores"] == 2
+
+
+def test_one_flux_executor_for_the_whole_run(tmp_path):
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: expand("out/{i}.txt", i=range(12))
+
+        rule job:
+            output: "out/{i}.txt"
+            shell: "touch {output}"
+        """,
+    )
+    process, jobs = snakemake_in_flux(tmp_path, "--verbose")
+    assert process.returncode == 0, process.stdout
+    assert len(jobs) == 12
+    assert process.stdout.count("matensemble: started one FluxExecutor") == 1
