@@ -230,6 +230,24 @@ class Allocation:
         for share in placement.shares:
             self._by_rank[share.rank].give_back(share)
 
+    def claim(self, ranks: list[int], cores_per_rank: int, gpus_per_rank: int) -> Placement:
+        """Take what a job that already runs holds (re-attach): the lowest free
+        cores/GPUs of each rank, as many as are free."""
+        shares = []
+        for rank in ranks:
+            node = self._by_rank.get(rank)
+            if node is None:
+                continue
+            share = NodeShare(
+                rank,
+                1,
+                tuple(node.free_cores[:cores_per_rank]),
+                tuple(node.free_gpus[:gpus_per_rank]),
+            )
+            node.take(share)
+            shares.append(share)
+        return Placement(tuple(shares))
+
     def withhold(self, placement: Placement) -> None:
         """Mark whatever of ``placement`` is free now as not free (reservations)."""
         for share in placement.shares:

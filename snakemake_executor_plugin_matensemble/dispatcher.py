@@ -108,7 +108,8 @@ class Dispatcher:
             halted, stopping = self._halted, self._stopping
         for ticket in new:
             self._tickets[ticket.key] = ticket
-        self.packer.enqueue(new)
+        self._attach([t for t in new if t.attach is not None])
+        self.packer.enqueue([t for t in new if t.attach is None])
         if halted or stopping:
             self._withdraw_queue()
         if stopping:
@@ -119,6 +120,15 @@ class Dispatcher:
         for event in self.backend.wait(timeout):
             self._handle(event)
         return True
+
+    def _attach(self, tickets: list[JobTicket]) -> None:
+        for ticket in tickets:
+            running = ticket.attach
+            placement = self.packer.allocation.claim(
+                list(running.ranks), running.cores_per_rank, running.gpus_per_rank
+            )
+            self.packer.adopt(ticket, placement, running.started_at)
+            self.backend.attach(self.launch_spec(ticket), running)
 
     def _launch(self, tickets: list[JobTicket]) -> None:
         for ticket in tickets:

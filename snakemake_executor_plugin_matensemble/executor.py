@@ -22,6 +22,7 @@ from snakemake_interface_executor_plugins.settings import ExecMode
 from . import naming
 from .allocation import Allocation
 from .backends import JobFinished, LaunchSpec, create_backend
+from .backends.base import RunningJob
 from .command import CommandBuilder, JobCommand
 from .dispatcher import Dispatcher
 from .errors import InvalidRequestError
@@ -145,21 +146,39 @@ class Executor(RealExecutor):
     def _ticket_for(self, job: Any) -> JobTicket:
         request = self.request_for(job)
         log_path = naming.log_path(self.settings.log_dir, job)
-        submission = Submission(
-            job_info=SubmittedJobInfo(job, aux={"log": str(log_path)}),
-            command=self.commands.build(
+        running = self._still_running(job)
+        if running is None:
+            command = self.commands.build(
                 job, request.total_cores, request.tasks, has_mpi=request.mpi is not None
+            )
+        else:  # re-attach: nothing to prepare or launch, outputs are being written
+            command = JobCommand(command="", path="attached")
+        submission = Submission(
+            job_info=SubmittedJobInfo(
+                job,
+                external_jobid=running.backend_id if running else None,
+                aux={"log": str(log_path)},
             ),
+            command=command,
             name=naming.display_name(job),
             log_path=str(log_path),
         )
+        # registers the incomplete markers (keeping a re-attached job's id)
         self.report_job_submission(submission.job_info)
         return JobTicket(
             key=next(self._keys),
             request=request,
             priority=_priority(job),
             payload=submission,
+            attach=running,
         )
+
+    def _still_running(self, job: Any) -> RunningJob | None:
+        """The backend job an earlier, killed run started for ``job``, if it runs."""
+        external = self.workflow.dag.incomplete_external_jobid(job)
+        if not external:
+            return None
+        return self.backend.find_running(external)
 
     def _launch_spec(self, ticket: JobTicket) -> LaunchSpec:
         submission: Submission = ticket.payload
@@ -222,6 +241,10 @@ class Executor(RealExecutor):
     def on_started(self, ticket: JobTicket, backend_id: str, time: float) -> None:
         submission: Submission = ticket.payload
         submission.job_info.external_jobid = backend_id
+        if self.backend.name == "flux":
+            # Record the Flux id with Snakemake's incomplete markers, so that a
+            # restarted run re-attaches instead of running the job twice.
+            submission.job_info.job.register(external_jobid=backend_id)
         self.logger.debug(
             f"matensemble: started {submission.name} as {self.backend.name} job "
             f"{backend_id} on {ticket.placement.describe()}; log {submission.log_path}"

@@ -32,6 +32,8 @@ class JobTicket:
     blocked_since: float | None = None
     started_at: float | None = None
     placement: Placement | None = None
+    #: A running backend job to re-attach to instead of starting a new one.
+    attach: Any = None
 
     @property
     def sort_key(self) -> tuple[int, int]:
@@ -160,6 +162,12 @@ class Packer:
         for ticket in round_.started:
             self.running[ticket.key] = ticket
         return round_.started
+
+    def adopt(self, ticket: JobTicket, placement: Placement, started_at: float) -> None:
+        """Count a job that already runs (re-attached) as running on ``placement``."""
+        ticket.placement = placement
+        ticket.started_at = started_at
+        self.running[ticket.key] = ticket
 
     def finish(self, ticket: JobTicket) -> None:
         """A running job ended (or failed to launch): give its resources back."""

@@ -259,3 +259,40 @@ def test_one_flux_executor_for_the_whole_run(tmp_path):
     assert process.returncode == 0, process.stdout
     assert len(jobs) == 12
     assert process.stdout.count("matensemble: started one FluxExecutor") == 1
+
+
+def test_restart_after_kill_reattaches_instead_of_running_twice(tmp_path):
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: expand("out/{i}.txt", i=range(3))
+
+        rule slowish:
+            output: "out/{i}.txt"
+            shell: "sleep 6; echo {wildcards.i} > {output}"
+        """,
+    )
+    command = _quote([*SNAKEMAKE, "--executor", "matensemble", "-j", "unlimited"])
+    unlock = _quote([*SNAKEMAKE, "--unlock"])
+    script = [
+        "bash",
+        "-c",
+        f"set -m; {command} > first.log 2>&1 & pid=$!; "
+        "for i in $(seq 1 100); do "
+        "[ $(flux jobs -n -f running | wc -l) -ge 3 ] && break; sleep 0.2; done; "
+        "kill -KILL $pid; wait $pid; "
+        "flux jobs -n -f running | wc -l > running-after-kill.txt; "
+        f"{unlock} > /dev/null 2>&1; {command} > second.log 2>&1; echo $? > rc.txt; "
+        f"{sys.executable} {DUMP} flux-jobs.json",
+    ]
+    process = run_in_flux(script, cwd=tmp_path, timeout=240)
+    second = (tmp_path / "second.log").read_text()
+    assert process.returncode == 0, process.stdout
+    assert int((tmp_path / "running-after-kill.txt").read_text()) == 3
+    assert int((tmp_path / "rc.txt").read_text()) == 0, second
+    assert second.count("re-attached to Flux job") == 3, second
+    jobs = [json.loads(line) for line in (tmp_path / "flux-jobs.json").read_text().splitlines()]
+    assert len(jobs) == 3, "a job ran twice"
+    for i in range(3):
+        assert (tmp_path / f"out/{i}.txt").read_text() == f"{i}\n"

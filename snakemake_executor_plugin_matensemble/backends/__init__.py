@@ -46,7 +46,7 @@ class FluxCheck:
 def flux_availability() -> FluxCheck:
     try:
         import flux
-        import flux.job  # noqa: F401
+        import flux.job
     except ImportError as error:
         return FluxCheck(
             False, f"the flux Python bindings do not import ({error})", FLUX_PYTHON_HINT
@@ -58,6 +58,14 @@ def flux_availability() -> FluxCheck:
             "FLUX_URI is not set, so this is not inside a Flux instance",
             "run snakemake inside 'flux alloc', 'flux batch', 'flux start' or "
             "'srun ... flux start'",
+        )
+    try:
+        flux.Flux().close()
+    except OSError as error:
+        return FluxCheck(
+            False,
+            f"FLUX_URI={uri} is set but no Flux instance answers there ({error})",
+            "unset FLUX_URI, or run snakemake inside the instance it names",
         )
     return FluxCheck(True, f"a Flux instance is reachable at {uri}")
 

@@ -113,6 +113,25 @@ class Backend(ABC):
     def running_count(self) -> int:
         return 0
 
+    def find_running(self, backend_id: str) -> RunningJob | None:
+        """The still-running job ``backend_id`` of an earlier run, if any."""
+        return None
+
+    def attach(self, spec: LaunchSpec, job: RunningJob) -> None:
+        """Follow ``job`` as if it had been launched for ``spec``."""
+        raise NotImplementedError(f"the {self.name} backend cannot re-attach to jobs")
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """A backend job of an earlier run that still runs (for re-attaching)."""
+
+    backend_id: str
+    ranks: tuple[int, ...]
+    cores_per_rank: int
+    gpus_per_rank: int
+    started_at: float
+
 
 class WakePipe:
     """A self-pipe: :meth:`wake` from any thread makes the read end readable."""

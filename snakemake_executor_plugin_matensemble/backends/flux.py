@@ -21,6 +21,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from .base import (
     JobStarted,
     LaunchError,
     LaunchSpec,
+    RunningJob,
     Status,
     WakePipe,
 )
@@ -66,10 +68,12 @@ def parse_shell_options(text: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(options)
 
 
-def nodes_from_rset(rset_json: dict[str, Any]) -> list[NodeSpec]:
+def nodes_from_rset(
+    rset_json: dict[str, Any], expand_hostlist: Callable[[str], list[str]]
+) -> list[NodeSpec]:
     """Per-rank cores and GPU ids of an Rv1 resource set (``R_lite``)."""
     execution = rset_json.get("execution", {})
-    hostnames = _expand_nodelist(execution.get("nodelist", []))
+    hostnames = [host for entry in execution.get("nodelist", []) for host in expand_hostlist(entry)]
     per_rank: dict[int, tuple[list[int], list[str]]] = {}
     for entry in execution.get("R_lite", []):
         children = entry.get("children", {})
@@ -89,15 +93,6 @@ def nodes_from_rset(rset_json: dict[str, Any]) -> list[NodeSpec]:
         )
         for i, rank in enumerate(ranks)
     ]
-
-
-def _expand_nodelist(nodelist: list[str]) -> list[str]:
-    from flux.hostlist import Hostlist
-
-    hosts: list[str] = []
-    for entry in nodelist:
-        hosts.extend(Hostlist(entry))
-    return hosts
 
 
 def reserve_own_cores(nodes: list[NodeSpec], rank: int, count: int) -> list[NodeSpec]:
@@ -131,6 +126,7 @@ class FluxBackend(Backend):
     def __init__(self, options: FluxOptions, run_id: str = "", flux_module: Any = None):
         if flux_module is None:
             import flux
+            import flux.hostlist
             import flux.job
             import flux.resource
 
@@ -169,7 +165,7 @@ class FluxBackend(Backend):
     def discover(self) -> list[NodeSpec]:
         resources = self.flux.resource.resource_list(self.handle).get()
         up = json.loads(resources.up.encode())
-        nodes = nodes_from_rset(up)
+        nodes = nodes_from_rset(up, lambda entry: list(self.flux.hostlist.Hostlist(entry)))
         if not nodes:
             raise LaunchError("the Flux instance has no resources that are up")
         own_rank = self.handle.get_rank()
@@ -252,6 +248,10 @@ class FluxBackend(Backend):
             future = self.executor.submit(jobspec, urgency=self.urgency(spec))
         except (ValueError, TypeError, OSError, RuntimeError) as error:
             raise LaunchError(f"could not be submitted to Flux: {error}") from error
+        self._follow(spec, future)
+        return f"pending:{spec.key}"
+
+    def _follow(self, spec: LaunchSpec, future: Any) -> None:
         with self._lock:
             self._futures[spec.key] = future
             self._specs[spec.key] = spec
@@ -260,7 +260,31 @@ class FluxBackend(Backend):
             "start", lambda f, event, key=spec.key: self._on_start(key, f, event)
         )
         future.add_done_callback(lambda f, key=spec.key: self._on_done(key, f))
-        return f"pending:{spec.key}"
+
+    # -- re-attaching -------------------------------------------------------------
+    def find_running(self, backend_id: str) -> RunningJob | None:
+        """A pending or running Flux job of an earlier run (``backend_id``: its id)."""
+        try:
+            jobid = self.flux.job.JobID(backend_id)
+            info = self.flux.job.job_list_id(self.handle, jobid).get_jobinfo()
+        except (OSError, ValueError, TypeError) as error:
+            log.debug(f"matensemble: Flux job {backend_id} cannot be re-attached: {error}")
+            return None
+        if info.state in ("INACTIVE", "CLEANUP"):
+            return None
+        ranks = tuple(int(r) for r in info.ranks) if info.ranks else ()
+        nodes = max(1, len(ranks))
+        return RunningJob(
+            backend_id=jobid.f58,
+            ranks=ranks,
+            cores_per_rank=info.ncores // nodes,
+            gpus_per_rank=(getattr(info, "ngpus", 0) or 0) // nodes,
+            started_at=info.t_run or time.time(),
+        )
+
+    def attach(self, spec: LaunchSpec, job: RunningJob) -> None:
+        log.info(f"matensemble: re-attached to Flux job {job.backend_id} ({spec.name}).")
+        self._follow(spec, self.executor.attach(self.flux.job.JobID(job.backend_id)))
 
     def _on_jobid(self, key: int, future: Any) -> None:
         jobid = future.jobid()
