@@ -60,7 +60,7 @@ def flux_availability() -> FluxCheck:
             "'srun ... flux start'",
         )
     try:
-        flux.Flux().close()
+        flux.Flux()  # connects (closed when collected)
     except OSError as error:
         return FluxCheck(
             False,
