@@ -116,6 +116,8 @@ class Dispatcher:
             self._cancel_running()
             return False
         self._launch(self.packer.admit())
+        if self.backend.supports_lookahead:
+            self._launch(self.packer.chain())
         timeout = None if self.packer.running or self.packer.queue else self.idle_timeout
         for event in self.backend.wait(timeout):
             self._handle(event)
@@ -133,7 +135,8 @@ class Dispatcher:
     def _launch(self, tickets: list[JobTicket]) -> None:
         for ticket in tickets:
             try:
-                self.backend.launch(self.launch_spec(ticket), ticket.placement)
+                after = ticket.after.key if ticket.after is not None else None
+                self.backend.launch(self.launch_spec(ticket), ticket.placement, after=after)
             except LaunchError as error:
                 self._finish(
                     ticket,

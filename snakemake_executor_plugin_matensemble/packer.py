@@ -34,6 +34,10 @@ class JobTicket:
     placement: Placement | None = None
     #: A running backend job to re-attach to instead of starting a new one.
     attach: Any = None
+    #: Look-ahead: the running job whose resources this one takes when it ends.
+    after: JobTicket | None = None
+    #: Look-ahead: the job waiting to take this one's resources.
+    successor: JobTicket | None = None
 
     @property
     def sort_key(self) -> tuple[int, int]:
@@ -163,6 +167,36 @@ class Packer:
             self.running[ticket.key] = ticket
         return round_.started
 
+    def chain(self) -> list[JobTicket]:
+        """Look-ahead: line queued jobs up behind running jobs of the same shape.
+
+        A chained job is handed to the backend now, to start on its
+        predecessor's resources the moment that ends (Flux: an ``afterany``
+        dependency), which hides the backend's per-job start latency. Jobs are
+        taken strictly in priority order, and only onto a job of identical
+        shape, so look-ahead never lets a job overtake another or take
+        resources a starved job is waiting for.
+        """
+        free: dict[tuple, list[JobTicket]] = {}
+        for ticket in self.running.values():
+            if ticket.after is None and ticket.successor is None and ticket.placement:
+                free.setdefault(ticket.request.shape, []).append(ticket)
+        chained = []
+        while (head := self.queue.best()) is not None:
+            candidates = free.get(head.request.shape)
+            if not candidates:
+                break
+            predecessor = min(
+                candidates, key=lambda t: (t.expected_end or float("inf"), t.started_at or 0)
+            )
+            candidates.remove(predecessor)
+            self.queue.pop(head)
+            head.after, predecessor.successor = predecessor, head
+            head.placement = predecessor.placement
+            self.running[head.key] = head
+            chained.append(head)
+        return chained
+
     def adopt(self, ticket: JobTicket, placement: Placement, started_at: float) -> None:
         """Count a job that already runs (re-attached) as running on ``placement``."""
         ticket.placement = placement
@@ -170,9 +204,20 @@ class Packer:
         self.running[ticket.key] = ticket
 
     def finish(self, ticket: JobTicket) -> None:
-        """A running job ended (or failed to launch): give its resources back."""
-        if self.running.pop(ticket.key, None) is not None and ticket.placement:
-            self.allocation.give_back(ticket.placement)
+        """A running job ended (or failed to launch): give its resources back,
+        or hand them to the job chained behind it."""
+        if self.running.pop(ticket.key, None) is None or not ticket.placement:
+            return
+        if ticket.after is not None:  # never started: the predecessor keeps them
+            ticket.after.successor = None
+            ticket.after = None
+            return
+        successor = ticket.successor
+        if successor is not None and successor.key in self.running:
+            successor.after = None
+            successor.started_at = self.clock()
+            return
+        self.allocation.give_back(ticket.placement)
 
     def withdraw_queued(self) -> list[JobTicket]:
         return self.queue.drain()

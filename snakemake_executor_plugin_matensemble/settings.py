@@ -160,6 +160,18 @@ class ExecutorSettings(ExecutorSettingsBase):
             "required": False,
         },
     )
+    flux_no_lookahead: bool = field(
+        default=False,
+        metadata={
+            "help": "flux backend: turn look-ahead submission off. By default, when "
+            "the allocation is full, the next queued job (in priority order) is "
+            "submitted already, pinned to the ranks of a running job of the same "
+            "shape with an afterany dependency on it, so Flux starts it the moment "
+            "that job ends instead of after a round trip through Snakemake.",
+            "env_var": False,
+            "required": False,
+        },
+    )
     flux_pmi: Optional[str] = field(  # noqa: UP045
         default=None,
         metadata={

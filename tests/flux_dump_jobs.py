@@ -13,4 +13,8 @@ with open(sys.argv[1], "w") as out:
         info = job.to_dict(filtered=False)
         info["ranks"] = str(job.ranks)
         info["id_f58"] = job.id.f58
+        jobspec = flux.job.job_kvs_lookup(handle, job.id, keys=["jobspec"])["jobspec"]
+        system = jobspec.get("attributes", {}).get("system", {})
+        info["jobspec_dependencies"] = system.get("dependencies", [])
+        info["jobspec_constraints"] = system.get("constraints", {})
         out.write(json.dumps(info, default=str) + "\n")

@@ -296,3 +296,30 @@ def test_restart_after_kill_reattaches_instead_of_running_twice(tmp_path):
     assert len(jobs) == 3, "a job ran twice"
     for i in range(3):
         assert (tmp_path / f"out/{i}.txt").read_text() == f"{i}\n"
+
+
+def test_lookahead_submits_successors_that_start_when_their_predecessor_ends(tmp_path):
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: expand("out/{i}.txt", i=range(8))
+
+        rule same_shape:
+            output: "out/{i}.txt"
+            shell: "sleep 1; touch {output}"
+        """,
+    )
+    process, jobs = snakemake_in_flux(tmp_path, "--matensemble-flux-reserve-cores", "0", size=1)
+    assert process.returncode == 0, process.stdout
+    by_id = {job["id_f58"]: job for job in jobs}
+    chained = [job for job in jobs if job["jobspec_dependencies"]]
+    assert chained, "no job was submitted ahead"
+    for job in chained:
+        (dependency,) = job["jobspec_dependencies"]
+        assert dependency["scheme"] == "afterany"
+        predecessor = by_id[dependency["value"]]
+        assert job["jobspec_constraints"] == predecessor["jobspec_constraints"]
+        assert job["t_run"] >= predecessor["t_cleanup"]
+        assert job["t_submit"] < predecessor["t_cleanup"], "it was not submitted ahead"
+    assert len(list((tmp_path / "out").glob("*.txt"))) == 8

@@ -203,3 +203,44 @@ def test_round_cost_does_not_grow_with_queued_jobs_of_one_shape():
     started = p.admit()
     assert len(started) == 2
     assert calls <= 4
+
+
+def test_lookahead_chains_in_priority_order_onto_same_shape_jobs():
+    p, clock = packer(BackfillPolicy(), cores=2)
+    p.enqueue([job(name="a"), job(name="b"), job(name="c"), job(name="d"), job(cores=2, name="e")])
+    started = p.admit()
+    assert names(started) == ["a", "b"]
+    chained = p.chain()
+    assert names(chained) == ["c", "d"]
+    assert {t.after.payload for t in chained} == {"a", "b"}
+    assert names(p.queue) == ["e"]
+    # when "a" ends, its successor owns its cores: nothing is given back
+    a = started[0]
+    successor = a.successor
+    clock.now = 5
+    p.finish(a)
+    assert p.allocation.free_cores == 0
+    assert successor.after is None
+    assert successor.started_at == 5
+    # the 2-core job has no same-shape predecessor: it is not chained
+    assert p.chain() == []
+
+
+def test_lookahead_never_lets_a_job_overtake_the_head():
+    p, _ = packer(BackfillPolicy(), cores=2)
+    p.enqueue([job(name="a"), job(name="b")])
+    p.admit()
+    p.enqueue([job(cores=2, priority=5, name="big"), job(name="small")])
+    assert p.chain() == []  # "big" is next and nothing of its shape runs
+
+
+def test_a_chained_job_that_fails_to_launch_leaves_the_resources_to_its_predecessor():
+    p, _ = packer(BackfillPolicy(), cores=1)
+    p.enqueue([job(name="a"), job(name="b")])
+    (a,) = p.admit()
+    (b,) = p.chain()
+    p.finish(b)  # e.g. Flux refused it
+    assert a.successor is None
+    assert p.allocation.free_cores == 0
+    p.finish(a)
+    assert p.allocation.free_cores == 1

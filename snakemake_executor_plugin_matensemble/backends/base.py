@@ -87,11 +87,16 @@ class Backend(ABC):
         """The nodes (ranks) with the cores and GPUs jobs may use."""
 
     @abstractmethod
-    def launch(self, spec: LaunchSpec, placement: Placement) -> str:
+    def launch(self, spec: LaunchSpec, placement: Placement, after: int | None = None) -> str:
         """Start ``spec`` on ``placement``; return the backend's id for it.
 
-        Raise :class:`LaunchError` if it cannot be started.
+        ``after`` (only if :attr:`supports_lookahead`): the key of a running
+        job whose resources ``spec`` takes when that job ends. Raise
+        :class:`LaunchError` if it cannot be started.
         """
+
+    #: Whether :meth:`launch` accepts ``after`` (look-ahead submission).
+    supports_lookahead: bool = False
 
     @abstractmethod
     def wait(self, timeout: float | None) -> list[BackendEvent]:

@@ -53,6 +53,7 @@ class FluxOptions:
     reserve_cores: int = 1
     pin_ranks: bool = True
     pmi: str | None = None
+    lookahead: bool = True
     cancel_timeout: float = 30.0
 
 
@@ -135,7 +136,7 @@ class FluxBackend(Backend):
         self.options = options
         self.run_id = run_id
         self.handle = self.flux.Flux()
-        self.executor = self.flux.job.FluxExecutor(poll_interval=0.01)
+        self.executor = self.flux.job.FluxExecutor(poll_interval=0.002)
         log.info("matensemble: started one FluxExecutor for the run.")
         self._events: queue.SimpleQueue[BackendEvent] = queue.SimpleQueue()
         self._wake = WakePipe()
@@ -144,6 +145,8 @@ class FluxBackend(Backend):
         self._jobids: dict[int, int] = {}
         self._specs: dict[int, LaunchSpec] = {}
         self._cancelling = False
+        #: successors waiting for their predecessor's Flux id: key -> [(spec, placement)]
+        self._deferred: dict[int, list[tuple[LaunchSpec, Placement]]] = {}
 
     @classmethod
     def from_settings(cls, settings: Any, run_id: str = "") -> FluxBackend:
@@ -156,6 +159,7 @@ class FluxBackend(Backend):
                 reserve_cores=settings.flux_reserve_cores,
                 pin_ranks=not settings.flux_no_pin_ranks,
                 pmi=settings.flux_pmi,
+                lookahead=not settings.flux_no_lookahead,
                 cancel_timeout=max(settings.kill_grace_seconds * 3, 10.0),
             ),
             run_id=run_id,
@@ -174,7 +178,11 @@ class FluxBackend(Backend):
     @property
     def running_count(self) -> int:
         with self._lock:
-            return len(self._futures)
+            return len(self._futures) + sum(len(v) for v in self._deferred.values())
+
+    @property
+    def supports_lookahead(self) -> bool:  # type: ignore[override]
+        return self.options.lookahead
 
     # -- jobspec ----------------------------------------------------------------
     def jobspec(self, spec: LaunchSpec, placement: Placement) -> Any:
@@ -241,15 +249,41 @@ class FluxBackend(Backend):
             return self.options.urgency
         return max(1, min(31, 16 + spec.priority)) if spec.priority else 16
 
-    def launch(self, spec: LaunchSpec, placement: Placement) -> str:
+    def launch(self, spec: LaunchSpec, placement: Placement, after: int | None = None) -> str:
         os.makedirs(os.path.dirname(os.path.abspath(spec.log_path)), exist_ok=True)
+        depends_on = None
+        if after is not None:
+            with self._lock:
+                if after in self._futures and after not in self._jobids:
+                    # the predecessor has no Flux id yet: submit once it has
+                    self._deferred.setdefault(after, []).append((spec, placement))
+                    return f"deferred:{spec.key}"
+                depends_on = self._jobids.get(after) if after in self._futures else None
+        self._submit(spec, placement, depends_on)
+        return f"pending:{spec.key}"
+
+    def _submit(self, spec: LaunchSpec, placement: Placement, depends_on: int | None) -> None:
         try:
             jobspec = self.jobspec(spec, placement)
+            if depends_on is not None:
+                # starts the moment the predecessor ends, on its resources
+                jobspec.setattr(
+                    "system.dependencies", [{"scheme": "afterany", "value": str(depends_on)}]
+                )
             future = self.executor.submit(jobspec, urgency=self.urgency(spec))
         except (ValueError, TypeError, OSError, RuntimeError) as error:
             raise LaunchError(f"could not be submitted to Flux: {error}") from error
         self._follow(spec, future)
-        return f"pending:{spec.key}"
+
+    def _submit_deferred(self, predecessor: int, depends_on: int | None) -> None:
+        """Submit the successors that waited for ``predecessor``'s Flux id."""
+        with self._lock:
+            waiting = self._deferred.pop(predecessor, [])
+        for spec, placement in waiting:
+            try:
+                self._submit(spec, placement, depends_on)
+            except LaunchError as error:
+                self._push(JobFinished(spec.key, Status.LAUNCH_ERROR, str(error), time=time.time()))
 
     def _follow(self, spec: LaunchSpec, future: Any) -> None:
         with self._lock:
@@ -293,6 +327,7 @@ class FluxBackend(Backend):
             cancel_now = self._cancelling
         if cancel_now:
             self._cancel_one(jobid)
+        self._submit_deferred(key, jobid)
 
     def _on_start(self, key: int, future: Any, event: Any) -> None:
         jobid = self.flux.job.JobID(future.jobid())
@@ -304,6 +339,7 @@ class FluxBackend(Backend):
             spec = self._specs.pop(key, None)
             jobid = self._jobids.pop(key, None)
         self._push(self.outcome(key, future, spec, jobid))
+        self._submit_deferred(key, None)  # never got a Flux id: nothing to wait for
 
     def _push(self, event: BackendEvent) -> None:
         self._events.put(event)

@@ -172,7 +172,7 @@ class LocalBackend(Backend):
             process_group=pgid,
         )
 
-    def launch(self, spec: LaunchSpec, placement: Placement) -> str:
+    def launch(self, spec: LaunchSpec, placement: Placement, after: int | None = None) -> str:
         Path(spec.log_path).parent.mkdir(parents=True, exist_ok=True)
         own_affinity = os.sched_getaffinity(0)
         processes: list[tuple[int, subprocess.Popen]] = []
