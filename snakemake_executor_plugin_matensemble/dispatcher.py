@@ -38,6 +38,8 @@ class DispatchListener(Protocol):
 
     def on_crash(self, error: BaseException, tickets: list[JobTicket]) -> None: ...
 
+    def on_tick(self) -> None: ...
+
 
 class Dispatcher:
     """Moves jobs from Snakemake through the packer onto the backend."""
@@ -49,12 +51,15 @@ class Dispatcher:
         listener: DispatchListener,
         launch_spec: Callable[[JobTicket], LaunchSpec],
         idle_timeout: float = 5.0,
+        tick_interval: float | None = None,
     ):
         self.packer = packer
         self.backend = backend
         self.listener = listener
         self.launch_spec = launch_spec
         self.idle_timeout = idle_timeout
+        self.tick_interval = tick_interval
+        self._next_tick = time.monotonic() + (tick_interval or 0)
         self._lock = threading.Lock()
         self._inbox: list[JobTicket] = []
         self._halted = False
@@ -119,6 +124,13 @@ class Dispatcher:
         if self.backend.supports_lookahead:
             self._launch(self.packer.chain())
         timeout = None if self.packer.running or self.packer.queue else self.idle_timeout
+        if self.tick_interval:
+            now = time.monotonic()
+            if now >= self._next_tick:
+                self.listener.on_tick()
+                self._next_tick = now + self.tick_interval
+            until_tick = self._next_tick - now
+            timeout = until_tick if timeout is None else min(timeout, until_tick)
         for event in self.backend.wait(timeout):
             self._handle(event)
         return True

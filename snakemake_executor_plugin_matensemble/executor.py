@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from snakemake_interface_common.exceptions import WorkflowError
@@ -22,10 +23,12 @@ from snakemake_interface_executor_plugins.settings import ExecMode
 from . import naming
 from .allocation import Allocation
 from .backends import JobFinished, LaunchSpec, create_backend
+from .backends import Status as BackendStatus
 from .backends.base import RunningJob
 from .command import CommandBuilder, JobCommand
 from .dispatcher import Dispatcher
 from .errors import InvalidRequestError
+from .journal import Journal, read_journal
 from .packer import JobTicket, Packer
 from .policies import make_policy
 from .request import (
@@ -35,6 +38,8 @@ from .request import (
     unread_resources,
 )
 from .settings import ExecutorSettings
+from .status import Status, StatusReporter
+from .summary import summarize, summary_lines
 
 
 @dataclass
@@ -71,7 +76,19 @@ class Executor(RealExecutor):
         self.packer = Packer(
             self.allocation, make_policy(self.settings.policy, self.settings.reserve_after)
         )
-        self.dispatcher = Dispatcher(self.packer, self.backend, self, self._launch_spec)
+        self.journal = Journal(Path(self.settings.journal_dir) / self.run_id)
+        self.journal.run_started(
+            self.run_id, self.backend.name, self.settings.policy, self.allocation
+        )
+        self.status = StatusReporter(self.settings.status_interval, self.settings.status_file)
+        self.dispatcher = Dispatcher(
+            self.packer,
+            self.backend,
+            self,
+            self._launch_spec,
+            tick_interval=self.status.tick_interval,
+        )
+        self._stopped = False
         self.dispatcher.start()
 
     # -- RealExecutor interface -------------------------------------------------
@@ -113,7 +130,19 @@ class Executor(RealExecutor):
         self.shutdown()
 
     def shutdown(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         self.dispatcher.stop()
+        if self.status.status_file is not None:
+            self.status.write_file(self.current_status())
+        self.journal.close()
+        for line in summary_lines(summarize(read_journal(self.journal.path))):
+            self.logger.info(line)
+        self.logger.info(
+            f"matensemble: journal {self.journal.path} "
+            f"(matensemble-report {self.journal.path} draws the timeline)."
+        )
 
     def handle_job_success(self, job: JobExecutorInterface) -> None:
         pass
@@ -165,13 +194,25 @@ class Executor(RealExecutor):
         )
         # registers the incomplete markers (keeping a re-attached job's id)
         self.report_job_submission(submission.job_info)
-        return JobTicket(
+        ticket = JobTicket(
             key=next(self._keys),
             request=request,
             priority=_priority(job),
             payload=submission,
             attach=running,
         )
+        self.journal.queued(
+            ticket.key,
+            {
+                "rule": naming.rule_of(job),
+                "wildcards": naming.wildcards_of(job),
+                "jobid": job.jobid,
+                "attempt": job.attempt,
+            },
+            request,
+            str(log_path),
+        )
+        return ticket
 
     def _still_running(self, job: Any) -> RunningJob | None:
         """The backend job an earlier, killed run started for ``job``, if it runs."""
@@ -245,6 +286,7 @@ class Executor(RealExecutor):
             # Record the Flux id with Snakemake's incomplete markers, so that a
             # restarted run re-attaches instead of running the job twice.
             submission.job_info.job.register(external_jobid=backend_id)
+        self.journal.started(ticket.key, backend_id, ticket.placement, time)
         self.logger.debug(
             f"matensemble: started {submission.name} as {self.backend.name} job "
             f"{backend_id} on {ticket.placement.describe()}; log {submission.log_path}"
@@ -255,9 +297,19 @@ class Executor(RealExecutor):
         for path in submission.command.cleanup:
             with contextlib.suppress(OSError):
                 os.remove(path)
+        self.journal.ended(
+            ticket.key,
+            _end_event(result.status),
+            result.status.value,
+            exit_code=result.exit_code,
+            signal=result.signal,
+            reason=result.reason,
+        )
         if result.ok:
+            self.status.done += 1
             self.report_job_success(submission.job_info)
             return
+        self.status.failed += 1
         job = submission.job_info.job
         details = {"exit_code": result.exit_code} if result.exit_code is not None else {}
         self.report_job_error(
@@ -277,7 +329,23 @@ class Executor(RealExecutor):
             "after a failure)."
         )
         for ticket in tickets:
+            self.journal.ended(ticket.key, "cancelled", "cancelled", reason="not started")
             self.workflow.scheduler.error_callback(ticket.payload.job_info.job)
+
+    def on_tick(self) -> None:
+        self.status.report(self.current_status())
+
+    def current_status(self) -> Status:
+        return Status(
+            queued=len(self.packer.queue),
+            running=len(self.packer.running),
+            free_cores=self.allocation.free_cores,
+            total_cores=self.allocation.total_cores,
+            free_gpus=self.allocation.free_gpus,
+            total_gpus=self.allocation.total_gpus,
+            done=self.status.done,
+            failed=self.status.failed,
+        )
 
     def on_crash(self, error: BaseException, tickets: list[JobTicket]) -> None:
         self.workflow.scheduler.executor_error_callback(error)
@@ -299,6 +367,12 @@ class Executor(RealExecutor):
             raise KeyboardInterrupt(f"received signal {signal.Signals(signum).name}")
 
         signal.signal(signal.SIGTERM, interrupt)
+
+
+def _end_event(status: BackendStatus) -> str:
+    if status is BackendStatus.SUCCESS:
+        return "finished"
+    return "cancelled" if status is BackendStatus.CANCELLED else "failed"
 
 
 def _priority(job: Any) -> int:

@@ -94,6 +94,33 @@ class ExecutorSettings(ExecutorSettingsBase):
             "required": False,
         },
     )
+    journal_dir: str = field(
+        default=".snakemake/matensemble",
+        metadata={
+            "help": "Directory for run journals: <journal-dir>/<run-id>/journal.jsonl, "
+            "one JSON line per job event (read by matensemble-report).",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    status_interval: float = field(
+        default=60.0,
+        metadata={
+            "help": "Seconds between status lines (queued, running, free cores/GPUs, "
+            "done, failed) in the Snakemake log; 0 for none.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    status_file: Optional[str] = field(  # noqa: UP045
+        default=None,
+        metadata={
+            "help": "Keep this JSON file current with the run's status for dashboards "
+            "(replaced atomically at every status interval, or every 5 s).",
+            "env_var": False,
+            "required": False,
+        },
+    )
     log_dir: str = field(
         default=".snakemake/matensemble_logs",
         metadata={
@@ -201,7 +228,7 @@ class ExecutorSettings(ExecutorSettingsBase):
             raise SettingsError(
                 "flux_reserve_cores", self.flux_reserve_cores, "is negative", "give 0 or more"
             )
-        for name in ("reserve_after", "kill_grace_seconds"):
+        for name in ("reserve_after", "kill_grace_seconds", "status_interval"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0:
                 raise SettingsError(name, value, "must be a number >= 0", "give seconds, e.g. 60")
