@@ -1,0 +1,264 @@
+"""``matensemble-report``: pictures and tables of a run from its journal.
+
+    matensemble-report .snakemake/matensemble            # newest run
+    matensemble-report path/to/journal.jsonl -o report/   # a journal copied off a cluster
+
+Writes ``timeline.png`` (one lane per core and per GPU of every node, boxes
+coloured by rule, failures hatched in red, jobs cut off by the end of the
+journal dashed), ``utilization.png`` (cores and GPUs in use over time),
+``rules.csv``/``rules.md`` (per rule: count, mean/max runtime, cores, GPUs,
+failures) and ``report.html`` (all of it in one self-contained page).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import html
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .journal import JobRecord, RunRecord, read_journal
+from .summary import RunSummary, summarize, summary_lines
+
+MAX_LANES = 512
+
+
+def find_journal(path: str | Path) -> Path:
+    """A journal file, a run directory, or a directory of runs (newest is used)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if (path / "journal.jsonl").is_file():
+        return path / "journal.jsonl"
+    runs = sorted(path.glob("*/journal.jsonl"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"no journal.jsonl in {path} or its run directories")
+    return runs[-1]
+
+
+def lanes(record: RunRecord) -> list[tuple[int, str, str]]:
+    """(rank, "core"|"gpu", id) for every core and GPU of the allocation."""
+    out = []
+    for node in record.run.get("nodes", []):
+        out += [(node["rank"], "core", str(c)) for c in node["cores"]]
+        out += [(node["rank"], "gpu", str(g)) for g in node["gpus"]]
+    return out
+
+
+def _colors(rules: Sequence[str]) -> dict[str, tuple]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    return {rule: cmap(i % 20) for i, rule in enumerate(sorted(set(rules)))}
+
+
+def draw_timeline(record: RunRecord, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    all_lanes = lanes(record)
+    shown = all_lanes[:MAX_LANES]
+    index = {lane: i for i, lane in enumerate(shown)}
+    ran = [job for job in record.jobs if job.ran]
+    t0 = min((job.start for job in ran), default=0.0)
+    colors = _colors([job.rule for job in record.jobs])
+    height = min(0.25 * len(shown) + 1.5, 60)
+    fig, ax = plt.subplots(figsize=(12, max(3.0, height)))
+    for job in ran:
+        end = job.end if job.end is not None else record.last_time
+        failed = job.status in {"failed", "timeout", "launch_error"}
+        for share in job.placement:
+            for kind, ids in (("core", share["cores"]), ("gpu", share["gpus"])):
+                for lane_id in ids:
+                    row = index.get((share["rank"], kind, str(lane_id)))
+                    if row is None:
+                        continue
+                    ax.barh(
+                        row,
+                        end - job.start,
+                        left=job.start - t0,
+                        height=0.8,
+                        color=colors[job.rule],
+                        edgecolor="red" if failed else "black",
+                        linewidth=1.2 if failed else 0.3,
+                        hatch="xx" if failed else None,
+                        linestyle="--" if job.end is None else "-",
+                    )
+    ax.set_yticks(range(len(shown)))
+    ax.set_yticklabels([f"rank {r} {k} {i}" for r, k, i in shown], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("time since the first job started (s)")
+    cut = f" (first {MAX_LANES} of {len(all_lanes)} lanes)" if len(all_lanes) > MAX_LANES else ""
+    ax.set_title(f"What ran where: run {record.run.get('run', '?')}{cut}")
+    handles = [Patch(color=c, label=rule) for rule, c in colors.items()]
+    handles.append(Patch(facecolor="white", edgecolor="red", hatch="xx", label="failed"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def usage_over_time(jobs: list[JobRecord], until: float, attr: str) -> tuple[list, list]:
+    """Step function of cores (or GPUs) in use: times and counts."""
+    events = []
+    for job in jobs:
+        if job.ran:
+            amount = getattr(job, attr)
+            events.append((job.start, amount))
+            events.append((job.end if job.end is not None else until, -amount))
+    events.sort()
+    times, counts, level = [], [], 0
+    for t, delta in events:
+        level += delta
+        times.append(t)
+        counts.append(level)
+    return times, counts
+
+
+def draw_utilization(record: RunRecord, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(12, 3.5))
+    ran = [job for job in record.jobs if job.ran]
+    t0 = min((job.start for job in ran), default=0.0)
+    for attr, total, label in (
+        ("cores", record.total_cores, "cores"),
+        ("gpus", record.total_gpus, "GPUs"),
+    ):
+        if not total:
+            continue
+        times, counts = usage_over_time(record.jobs, record.last_time, attr)
+        if times:
+            ax.step(
+                [t - t0 for t in times],
+                [100 * c / total for c in counts],
+                where="post",
+                label=f"{label} in use",
+            )
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("allocation in use (%)")
+    ax.set_xlabel("time since the first job started (s)")
+    ax.set_title("Utilization over time")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+RULE_COLUMNS = ["rule", "count", "mean_s", "max_s", "cores", "gpus", "failures"]
+
+
+def rule_rows(summary: RunSummary) -> list[list[str]]:
+    return [
+        [
+            s.rule,
+            str(s.count),
+            f"{s.mean_s:.2f}",
+            f"{s.max_s:.2f}",
+            str(s.cores),
+            str(s.gpus),
+            str(s.failures),
+        ]
+        for s in summary.rules
+    ]
+
+
+def write_tables(summary: RunSummary, outdir: Path) -> None:
+    rows = rule_rows(summary)
+    with open(outdir / "rules.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(RULE_COLUMNS)
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(RULE_COLUMNS) + " |", "|" + "---|" * len(RULE_COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    (outdir / "rules.md").write_text("\n".join(lines) + "\n")
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{path.stem}" src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
+def write_html(record: RunRecord, summary: RunSummary, outdir: Path) -> None:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in RULE_COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in rule_rows(summary)
+    )
+    failures = "".join(
+        f"<li><b>{html.escape(job.label)}</b> ({html.escape(job.status)}): "
+        f"{html.escape(job.reason)} &mdash; log <code>{html.escape(job.log)}</code></li>"
+        for job in summary.failures
+    )
+    figures = "".join(
+        f"<li>{html.escape(line.removeprefix('matensemble: '))}</li>"
+        for line in summary_lines(summary)
+    )
+    run = html.escape(str(record.run.get("run", "")))
+    backend = html.escape(str(record.run.get("backend", "?")))
+    policy = html.escape(str(record.run.get("policy", "?")))
+    nodes = len(record.run.get("nodes", []))
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>matensemble run {run}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}}
+td:first-child{{text-align:left}}</style>
+</head><body>
+<h1>matensemble run {run}</h1>
+<p>backend {backend}, policy {policy}, {nodes} node(s), {record.total_cores} cores,
+{record.total_gpus} GPUs</p>
+<ul>{figures}</ul>
+<h2>Timeline</h2>{_img(outdir / "timeline.png")}
+<h2>Utilization</h2>{_img(outdir / "utilization.png")}
+<h2>Rules</h2><table><tr>{head}</tr>{body}</table>
+<h2>Failures</h2><ul>{failures or "<li>none</li>"}</ul>
+</body></html>
+"""
+    (outdir / "report.html").write_text(page)
+
+
+def make_report(journal: str | Path, outdir: str | Path | None = None) -> Path:
+    """Write every picture and table for ``journal``; returns the output directory."""
+    path = find_journal(journal)
+    out = Path(outdir) if outdir else path.parent / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    record = read_journal(path)
+    summary = summarize(record)
+    draw_timeline(record, out / "timeline.png")
+    draw_utilization(record, out / "utilization.png")
+    write_tables(summary, out)
+    write_html(record, summary, out)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="matensemble-report",
+        description="Draw the timeline, utilization and per-rule table of a matensemble run.",
+    )
+    parser.add_argument("journal", help="journal.jsonl, a run directory, or .snakemake/matensemble")
+    parser.add_argument("-o", "--output", help="output directory (default: <run>/report)")
+    args = parser.parse_args(argv)
+    try:
+        out = make_report(args.journal, args.output)
+    except FileNotFoundError as error:
+        parser.exit(2, f"matensemble-report: {error}\n")
+    summary = summarize(read_journal(find_journal(args.journal)))
+    sys.stdout.write("\n".join(summary_lines(summary)) + "\n")
+    sys.stdout.write(
+        f"wrote {out}/timeline.png, utilization.png, rules.csv, rules.md, report.html\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
