@@ -37,6 +37,8 @@ class Measurement:
     cpu_s: float
     maxrss_mb: float
     returncode: int
+    #: CPU seconds matensemble spent writing its journal (from the journal's end line)
+    journal_cpu_s: float | None = None
 
     def per_job_ms(self, jobs: int) -> float:
         return 1000 * self.cpu_s / jobs
@@ -73,7 +75,18 @@ def run_snakemake(
         if rusage.exists()
         else {"cpu_s": float("nan"), "maxrss_mb": float("nan")}
     )
-    return Measurement(label, wall, usage["cpu_s"], usage["maxrss_mb"], process.returncode)
+    return Measurement(
+        label, wall, usage["cpu_s"], usage["maxrss_mb"], process.returncode, journal_cpu(workdir)
+    )
+
+
+def journal_cpu(workdir: Path) -> float | None:
+    for journal in workdir.glob(".snakemake/matensemble/*/journal.jsonl"):
+        for line in journal.read_text().splitlines():
+            event = json.loads(line)
+            if event.get("event") == "end":
+                return event.get("journal_cpu_s")
+    return None
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

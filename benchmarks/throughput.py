@@ -136,6 +136,12 @@ def main() -> None:
     direct = by_label["matensemble direct (local backend)"]
     per_job = by_label.get("matensemble per-job snakemake (local)")
     print(f"direct path / local executor: {direct.wall_s / baseline:.2f}x (goal <= 1.25x)")
+    if direct.journal_cpu_s is not None:
+        print(
+            f"journal writing: {1000 * direct.journal_cpu_s:.1f} ms CPU = "
+            f"{100 * direct.journal_cpu_s / direct.cpu_s:.1f}% of the snakemake process's CPU "
+            "(goal < 5%)"
+        )
     if per_job:
         print(f"per-job path / direct path: {per_job.wall_s / direct.wall_s:.1f}x (goal >= 25x)")
     flux = by_label.get("matensemble direct (flux backend)")

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from snakemake_executor_plugin_matensemble.journal import read_journal
+from snakemake_executor_plugin_matensemble.report import find_journal, make_report
+
 from .helpers import (
     processes_with_marker,
     run_snakemake,
@@ -354,6 +357,11 @@ def test_kill_9_then_rerun_incomplete_gives_the_clean_result(tmp_path):
             process.kill()
     # the orphan guard stops what was running
     assert wait_until(lambda: not processes_with_marker("sleep 2.7182"), 15)
+    # the killed run's journal is still readable
+    report = make_report(killed / ".snakemake/matensemble")
+    assert (report / "timeline.png").exists()
+    killed_jobs = read_journal(find_journal(killed / ".snakemake/matensemble")).jobs
+    assert any(job.status == "unfinished" and job.ran for job in killed_jobs)
     unlock = run_snakemake(killed, "--unlock")
     assert unlock.returncode == 0, unlock.output
     rerun = run_snakemake(killed, "--rerun-incomplete")
