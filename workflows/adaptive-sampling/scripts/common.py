@@ -1,5 +1,6 @@
 """Reading the per-temperature averages written by LAMMPS (fix ave/time)."""
 
+import itertools
 import re
 from pathlib import Path
 
@@ -16,7 +17,7 @@ def read_average(path: str) -> dict:
 def largest_jump(points: list[dict]) -> tuple[dict, dict]:
     """The neighbouring pair (in temperature) with the largest volume jump per kelvin."""
     ordered = sorted(points, key=lambda p: p["T_target_K"])
-    pairs = list(zip(ordered, ordered[1:], strict=False))
+    pairs = list(itertools.pairwise(ordered))
     return max(
         pairs,
         key=lambda ab: (
