@@ -1,0 +1,40 @@
+"""mkdocs hooks: pages generated from the code, so the docs cannot drift."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+
+
+def settings_table() -> str:
+    from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
+
+    rows = ["| flag | default | meaning |", "|---|---|---|"]
+    for field in dataclasses.fields(ExecutorSettings):
+        flag = "--matensemble-" + field.name.replace("_", "-")
+        default = "" if field.default is None else f"`{field.default}`"
+        text = " ".join(field.metadata["help"].split()).replace("|", "\\|")
+        rows.append(f"| `{flag}` | {default} | {text} |")
+    return "\n".join(rows)
+
+
+def policies_list() -> str:
+    from snakemake_executor_plugin_matensemble.policies import POLICIES
+
+    return "\n".join(f"- **`{name}`**: {cls.summary}." for name, cls in POLICIES.items())
+
+
+def on_pre_build(config, **kwargs):
+    spec = importlib.util.spec_from_file_location("docs_figures", DOCS / "figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    figures.draw_policies(DOCS / "img" / "policies.png")
+
+
+def on_page_markdown(markdown, page, config, files, **kwargs):
+    return markdown.replace("<!-- settings-table -->", settings_table()).replace(
+        "<!-- policies-list -->", policies_list()
+    )
