@@ -61,10 +61,23 @@ def draw_policies(path: Path) -> None:
             for share in ticket.placement.shares:
                 for core in share.cores:
                     lane = share.rank * 4 + core
-                    ax.barh(lane, ticket.payload[1], left=ticket.started_at, height=0.8,
-                            color=colors(ticket.key % 20), edgecolor="black", linewidth=0.4)
-                    ax.text(ticket.started_at + ticket.payload[1] / 2, lane, str(ticket.key),
-                            ha="center", va="center", fontsize=6)
+                    ax.barh(
+                        lane,
+                        ticket.payload[1],
+                        left=ticket.started_at,
+                        height=0.8,
+                        color=colors(ticket.key % 20),
+                        edgecolor="black",
+                        linewidth=0.4,
+                    )
+                    ax.text(
+                        ticket.started_at + ticket.payload[1] / 2,
+                        lane,
+                        str(ticket.key),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                    )
         ax.set_title(f"{title}: makespan {span:.0f} s")
         ax.set_xlabel("time (s)")
     axes[0].set_yticks(range(8), [f"node {lane // 4} core {lane % 4}" for lane in range(8)])
