@@ -54,6 +54,13 @@ def run_snakemake(
     label: str, snakefile: str, args: list[str], timeout: float = 3600
 ) -> Measurement:
     """Run snakemake with ``args`` in a new directory; wall time, own CPU, peak RSS."""
+    return run_snakemake_in(label, snakefile, args, timeout)[0]
+
+
+def run_snakemake_in(
+    label: str, snakefile: str, args: list[str], timeout: float = 3600
+) -> tuple[Measurement, Path]:
+    """Like :func:`run_snakemake`, also returning the working directory."""
     workdir = fresh_workdir(snakefile, label.replace(" ", "-"))
     rusage = workdir / "rusage.json"
     env = {**os.environ, "MATENSEMBLE_BENCH_RUSAGE": str(rusage)}
@@ -75,9 +82,10 @@ def run_snakemake(
         if rusage.exists()
         else {"cpu_s": float("nan"), "maxrss_mb": float("nan")}
     )
-    return Measurement(
+    measurement = Measurement(
         label, wall, usage["cpu_s"], usage["maxrss_mb"], process.returncode, journal_cpu(workdir)
     )
+    return measurement, workdir
 
 
 def journal_cpu(workdir: Path) -> float | None:

@@ -60,6 +60,8 @@ class Dispatcher:
         self.idle_timeout = idle_timeout
         self.tick_interval = tick_interval
         self._next_tick = time.monotonic() + (tick_interval or 0)
+        #: CPU seconds this thread has used (for the run's cost figures)
+        self.cpu_s = 0.0
         self._lock = threading.Lock()
         self._inbox: list[JobTicket] = []
         self._halted = False
@@ -100,7 +102,7 @@ class Dispatcher:
     def _run(self) -> None:
         try:
             while self._step():
-                pass
+                self.cpu_s = time.thread_time()
         except BaseException as error:  # report, never die silently
             log.exception(f"matensemble: the dispatcher failed: {error}")
             self._crash(error)

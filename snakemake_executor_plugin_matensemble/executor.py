@@ -89,6 +89,8 @@ class Executor(RealExecutor):
             tick_interval=self.status.tick_interval,
         )
         self._stopped = False
+        #: CPU seconds the plugin spent in Snakemake's scheduler thread
+        self._scheduler_cpu_s = 0.0
         self.dispatcher.start()
 
     # -- RealExecutor interface -------------------------------------------------
@@ -115,6 +117,13 @@ class Executor(RealExecutor):
         self.run_jobs([job])
 
     def run_jobs(self, jobs: list[JobExecutorInterface]) -> None:
+        started = time.thread_time()
+        try:
+            self._run_jobs(jobs)
+        finally:
+            self._scheduler_cpu_s += time.thread_time() - started
+
+    def _run_jobs(self, jobs: list[JobExecutorInterface]) -> None:
         self._install_sigterm_handler()
         tickets = []
         for job in jobs:
@@ -136,7 +145,11 @@ class Executor(RealExecutor):
         self.dispatcher.stop()
         if self.status.status_file is not None:
             self.status.write_file(self.current_status())
-        self.journal.close()
+        self.journal.close(
+            plugin_cpu_s=round(self._scheduler_cpu_s + self.dispatcher.cpu_s, 6),
+            scheduler_thread_cpu_s=round(self._scheduler_cpu_s, 6),
+            dispatcher_thread_cpu_s=round(self.dispatcher.cpu_s, 6),
+        )
         for line in summary_lines(summarize(read_journal(self.journal.path))):
             self.logger.info(line)
         self.logger.info(

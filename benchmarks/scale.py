@@ -1,0 +1,91 @@
+"""A large ensemble with random failures: nothing lost, plugin cost per job.
+
+    uv run python benchmarks/scale.py                 # 10,000 jobs, 1% failing
+    uv run python benchmarks/scale.py --jobs 2000
+
+Runs N trivial jobs (a seeded ~1% of them fail) with --keep-going on the local
+backend, checks that every non-failing output exists and every failure was
+reported, and prints the plugin's CPU per job (its own threads, from the
+journal), the snakemake process's CPU per job, and the growth of peak memory
+against a 100-job run of the same workflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+
+from _harness import run_snakemake_in, table
+
+SNAKEFILE = """
+import random
+N = {jobs}
+FAIL = set(random.Random({seed}).sample(range(N), N // 100))
+
+rule all:
+    input: expand("out/{{i}}.txt", i=range(N))
+
+rule member:
+    output: "out/{{i}}.txt"
+    params: fail=lambda wc: int(int(wc.i) in FAIL)
+    shell: "[ {{params.fail}} = 0 ] && echo {{wildcards.i}} > {{output}}"
+"""
+
+
+def expected_failures(jobs: int, seed: int) -> set[int]:
+    return set(random.Random(seed).sample(range(jobs), jobs // 100))
+
+
+def run(jobs: int, seed: int):
+    args = [
+        "-j",
+        "unlimited",
+        "--executor",
+        "matensemble",
+        "--matensemble-backend",
+        "local",
+        "--keep-going",
+        "--matensemble-status-interval",
+        "0",
+    ]
+    measurement, workdir = run_snakemake_in(
+        f"scale-{jobs}", SNAKEFILE.format(jobs=jobs, seed=seed), args
+    )
+    failures = expected_failures(jobs, seed)
+    present = {int(p.stem) for p in (workdir / "out").glob("*.txt")}
+    missing = set(range(jobs)) - failures - present
+    journal = next(workdir.glob(".snakemake/matensemble/*/journal.jsonl"))
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    end = next(e for e in events if e["event"] == "end")
+    reported = {e["key"] for e in events if e["event"] == "failed"}
+    return measurement, missing, len(reported), len(failures), end
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=5)
+    args = parser.parse_args()
+    small, *_ = run(100, args.seed)
+    big, missing, reported, failing, end = run(args.jobs, args.seed)
+    rows = [
+        [f"{n} jobs", f"{m.wall_s:.1f}", f"{1000 * m.cpu_s / n:.2f}", f"{m.maxrss_mb:.0f}"]
+        for n, m in ((100, small), (args.jobs, big))
+    ]
+    print(table(rows, ["run", "wall s", "snakemake-process CPU ms/job", "peak RSS MB"]))
+    print(f"non-failing outputs missing: {len(missing)} (must be 0)")
+    print(f"failures reported: {reported} of {failing} planted (must be equal)")
+    print(
+        f"plugin CPU per job (its own work in both threads): "
+        f"{1000 * end['plugin_cpu_s'] / args.jobs:.2f} ms (goal <= 2 ms); "
+        f"journal {1000 * end['journal_cpu_s'] / args.jobs:.3f} ms/job"
+    )
+    growth = big.maxrss_mb - small.maxrss_mb
+    print(f"peak memory growth from 100 to {args.jobs} jobs: {growth:.0f} MB (goal < 100 MB)")
+
+
+if __name__ == "__main__":
+    main()
