@@ -323,3 +323,37 @@ def test_lookahead_submits_successors_that_start_when_their_predecessor_ends(tmp
         assert job["t_run"] >= predecessor["t_cleanup"]
         assert job["t_submit"] < predecessor["t_cleanup"], "it was not submitted ahead"
     assert len(list((tmp_path / "out").glob("*.txt"))) == 8
+
+
+def test_losing_the_flux_instance_is_reported_within_seconds(tmp_path):
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: expand("out/{i}.txt", i=range(4))
+
+        rule sleepy:
+            output: "out/{i}.txt"
+            shell: "sleep 60; touch {output}"
+        """,
+    )
+    command = _quote([*SNAKEMAKE, "--executor", "matensemble", "-j", "unlimited", "--keep-going"])
+    script = [
+        "bash",
+        "-c",
+        # snakemake runs in a sub-instance, which is then cancelled under it
+        "id=$(flux batch -N1 -n1 --wrap sleep 300); uri=$(flux uri --wait --local $id); "
+        f"FLUX_URI=$uri {command} > snakemake.log 2>&1 & pid=$!; "
+        "for i in $(seq 1 100); do "
+        "[ $(FLUX_URI=$uri flux jobs -n -f running 2>/dev/null | wc -l) -ge 1 ] && break; "
+        "sleep 0.2; done; "
+        "date +%s.%N > t0; flux cancel $id; wait $pid; echo $? > rc.txt; date +%s.%N > t1",
+    ]
+    process = run_in_flux(script, cwd=tmp_path, size=2, timeout=240)
+    log = (tmp_path / "snakemake.log").read_text()
+    assert process.returncode == 0, process.stdout
+    assert int((tmp_path / "rc.txt").read_text()) != 0
+    elapsed = float((tmp_path / "t1").read_text()) - float((tmp_path / "t0").read_text())
+    assert elapsed < 10, f"took {elapsed:.1f} s to notice"
+    assert "stopped answering" in log or "is the instance shutting down?" in log, log
+    assert not list((tmp_path / "out").glob("*.txt"))

@@ -5,6 +5,7 @@ pin down the jobspec mapping and outcome handling precisely and run anywhere.
 """
 
 import concurrent.futures
+import errno
 import os
 from types import SimpleNamespace
 
@@ -251,7 +252,21 @@ def test_outcomes_are_pushed_as_events(backend):
             Status.TIMEOUT,
             "exceeded its runtime of 2 min (Flux job f4242: resource allocation expired)",
         ),
-        (lambda f: f.set_exception(FakeJobException("cancel")), Status.CANCELLED, "cancelled"),
+        (
+            lambda f: f.set_exception(FakeJobException("cancel", "cancelled by user")),
+            Status.CANCELLED,
+            "was cancelled",
+        ),
+        (
+            lambda f: f.set_exception(FakeJobException("cancel")),
+            Status.FAILED,
+            "is the instance shutting down?",
+        ),
+        (
+            lambda f: f.set_exception(OSError(errno.ENOSYS, "Function not implemented")),
+            Status.FAILED,
+            "was lost with the Flux instance",
+        ),
         (
             lambda f: f.set_exception(FakeJobException("exec", "task 0: start failed")),
             Status.FAILED,

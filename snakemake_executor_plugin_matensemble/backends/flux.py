@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -40,6 +41,11 @@ from .base import (
 from .local_resources import parse_id_list
 
 log = logging.getLogger("snakemake.logging.matensemble.flux")
+
+#: errno values that mean the Flux instance itself is gone, not the job
+LOST_INSTANCE_ERRNOS = frozenset(
+    {errno.ENOSYS, errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.EHOSTUNREACH}
+)
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,7 @@ class FluxBackend(Backend):
         self._jobids: dict[int, int] = {}
         self._specs: dict[int, LaunchSpec] = {}
         self._cancelling = False
+        self._instance_lost = False
         #: successors waiting for their predecessor's Flux id: key -> [(spec, placement)]
         self._deferred: dict[int, list[tuple[LaunchSpec, Placement]]] = {}
 
@@ -271,7 +278,9 @@ class FluxBackend(Backend):
                     "system.dependencies", [{"scheme": "afterany", "value": str(depends_on)}]
                 )
             future = self.executor.submit(jobspec, urgency=self.urgency(spec))
-        except (ValueError, TypeError, OSError, RuntimeError) as error:
+        except RuntimeError as error:  # the executor is broken: the instance is gone
+            raise LaunchError(self._lost(error)) from error
+        except (ValueError, TypeError, OSError) as error:
             raise LaunchError(f"could not be submitted to Flux: {error}") from error
         self._follow(spec, future)
 
@@ -369,9 +378,24 @@ class FluxBackend(Backend):
             )
         if isinstance(error, self.flux.job.JobException):
             return self._exception_outcome(key, error, where, spec, now)
+        if isinstance(error, OSError) and error.errno in LOST_INSTANCE_ERRNOS:
+            return JobFinished(key, Status.FAILED, self._lost(error), time=now)
         if isinstance(error, OSError):
             return JobFinished(key, Status.LAUNCH_ERROR, f"was rejected by Flux: {error}", time=now)
         return JobFinished(key, Status.FAILED, f"({where}) failed: {error!r}", time=now)
+
+    def _lost(self, error: BaseException) -> str:
+        """The reason for jobs whose Flux instance stopped answering (said once)."""
+        uri = os.environ.get("FLUX_URI", "?")
+        reason = (
+            f"was lost with the Flux instance at {uri}, which stopped answering ({error}); "
+            "run again in a new allocation (add --rerun-incomplete)"
+        )
+        with self._lock:
+            first, self._instance_lost = not self._instance_lost, True
+        if first:
+            log.error(f"matensemble: the Flux instance at {uri} stopped answering ({error}).")
+        return reason
 
     def _exception_outcome(self, key, error, where, spec, now) -> JobFinished:
         kind, note = error.type, error.note
@@ -380,6 +404,14 @@ class FluxBackend(Backend):
             limit = f"{walltime / 60:g} min" if walltime else "its time limit"
             return JobFinished(
                 key, Status.TIMEOUT, f"exceeded its runtime of {limit} ({where}: {note})", time=now
+            )
+        if kind == "cancel" and not self._cancelling and not note:
+            # not cancelled by us: the instance cancels everything when it shuts down
+            return JobFinished(
+                key,
+                Status.FAILED,
+                f"was cancelled by Flux ({where}); is the instance shutting down?",
+                time=now,
             )
         if kind == "cancel" or self._cancelling:
             return JobFinished(key, Status.CANCELLED, f"was cancelled ({where}: {note})", time=now)
