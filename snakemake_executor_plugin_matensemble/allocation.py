@@ -141,6 +141,7 @@ class Allocation:
             raise ValueError("an allocation needs at least one node")
         self.nodes = [NodeState.idle(spec) for spec in self.specs]
         self._by_rank = {state.spec.rank: state for state in self.nodes}
+        self._never_fits: dict[tuple, tuple[str, object, str] | None] = {}
 
     # -- totals -----------------------------------------------------------------
     @property
@@ -260,8 +261,15 @@ class Allocation:
         """If ``request`` cannot run even on the idle allocation, say why.
 
         Returns ``(field, value, problem)`` naming the Snakemake resource to blame,
-        or None when the request fits the idle allocation.
+        or None when the request fits the idle allocation. Answers are cached per
+        request shape: the nodes never change.
         """
+        key = (*request.shape, request.cores_field, request.gpus_field)
+        if key not in self._never_fits:
+            self._never_fits[key] = self._why_never_fits(request)
+        return self._never_fits[key]
+
+    def _why_never_fits(self, request: ResourceRequest) -> tuple[str, object, str] | None:
         if self.empty_copy().place(request) is not None:
             return None
         max_cores = max(len(s.cores) for s in self.specs)

@@ -192,7 +192,8 @@ class CommandBuilder:
         if reason is not None:
             with self.executor.cores_for_job(cores):
                 return JobCommand(self.executor.format_job_exec(job))
-        self.workflow.async_run(job.prepare())
+        with self.executor.snakemake_work():
+            self.workflow.async_run(job.prepare())
         return direct_shell_command(job, self.workflow, per_task=tasks > 1 and not has_mpi)
 
     def _announce(self, job: Any, reason: str | None) -> None:

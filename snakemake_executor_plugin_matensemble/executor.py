@@ -89,8 +89,10 @@ class Executor(RealExecutor):
             tick_interval=self.status.tick_interval,
         )
         self._stopped = False
-        #: CPU seconds the plugin spent in Snakemake's scheduler thread
+        #: CPU seconds spent in Snakemake's scheduler thread inside the plugin's calls
         self._scheduler_cpu_s = 0.0
+        #: ... of which Snakemake's own per-job work (see :meth:`snakemake_work`)
+        self._snakemake_cpu_s = 0.0
         self.dispatcher.start()
 
     # -- RealExecutor interface -------------------------------------------------
@@ -98,6 +100,17 @@ class Executor(RealExecutor):
     def cores(self) -> int | str:
         """``--cores`` of the per-job Snakemake command: the job's own cores."""
         return self._job_cores if self._job_cores is not None else "all"
+
+    @contextlib.contextmanager
+    def snakemake_work(self) -> Iterator[None]:
+        """Time Snakemake's own per-job work done in the plugin's calls (printing
+        the job, incomplete markers, preparing outputs), which any executor pays,
+        so that the plugin's own cost can be reported apart from it."""
+        started = time.thread_time()
+        try:
+            yield
+        finally:
+            self._snakemake_cpu_s += time.thread_time() - started
 
     @contextlib.contextmanager
     def cores_for_job(self, cores: int) -> Iterator[None]:
@@ -127,7 +140,8 @@ class Executor(RealExecutor):
         self._install_sigterm_handler()
         tickets = []
         for job in jobs:
-            self.run_job_pre(job)
+            with self.snakemake_work():
+                self.run_job_pre(job)
             try:
                 tickets.append(self._ticket_for(job))
             except Exception as error:  # bad request, unformattable command, ...
@@ -145,10 +159,12 @@ class Executor(RealExecutor):
         self.dispatcher.stop()
         if self.status.status_file is not None:
             self.status.write_file(self.current_status())
+        own = self._scheduler_cpu_s - self._snakemake_cpu_s
         self.journal.close(
-            plugin_cpu_s=round(self._scheduler_cpu_s + self.dispatcher.cpu_s, 6),
-            scheduler_thread_cpu_s=round(self._scheduler_cpu_s, 6),
+            plugin_cpu_s=round(own + self.dispatcher.cpu_s, 6),
+            scheduler_thread_cpu_s=round(own, 6),
             dispatcher_thread_cpu_s=round(self.dispatcher.cpu_s, 6),
+            snakemake_work_cpu_s=round(self._snakemake_cpu_s, 6),
         )
         for line in summary_lines(summarize(read_journal(self.journal.path))):
             self.logger.info(line)
@@ -167,17 +183,14 @@ class Executor(RealExecutor):
     def request_for(self, job: Any) -> ResourceRequest:
         """The checked request of ``job``; raises :class:`InvalidRequestError`."""
         rule = naming.rule_of(job)
-        where = naming.where(job)
         self._note_unread(job)
-        if job.is_group():
-            request = request_from_resources(where, rule, job.threads, _group_resources(job))
-        else:
-            request = request_from_resources(where, rule, job.threads, job.resources)
+        resources = _group_resources(job) if job.is_group() else job.resources
+        request = request_from_resources(lambda: naming.where(job), rule, job.threads, resources)
         problem = self.allocation.why_never_fits(request)
         if problem is not None:
             field, value, text = problem
             raise InvalidRequestError(
-                where,
+                naming.where(job),
                 field,
                 value,
                 f"{text}; the job could never start",
@@ -206,7 +219,8 @@ class Executor(RealExecutor):
             log_path=str(log_path),
         )
         # registers the incomplete markers (keeping a re-attached job's id)
-        self.report_job_submission(submission.job_info)
+        with self.snakemake_work():
+            self.report_job_submission(submission.job_info)
         ticket = JobTicket(
             key=next(self._keys),
             request=request,

@@ -22,7 +22,7 @@ Every value is checked here, before anything runs; a bad value raises
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,13 +116,14 @@ class ResourceRequest:
 class _Fields:
     """Reads and checks the fields of one job, raising errors that say where."""
 
-    def __init__(self, where: str, rule: str, resources: Mapping[str, Any]):
+    def __init__(self, where: str | Callable[[], str], rule: str, resources: Mapping[str, Any]):
         self.where = where
         self.rule = rule
         self.resources = resources
 
     def fail(self, field: str, value: object, problem: str, fix: str | None = None):
-        raise InvalidRequestError(self.where, field, value, problem, fix or self.set_fix(field))
+        where = self.where() if callable(self.where) else self.where
+        raise InvalidRequestError(where, field, value, problem, fix or self.set_fix(field))
 
     def set_fix(self, field: str, example: str = "N") -> str:
         if field == "threads":
@@ -264,12 +265,13 @@ def _mpi(fields: _Fields) -> str | None:
 
 
 def request_from_resources(
-    where: str, rule: str, threads: Any, resources: Mapping[str, Any]
+    where: str | Callable[[], str], rule: str, threads: Any, resources: Mapping[str, Any]
 ) -> ResourceRequest:
     """Build and check the request of one job from its threads and resources.
 
-    ``where`` names the job in error messages, ``rule`` is the rule name used in
-    the suggested fix.
+    ``where`` names the job in error messages (or makes that name when called,
+    so that it costs nothing when all is well), ``rule`` is the rule name used
+    in the suggested fix.
     """
     fields = _Fields(where, rule, resources)
     cores_per_task, cores_field = _cores_per_task(fields, threads)
