@@ -72,7 +72,11 @@ class Executor(RealExecutor):
         self.commands = CommandBuilder(self, not self.settings.per_job_snakemake)
         self.base_env = {**os.environ, **self.envvars()}
         self.workdir = os.getcwd()
-        self._check_all_jobs_up_front()
+        try:
+            self._check_all_jobs_up_front()
+        except WorkflowError:
+            self.backend.close()  # nothing was started: let go of Flux / the guard
+            raise
         self.packer = Packer(
             self.allocation, make_policy(self.settings.policy, self.settings.reserve_after)
         )
@@ -243,6 +247,8 @@ class Executor(RealExecutor):
 
     def _still_running(self, job: Any) -> RunningJob | None:
         """The backend job an earlier, killed run started for ``job``, if it runs."""
+        if not self.backend.can_attach:
+            return None
         external = self.workflow.dag.incomplete_external_jobid(job)
         if not external:
             return None

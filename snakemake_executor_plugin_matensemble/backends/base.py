@@ -118,6 +118,9 @@ class Backend(ABC):
     def running_count(self) -> int:
         return 0
 
+    #: Whether jobs of an earlier run can be re-attached (:meth:`find_running`).
+    can_attach: bool = False
+
     def find_running(self, backend_id: str) -> RunningJob | None:
         """The still-running job ``backend_id`` of an earlier run, if any."""
         return None

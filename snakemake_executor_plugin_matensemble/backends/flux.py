@@ -129,6 +129,7 @@ class FluxBackend(Backend):
     """Runs every job as a Flux job of the enclosing instance."""
 
     name = "flux"
+    can_attach = True
 
     def __init__(self, options: FluxOptions, run_id: str = "", flux_module: Any = None):
         if flux_module is None:
