@@ -187,17 +187,10 @@ class Allocation:
     def _place_exclusive(self, request: ResourceRequest) -> Placement | None:
         count = request.nodes or 1
         per_node = _split(request.tasks, count)
-        idle = [n for n in self.nodes if n.is_idle]
-        chosen = _fit_nodes(idle, per_node, request)
-        if chosen is None:
-            return None
-        return Placement(tuple(node.share_for(tasks, request) for node, tasks in chosen))
+        return _fit_nodes([n for n in self.nodes if n.is_idle], per_node, request)
 
     def _place_on_n_nodes(self, request: ResourceRequest, count: int) -> Placement | None:
-        chosen = _fit_nodes(self.nodes, _split(request.tasks, count), request)
-        if chosen is None:
-            return None
-        return Placement(tuple(node.share_for(tasks, request) for node, tasks in chosen))
+        return _fit_nodes(self.nodes, _split(request.tasks, count), request)
 
     def _place_anywhere(self, request: ResourceRequest) -> Placement | None:
         slots = [(node.task_slots(request), node) for node in self.nodes]
@@ -311,8 +304,8 @@ def _split(tasks: int, nodes: int) -> list[int]:
 
 def _fit_nodes(
     candidates: Sequence[NodeState], per_node: list[int], request: ResourceRequest
-) -> list[tuple[NodeState, int]] | None:
-    """Assign each entry of ``per_node`` (largest first) a distinct node that fits.
+) -> Placement | None:
+    """Give each entry of ``per_node`` (largest first) a distinct node that fits.
 
     Uses best fit (fewest free cores first) so that roomy nodes stay free.
     """
@@ -328,4 +321,5 @@ def _fit_nodes(
             return None
         used.add(node.spec.rank)
         chosen.append((node, tasks))
-    return sorted(chosen, key=lambda item: item[0].spec.rank)
+    chosen.sort(key=lambda item: item[0].spec.rank)
+    return Placement(tuple(node.share_for(tasks, request) for node, tasks in chosen))

@@ -57,6 +57,29 @@ def start_snakemake(workdir: Path, *args: str, log: Path) -> subprocess.Popen:
     )
 
 
+def interrupt_snakemake(
+    workdir: Path,
+    *,
+    ready: Callable[[], bool],
+    signum: int,
+    log: Path,
+    delay: float = 0.0,
+) -> subprocess.Popen:
+    """Start snakemake, wait until ``ready()``, wait ``delay`` s, send ``signum``,
+    and wait for snakemake to end (killing it if it does not)."""
+    process = start_snakemake(workdir, log=log)
+    try:
+        assert wait_until(ready, 60), log.read_text()
+        time.sleep(delay)
+        os.kill(process.pid, signum)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process
+
+
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` exists and is not a zombie."""
     try:

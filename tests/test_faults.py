@@ -1,10 +1,8 @@
 """Fault injection with real snakemake processes: interrupts at random moments,
 and jobs that fail in every way a job can fail."""
 
-import os
 import random
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -13,9 +11,9 @@ from snakemake_executor_plugin_matensemble.journal import read_journal
 from snakemake_executor_plugin_matensemble.report import find_journal
 
 from .helpers import (
+    interrupt_snakemake,
     processes_with_marker,
     run_snakemake,
-    start_snakemake,
     wait_until,
     write_snakefile,
 )
@@ -55,15 +53,13 @@ def outputs(workdir: Path) -> list[Path]:
 def test_interrupt_at_a_random_moment_then_rerun_incomplete(tmp_path, clean_result, seed, signum):
     marker = f"0.6{seed}{int(signum)}"  # a sleep that identifies this run's jobs
     write_snakefile(tmp_path, ENSEMBLE.format(marker=marker))
-    process = start_snakemake(tmp_path, log=tmp_path / "first.log")
-    try:
-        assert wait_until(lambda: processes_with_marker(f"sleep {marker}"), 60)
-        time.sleep(random.Random(seed).uniform(0.1, 2.5))
-        os.kill(process.pid, signum)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    process = interrupt_snakemake(
+        tmp_path,
+        ready=lambda: bool(processes_with_marker(f"sleep {marker}")),
+        signum=signum,
+        log=tmp_path / "first.log",
+        delay=random.Random(seed).uniform(0.1, 2.5),
+    )
     first = (tmp_path / "first.log").read_text()
     if signum != signal.SIGKILL:
         assert process.returncode != 0

@@ -11,9 +11,9 @@ from snakemake_executor_plugin_matensemble.journal import read_journal
 from snakemake_executor_plugin_matensemble.report import find_journal, make_report
 
 from .helpers import (
+    interrupt_snakemake,
     processes_with_marker,
     run_snakemake,
-    start_snakemake,
     wait_until,
     write_snakefile,
 )
@@ -312,16 +312,12 @@ rule sleepy:
 def test_interrupt_leaves_no_job_process(tmp_path, signum):
     marker = f"3{signum}.271828"
     write_snakefile(tmp_path, SLEEPY.format(marker=marker))
-    process = start_snakemake(tmp_path, log=tmp_path / "run.log")
-    try:
-        assert wait_until(lambda: processes_with_marker(f"sleep {marker}"), 60), (
-            tmp_path / "run.log"
-        ).read_text()
-        os.kill(process.pid, signum)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    process = interrupt_snakemake(
+        tmp_path,
+        ready=lambda: bool(processes_with_marker(f"sleep {marker}")),
+        signum=signum,
+        log=tmp_path / "run.log",
+    )
     output = (tmp_path / "run.log").read_text()
     assert process.returncode != 0
     assert wait_until(lambda: not processes_with_marker(f"sleep {marker}"), 5), output
@@ -347,14 +343,12 @@ def test_kill_9_then_rerun_incomplete_gives_the_clean_result(tmp_path):
     write_snakefile(clean, snakefile)
     write_snakefile(killed, snakefile)
     assert run_snakemake(clean).returncode == 0
-    process = start_snakemake(killed, log=killed / "run.log")
-    try:
-        assert wait_until(lambda: len(list(killed.glob("parts/*.txt"))) >= 2, 60)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    interrupt_snakemake(
+        killed,
+        ready=lambda: len(list(killed.glob("parts/*.txt"))) >= 2,
+        signum=signal.SIGKILL,
+        log=killed / "run.log",
+    )
     # the orphan guard stops what was running
     assert wait_until(lambda: not processes_with_marker("sleep 2.7182"), 15)
     # the killed run's journal is still readable
