@@ -4,19 +4,22 @@ SIGINT and SIGTERM are handled by the executor (every job is cancelled), but
 nothing in a process survives SIGKILL or an out-of-memory kill. The guard is a
 tiny helper process, in its own session so that terminal signals do not reach
 it, reading the process groups of running jobs from a pipe. When the pipe
-closes without a goodbye (Snakemake died), it terminates every group still
-listed, so no job keeps running unseen and --rerun-incomplete starts clean.
+closes without a goodbye (Snakemake died), it terminates every process still in
+one of those groups and in Snakemake's session (so a group id the system has
+meanwhile given to another program is never touched), so no job keeps running
+unseen and --rerun-incomplete starts clean.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 
 _GUARD = r"""
 import os, signal, sys, time
-grace = float(sys.argv[1])
+grace, session = float(sys.argv[1]), int(sys.argv[2])
 groups = set()
 for line in sys.stdin:
     op, _, pgid = line.strip().partition(" ")
@@ -26,10 +29,25 @@ for line in sys.stdin:
         groups.discard(int(pgid))
     elif op == "bye":
         sys.exit(0)
-def signal_all(signum):
-    for pgid in groups:
+def members():
+    # Only processes still in one of the jobs' groups AND in Snakemake's session:
+    # a process group id reused by an unrelated program is never touched.
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            os.killpg(pgid, signum)
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) in groups and int(fields[3]) == session:
+            found.append(int(entry))
+    return found
+def signal_all(signum):
+    for pid in members():
+        try:
+            os.kill(pid, signum)
         except OSError:
             pass
 signal_all(signal.SIGTERM)
@@ -43,7 +61,7 @@ class OrphanGuard:
 
     def __init__(self, kill_grace_seconds: float):
         self._process = subprocess.Popen(
-            [sys.executable, "-c", _GUARD, str(kill_grace_seconds)],
+            [sys.executable, "-c", _GUARD, str(kill_grace_seconds), str(os.getsid(0))],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
