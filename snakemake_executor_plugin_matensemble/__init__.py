@@ -6,6 +6,8 @@ group on the local machine) with exactly the cores, GPUs, tasks, nodes and
 walltime it asks for, and starts jobs as long as they fit.
 """
 
+from importlib.metadata import version
+
 from snakemake_interface_executor_plugins.settings import CommonSettings
 
 from .executor import Executor
@@ -13,7 +15,7 @@ from .settings import ExecutorSettings
 
 __all__ = ["Executor", "ExecutorSettings", "common_settings"]
 
-__version__ = "0.1.0"
+__version__ = version("snakemake-executor-plugin-matensemble")
 
 common_settings = CommonSettings(
     # Jobs run outside Snakemake's own process (as remote jobs do), so that
