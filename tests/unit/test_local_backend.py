@@ -18,7 +18,7 @@ from snakemake_executor_plugin_matensemble.backends import (
 )
 from snakemake_executor_plugin_matensemble.request import ResourceRequest
 
-from .helpers import pid_alive, wait_until
+from ..helpers import pid_alive, wait_until
 
 _keys = iter(range(1, 10**6))
 

@@ -12,7 +12,7 @@ import pytest
 
 from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 FLAGS = {"--matensemble-" + f.name.replace("_", "-") for f in dataclasses.fields(ExecutorSettings)}
 DEFINITIONS = sorted((ROOT / "apptainer").glob("*.def"))
 

@@ -10,7 +10,7 @@ import pytest
 from snakemake_executor_plugin_matensemble.journal import read_journal
 from snakemake_executor_plugin_matensemble.report import find_journal
 
-from .helpers import (
+from ..helpers import (
     interrupt_snakemake,
     processes_with_marker,
     run_snakemake,

