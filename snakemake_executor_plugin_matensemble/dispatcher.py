@@ -26,6 +26,11 @@ from .packer import JobTicket, Packer
 
 log = logging.getLogger("snakemake.logging.matensemble.dispatcher")
 
+#: Why queued jobs are withdrawn: a job failed (no --keep-going), the run was
+#: interrupted (Ctrl-C, SIGTERM, cancel), or they cannot finish before the
+#: allocation's end.
+WITHDRAWN_REASONS = ("failure", "interrupted", "deadline")
+
 
 class DispatchListener(Protocol):
     """What the dispatcher reports (called from the dispatcher thread)."""
@@ -34,7 +39,10 @@ class DispatchListener(Protocol):
 
     def on_finished(self, ticket: JobTicket, result: JobFinished) -> None: ...
 
-    def on_withdrawn(self, tickets: list[JobTicket]) -> None: ...
+    def on_withdrawn(self, tickets: list[JobTicket], reason: str) -> None:
+        """Queued ``tickets`` will not be started; ``reason`` is one of
+        :data:`WITHDRAWN_REASONS`."""
+        ...
 
     def on_crash(self, error: BaseException, tickets: list[JobTicket]) -> None: ...
 
@@ -118,7 +126,7 @@ class Dispatcher:
         self._attach([t for t in new if t.attach is not None])
         self.packer.enqueue([t for t in new if t.attach is None])
         if halted or stopping:
-            self._withdraw_queue()
+            self._withdraw_queue("interrupted" if stopping else "failure")
         if stopping:
             self._cancel_running()
             return False
@@ -171,12 +179,12 @@ class Dispatcher:
         self._tickets.pop(ticket.key, None)
         self.listener.on_finished(ticket, result)
 
-    def _withdraw_queue(self) -> None:
+    def _withdraw_queue(self, reason: str) -> None:
         withdrawn = self.packer.withdraw_queued()
         if withdrawn:
             for ticket in withdrawn:
                 self._tickets.pop(ticket.key, None)
-            self.listener.on_withdrawn(withdrawn)
+            self.listener.on_withdrawn(withdrawn, reason)
 
     def _cancel_running(self) -> None:
         if not self.packer.running:

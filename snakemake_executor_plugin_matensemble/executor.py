@@ -355,12 +355,13 @@ class Executor(RealExecutor):
         if not retried and not self.workflow.execution_settings.keep_going:
             self.dispatcher.halt()
 
-    def on_withdrawn(self, tickets: list[JobTicket]) -> None:
-        self.logger.info(
-            f"matensemble: {len(tickets)} queued job(s) were not started "
-            "(the run is stopping; use --keep-going to run independent jobs "
-            "after a failure)."
-        )
+    def on_withdrawn(self, tickets: list[JobTicket], reason: str) -> None:
+        why = {
+            "failure": "a job failed; use --keep-going to run independent jobs after a failure",
+            "interrupted": "the run was interrupted",
+            "deadline": "they could not finish before the allocation ends",
+        }.get(reason, reason)
+        self.logger.info(f"matensemble: {len(tickets)} queued job(s) were not started ({why}).")
         for ticket in tickets:
             self.journal.ended(ticket.key, "cancelled", "cancelled", reason="not started")
             self.workflow.scheduler.error_callback(ticket.payload.job_info.job)
