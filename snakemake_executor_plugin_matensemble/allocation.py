@@ -12,6 +12,7 @@ import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from .cpulist import format_cpu_list
 from .request import ResourceRequest
 
 
@@ -55,27 +56,10 @@ class Placement:
 
     def describe(self) -> str:
         return "; ".join(
-            f"rank {s.rank}: cores {_ranges(s.cores)}"
+            f"rank {s.rank}: cores {format_cpu_list(s.cores)}"
             + (f", gpus {','.join(s.gpus)}" if s.gpus else "")
             for s in self.shares
         )
-
-
-def _ranges(numbers: Sequence[int]) -> str:
-    """``[0, 1, 2, 5]`` as ``"0-2,5"`` (the cpuset list format)."""
-    parts: list[str] = []
-    start = prev = None
-    for n in sorted(numbers):
-        if start is None:
-            start = prev = n
-        elif n == prev + 1:
-            prev = n
-        else:
-            parts.append(f"{start}-{prev}" if start != prev else f"{start}")
-            start = prev = n
-    if start is not None:
-        parts.append(f"{start}-{prev}" if start != prev else f"{start}")
-    return ",".join(parts)
 
 
 @dataclass

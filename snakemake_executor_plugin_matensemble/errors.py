@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from snakemake_interface_common.exceptions import WorkflowError
+from snakemake_interface_common.exceptions import ApiError, WorkflowError
 
 
 class InvalidRequestError(WorkflowError):
@@ -21,15 +21,32 @@ class InvalidRequestError(WorkflowError):
         super().__init__(f"{where}: resource {field}={value!r} {problem}. Fix: {fix}")
 
 
-class SettingsError(WorkflowError):
-    """An executor setting has a value the plugin cannot use."""
+class UsageError(ApiError):
+    """A mistake in how snakemake was called (a setting, a missing backend).
+
+    Based on Snakemake's :class:`ApiError`, not :class:`WorkflowError`: Snakemake
+    prints an ``ApiError`` as one ``Error: <message>`` paragraph, while it prints
+    every ``WorkflowError`` with the plugin's internal traceback, which says
+    nothing to a user who only mistyped a flag.
+    """
+
+
+def flag(setting: str) -> str:
+    """``local_cores`` -> ``--matensemble-local-cores`` (the command-line flag)."""
+    return f"--matensemble-{setting.replace('_', '-')}"
+
+
+class SettingsError(UsageError):
+    """An executor setting has a value the plugin cannot use.
+
+    The message names the flag, the value, the problem and the fix, on one line.
+    """
 
     def __init__(self, setting: str, value: object, problem: str, fix: str):
         self.setting = setting
-        super().__init__(
-            f"--matensemble-{setting.replace('_', '-')}={value!r} {problem}. Fix: {fix}"
-        )
+        self.value = value
+        super().__init__(f"{flag(setting)}={value!r} {problem}. Fix: {fix}")
 
 
-class BackendUnavailableError(WorkflowError):
+class BackendUnavailableError(UsageError):
     """The requested backend cannot be used on this machine."""

@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..allocation import NodeSpec, Placement, _ranges
+from ..allocation import NodeSpec, Placement
+from ..cpulist import format_cpu_list
 from .base import (
     Backend,
     BackendEvent,
@@ -151,7 +152,7 @@ class LocalBackend(Backend):
         if self.gpu_ids:
             for var in GPU_VISIBILITY_VARS:
                 env[var] = ",".join(task.gpus)
-        env["MATENSEMBLE_CORES"] = _ranges(task.cpus)
+        env["MATENSEMBLE_CORES"] = format_cpu_list(task.cpus)
         env["MATENSEMBLE_GPUS"] = ",".join(task.gpus)
         if spec.per_task:
             env["MATENSEMBLE_TASK_RANK"] = str(task.rank)

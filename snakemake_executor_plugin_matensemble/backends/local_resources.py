@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ..cpulist import parse_cpu_list
 from ..errors import SettingsError
 
 log = logging.getLogger("snakemake.logging.matensemble.local")
@@ -16,18 +17,9 @@ log = logging.getLogger("snakemake.logging.matensemble.local")
 GPU_VISIBILITY_VARS = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
 
 
-def parse_id_list(text: str) -> list[int]:
-    """``"0-3,6"`` -> ``[0, 1, 2, 3, 6]`` (the cpuset list format)."""
-    ids: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        low, _, high = part.partition("-")
-        if not low.isdigit() or (high and not high.isdigit()):
-            raise ValueError(part)
-        ids.extend(range(int(low), int(high or low) + 1))
-    return sorted(set(ids))
+#: Compatibility name for :func:`~..cpulist.parse_cpu_list` (the Flux backend
+#: imports it from here); remove once it imports from ``cpulist``.
+parse_id_list = parse_cpu_list
 
 
 def usable_cpus() -> list[int]:
@@ -65,7 +57,7 @@ def local_cores(setting: str | None) -> tuple[list[int], dict[int, int]]:
         )
         return list(range(count)), {i: cpus[i % len(cpus)] for i in range(count)}
     try:
-        chosen = parse_id_list(text)
+        chosen = parse_cpu_list(text)
     except ValueError:
         raise SettingsError(
             "local_cores", setting, "is neither a count nor a CPU list", "give e.g. 4 or 0-3,6"
@@ -85,19 +77,58 @@ def local_gpus(setting: str | None) -> list[str]:
     """GPU ids jobs may be given: from ``setting`` or detected.
 
     ``setting``: None (detect), ``"none"``/``"0"`` (no GPUs), a count (``"2"``
-    gives ids 0 and 1), or a list of ids (``"0,1"`` or ``"0-3"``).
+    gives ids 0 and 1), or a list of ids (``"0,1"``, ``"0-3"``, or device names
+    such as ``GPU-8f3a...`` that ``CUDA_VISIBLE_DEVICES`` accepts). Asking for
+    GPUs this machine does not show is allowed (detection can miss devices),
+    with a warning, as for ``--matensemble-local-cores``. Raises
+    :class:`SettingsError` for a value that is none of these.
     """
     if setting is None or not str(setting).strip():
         return detect_gpus()
-    text = str(setting).strip().lower()
-    if text in {"none", "0"}:
+    text = str(setting).strip()
+    if text.lower() in {"none", "0"}:
         return []
-    if text.isdigit():
-        return [str(i) for i in range(int(text))]
-    ids = [part.strip() for part in text.split(",") if part.strip()]
-    if all(re.fullmatch(r"\d+(-\d+)?", part) for part in ids):
-        return [str(i) for i in parse_id_list(text)]
+    if text.isdecimal():
+        ids = [str(i) for i in range(int(text))]
+    else:
+        items = [part.strip() for part in text.split(",") if part.strip()]
+        bad = [item for item in items if not _GPU_ID.fullmatch(item)]
+        if bad or not items:
+            raise SettingsError(
+                "local_gpus",
+                setting,
+                "is neither a count, a list of GPU ids nor 'none'",
+                "give e.g. 2, 0,1, 0-3 or none",
+            )
+        if all(re.fullmatch(r"\d+(-\d+)?", item) for item in items):
+            try:
+                ids = [str(i) for i in parse_cpu_list(text)]
+            except ValueError as error:
+                raise SettingsError(
+                    "local_gpus", setting, f"has a bad range: {error}", "give e.g. 0-3"
+                ) from None
+        else:
+            ids = list(dict.fromkeys(items))
+    _warn_unseen_gpus(text, ids)
     return ids
+
+
+#: A GPU id: an index, or a device name such as ``GPU-<uuid>`` or ``MIG-<uuid>``.
+_GPU_ID = re.compile(r"\d+(-\d+)?|[A-Za-z][\w.:/-]*")
+
+
+def _warn_unseen_gpus(setting: str, ids: list[str]) -> None:
+    """Warn when ``--matensemble-local-gpus`` names GPUs this machine does not show."""
+    seen = detect_gpus()
+    unseen = [gpu for gpu in ids if gpu not in seen]
+    if not unseen:
+        return
+    shown = f" ({','.join(seen)})" if seen else ""
+    log.warning(
+        f"matensemble: --matensemble-local-gpus={setting} is more than the {len(seen)} "
+        f"GPU(s) this machine shows{shown}: GPU(s) {','.join(unseen)} may not exist, "
+        "and jobs given them will not find a GPU."
+    )
 
 
 def detect_gpus() -> list[str]:

@@ -1,5 +1,6 @@
 """The local backend on its own: binding, logs, exits, walltime, cancel."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -15,7 +16,9 @@ from snakemake_executor_plugin_matensemble.backends import (
     LaunchSpec,
     LocalBackend,
     Status,
+    local_resources,
 )
+from snakemake_executor_plugin_matensemble.errors import SettingsError
 from snakemake_executor_plugin_matensemble.request import ResourceRequest
 
 from ..helpers import pid_alive, wait_until
@@ -183,3 +186,67 @@ def test_jobs_are_stopped_when_snakemake_is_killed(tmp_path):
     assert parent.returncode == -9
     job_pid = int(pidfile.read_text())
     assert wait_until(lambda: not pid_alive(job_pid), 10), "job outlived a killed parent"
+
+
+# -- what the machine offers: --matensemble-local-cores / --matensemble-local-gpus
+
+
+def test_more_gpus_than_the_machine_shows_is_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(local_resources, "detect_gpus", lambda: ["0", "1"])
+    with caplog.at_level(logging.WARNING, logger="snakemake.logging.matensemble"):
+        assert local_resources.local_gpus("7") == [str(i) for i in range(7)]
+    (record,) = caplog.records
+    assert "--matensemble-local-gpus=7 is more than the 2 GPU(s) this machine shows" in (
+        record.getMessage()
+    )
+    assert "2,3,4,5,6 may not exist" in record.getMessage()
+
+
+def test_gpus_the_machine_has_give_no_warning(monkeypatch, caplog):
+    monkeypatch.setattr(local_resources, "detect_gpus", lambda: ["0", "1", "2"])
+    with caplog.at_level(logging.WARNING, logger="snakemake.logging.matensemble"):
+        assert local_resources.local_gpus("2") == ["0", "1"]
+        assert local_resources.local_gpus("0,2") == ["0", "2"]
+        assert local_resources.local_gpus("none") == []
+    assert not caplog.records
+
+
+def test_named_gpus_are_kept_as_given(monkeypatch):
+    monkeypatch.setattr(local_resources, "detect_gpus", lambda: ["GPU-a1", "GPU-b2"])
+    assert local_resources.local_gpus("GPU-b2") == ["GPU-b2"]
+
+
+@pytest.mark.parametrize("value", ["-1", "0 1", "gpu 1", "1-", "3-1", ","])
+def test_a_bad_gpu_setting_names_the_flag_and_the_fix(monkeypatch, value):
+    monkeypatch.setattr(local_resources, "detect_gpus", lambda: [])
+    with pytest.raises(SettingsError, match=r"--matensemble-local-gpus=.*Fix: give e\.g\."):
+        local_resources.local_gpus(value)
+
+
+def test_more_cores_than_cpus_is_a_warning_and_shares_cpus(monkeypatch, caplog):
+    monkeypatch.setattr(local_resources, "usable_cpus", lambda: [4, 5])
+    with caplog.at_level(logging.WARNING, logger="snakemake.logging.matensemble"):
+        cores, cpu_of = local_resources.local_cores("3")
+    assert (cores, cpu_of) == ([0, 1, 2], {0: 4, 1: 5, 2: 4})
+    assert "--matensemble-local-cores=3 is more than the 2 CPUs" in caplog.text
+
+
+def test_a_cpu_list_outside_the_affinity_is_refused(monkeypatch):
+    monkeypatch.setattr(local_resources, "usable_cpus", lambda: [0, 1])
+    assert local_resources.local_cores("1") == ([0], {0: 0})
+    assert local_resources.local_cores("0-1") == ([0, 1], {0: 0, 1: 1})
+    with pytest.raises(SettingsError, match=r"names CPUs this process may not use \(\[2\]"):
+        local_resources.local_cores("1-2")
+    with pytest.raises(SettingsError, match="neither a count nor a CPU list"):
+        local_resources.local_cores("banana")
+
+
+def test_the_cores_a_job_gets_are_exported_as_a_cpu_list(tmp_path, monkeypatch):
+    monkeypatch.setattr(local_resources, "usable_cpus", lambda: [0, 1, 2, 3, 6])
+    backend = LocalBackend(cores="5", gpus="none")
+    try:
+        job = spec(tmp_path, "true")
+        task = backend._tasks(job, on(cores=(0, 1, 2, 6)))[0]
+        assert backend.task_environment(job, task)["MATENSEMBLE_CORES"] == "0-2,6"
+    finally:
+        backend.close()
