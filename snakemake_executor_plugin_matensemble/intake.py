@@ -1,0 +1,194 @@
+"""Intake: one Snakemake job in, one checked ticket for the packer out.
+
+Everything the plugin derives from a Snakemake job is made here, in one place
+and in Snakemake's scheduler thread: the checked resource request, the command
+(direct or per-job Snakemake), the display name and log path, and the ticket
+the packer queues. Bad input raises :class:`.errors.InvalidRequestError` with
+the rule, the field, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+
+from . import naming
+from .allocation import Allocation
+from .backends.base import Backend, RunningJob
+from .command import CommandBuilder, JobCommand
+from .errors import InvalidRequestError
+from .packer import JobTicket
+from .request import (
+    CONFUSABLE_RESOURCES,
+    ResourceRequest,
+    request_from_resources,
+    unread_resources,
+)
+from .snakemake_boundary import SnakemakeBoundary, is_unknown_yet
+
+log = logging.getLogger("snakemake.logging.matensemble.intake")
+
+#: Fields of a group's resources that describe one member, not the group.
+_PER_MEMBER_FIELDS = ("tasks", "nodes", "cpus_per_task", "gpus_per_task", "mpi")
+
+
+@dataclass
+class Submission:
+    """What the dispatcher and the observer need of one Snakemake job."""
+
+    job_info: SubmittedJobInfo
+    command: JobCommand
+    #: ``rule[wildcards]`` (backend job names, messages)
+    name: str
+    #: the plugin's log of this job and attempt
+    log_path: str
+
+    @property
+    def job(self) -> Any:
+        return self.job_info.job
+
+
+class Intake:
+    """Turns Snakemake jobs into tickets (Snakemake's scheduler thread only)."""
+
+    def __init__(
+        self,
+        boundary: SnakemakeBoundary,
+        allocation: Allocation,
+        backend: Backend,
+        commands: CommandBuilder,
+        log_dir: str,
+        snakemake_work: Callable[[], Any],
+    ):
+        self.boundary = boundary
+        self.allocation = allocation
+        self.backend = backend
+        self.commands = commands
+        self.log_dir = log_dir
+        self.snakemake_work = snakemake_work
+        self._keys = itertools.count(1)
+        self._noted: set[tuple[str, str]] = set()
+
+    # -- requests ----------------------------------------------------------------
+    def request_for(self, job: Any, *, known_only: bool = False) -> ResourceRequest:
+        """The checked request of ``job``; raises :class:`InvalidRequestError`.
+
+        ``known_only``: leave out values Snakemake evaluates later (``<TBD>``,
+        e.g. resources that depend on inputs not made yet); they are checked
+        when the job is ready, before it starts.
+        """
+        rule = naming.rule_of(job)
+        resources = self.resources_of(job)
+        threads = job.threads
+        if known_only:
+            resources = {k: v for k, v in resources.items() if not is_unknown_yet(v)}
+            threads = 1 if is_unknown_yet(threads) else threads
+        self._note_unread(rule, resources)
+        request = request_from_resources(lambda: naming.where(job), rule, threads, resources)
+        problem = self.allocation.why_never_fits(request)
+        if problem is not None:
+            field, value, text = problem
+            raise InvalidRequestError(
+                naming.where(job),
+                field,
+                value,
+                f"{text}; the job could never start",
+                f"lower {field} of {rule}, or run in a larger allocation",
+            )
+        return request
+
+    def resources_of(self, job: Any) -> Mapping[str, Any]:
+        """The job's resources; a group's as Snakemake layers them for one node."""
+        if not job.is_group():
+            return job.resources
+        node_cores = max(len(spec.cores) for spec in self.allocation.specs)
+        resources = self.boundary.group_resources(job, node_cores)
+        return {k: v for k, v in resources.items() if k not in _PER_MEMBER_FIELDS}
+
+    def check_all(self, jobs: list[Any]) -> dict[str, str]:
+        """Check ``jobs`` up front: ``{rule: message}`` for every rule that is
+        certainly wrong (values not known yet are checked later)."""
+        problems: dict[str, str] = {}
+        for job in jobs:
+            if job.is_local or job.rule.name in problems:
+                continue
+            try:
+                self.request_for(job, known_only=True)
+            except InvalidRequestError as error:
+                problems[job.rule.name] = str(error)
+            except Exception as error:  # resources that need inputs not made yet
+                log.debug(f"matensemble: cannot check {job} yet: {error}")
+        return problems
+
+    # -- tickets -------------------------------------------------------------------
+    def ticket_for(self, job: Any, report_submission: Callable[[SubmittedJobInfo], None]):
+        """The ticket of a ready ``job``; raises on bad input (nothing started)."""
+        request = self.request_for(job)
+        log_path = str(naming.log_path(self.log_dir, job))
+        running = self._still_running(job)
+        if running is None:
+            command = self.commands.build(
+                job, request.total_cores, request.tasks, has_mpi=request.mpi is not None
+            )
+        else:  # re-attach: nothing to prepare or launch, outputs are being written
+            command = JobCommand(command="", path="attached")
+        submission = Submission(
+            job_info=SubmittedJobInfo(
+                job,
+                external_jobid=running.backend_id if running else None,
+                aux={"log": log_path},
+            ),
+            command=command,
+            name=naming.display_name(job),
+            log_path=log_path,
+        )
+        # registers the incomplete markers (keeping a re-attached job's id)
+        with self.snakemake_work():
+            report_submission(submission.job_info)
+        return JobTicket(
+            key=next(self._keys),
+            request=request,
+            priority=_priority(job),
+            payload=submission,
+            attach=running,
+        )
+
+    def _still_running(self, job: Any) -> RunningJob | None:
+        """The backend job an earlier, killed run started for ``job``, if it runs."""
+        if not self.backend.can_attach:
+            return None
+        external = self.boundary.workflow.dag.incomplete_external_jobid(job)
+        if not external:
+            return None
+        return self.backend.find_running(external)
+
+    def _note_unread(self, rule: str, resources: Mapping[str, Any]) -> None:
+        unenforced, confusable = unread_resources(resources)
+        for name in confusable:
+            if (rule, name) not in self._noted:
+                self._noted.add((rule, name))
+                log.warning(
+                    f"matensemble: {rule} sets resource '{name}', which this executor "
+                    f"does not read; did you mean '{CONFUSABLE_RESOURCES[name]}'?"
+                )
+        for name in unenforced:
+            if ("*", name) not in self._noted:
+                self._noted.add(("*", name))
+                log.info(
+                    f"matensemble: resource '{name}' is accepted but not enforced "
+                    f"by the {self.backend.name} backend (memory and disk are not "
+                    "limited per job)."
+                )
+
+
+def _priority(job: Any) -> int:
+    try:
+        priority = job.priority
+    except Exception:
+        return 0
+    return priority if isinstance(priority, int) else 0

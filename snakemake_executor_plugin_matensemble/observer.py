@@ -1,0 +1,165 @@
+"""The observer: what happens to each job, told to Snakemake, the journal and the user.
+
+The dispatcher calls it from its own thread with typed events (a job started,
+finished, was withdrawn; the dispatcher crashed; a status tick). It writes the
+journal, keeps the counters of the status line, removes the files a job no
+longer needs, and reports every outcome to Snakemake. It never raises into
+the dispatcher: a failure to report is logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any, Protocol
+
+from . import naming
+from .allocation import Allocation
+from .backends.base import JobFinished
+from .backends.base import Status as BackendStatus
+from .intake import Submission
+from .journal import Journal
+from .packer import JobTicket, Packer
+from .snakemake_boundary import SnakemakeBoundary
+from .status import Status as RunStatus
+from .status import StatusReporter
+
+log = logging.getLogger("snakemake.logging.matensemble.observer")
+
+#: What the user reads when queued jobs were not started, by reason.
+_WITHDRAWN_BECAUSE = {
+    "failure": "a job failed; use --keep-going to run independent jobs after a failure",
+    "interrupted": "the run was interrupted",
+    "deadline": "they could not finish before the allocation ends",
+}
+
+
+class SnakemakeReports(Protocol):
+    """The executor's reporting half of Snakemake's executor interface."""
+
+    def report_job_success(self, job_info: Any) -> None: ...
+
+    def report_job_error(self, job_info: Any, msg: str | None = None, **kwargs: Any) -> None: ...
+
+
+class Observer:
+    """Receives the dispatcher's events (dispatcher thread only)."""
+
+    def __init__(
+        self,
+        snakemake: SnakemakeReports,
+        boundary: SnakemakeBoundary,
+        journal: Journal,
+        status: StatusReporter,
+        packer: Packer,
+        allocation: Allocation,
+        backend_name: str,
+    ):
+        self.snakemake = snakemake
+        self.boundary = boundary
+        self.journal = journal
+        self.status = status
+        self.packer = packer
+        self.allocation = allocation
+        self.backend_name = backend_name
+        #: called when a failed job will not be retried and the run must stop
+        self.halt: Any = lambda: None
+
+    # -- journal on intake (Snakemake's thread) ---------------------------------
+    def queued(self, ticket: JobTicket) -> None:
+        submission: Submission = ticket.payload
+        job = submission.job
+        self.journal.queued(
+            ticket.key,
+            {
+                "rule": naming.rule_of(job),
+                "wildcards": naming.wildcards_of(job),
+                "jobid": str(job.jobid),
+                "attempt": job.attempt,
+            },
+            ticket.request,
+            submission.log_path,
+        )
+
+    # -- dispatcher events ---------------------------------------------------------
+    def on_started(self, ticket: JobTicket, backend_id: str, time: float) -> None:
+        """``time``: when the job started, monotonic seconds (the packer's clock)."""
+        submission: Submission = ticket.payload
+        submission.job_info.external_jobid = backend_id
+        if self.backend_name == "flux":
+            # Record the Flux id with Snakemake's incomplete markers, so that a
+            # restarted run re-attaches instead of running the job twice.
+            submission.job.register(external_jobid=backend_id)
+        self.journal.started(ticket.key, backend_id, ticket.placement, time)
+        log.debug(
+            f"matensemble: started {submission.name} as {self.backend_name} job "
+            f"{backend_id} on {ticket.placement.describe()}; log {submission.log_path}"
+        )
+
+    def on_finished(self, ticket: JobTicket, result: JobFinished) -> None:
+        submission: Submission = ticket.payload
+        for path in submission.command.cleanup:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        self.journal.ended(
+            ticket.key,
+            _end_event(result.status),
+            result.status.value,
+            exit_code=result.exit_code,
+            signal=result.signal,
+            reason=result.reason,
+        )
+        if result.ok:
+            self.status.done += 1
+            self.snakemake.report_job_success(submission.job_info)
+            return
+        self.status.failed += 1
+        self._report_failure(submission, result)
+
+    def _report_failure(self, submission: Submission, result: JobFinished) -> None:
+        job = submission.job
+        message = f"matensemble: {submission.name} {result.reason}. Log: {submission.log_path}"
+        details = {"exit_code": result.exit_code} if result.exit_code is not None else {}
+        if job.is_group():
+            # Snakemake prints a group's error without the executor's message.
+            log.error(message)
+        self.snakemake.report_job_error(
+            submission.job_info, msg=message, aux_logs=[submission.log_path], **details
+        )
+        retried = getattr(job, "restart_times", 0) > job.attempt - 1
+        if not retried and not self.boundary.keep_going():
+            self.halt()
+
+    def on_withdrawn(self, tickets: list[JobTicket], reason: str) -> None:
+        why = _WITHDRAWN_BECAUSE.get(reason, reason)
+        log.info(f"matensemble: {len(tickets)} queued job(s) were not started ({why}).")
+        for ticket in tickets:
+            self.journal.ended(ticket.key, "cancelled", "cancelled", reason=f"not started: {why}")
+            self.boundary.job_not_started(ticket.payload.job)
+
+    def on_tick(self) -> None:
+        self.status.report(self.current_status())
+
+    def on_crash(self, error: BaseException, tickets: list[JobTicket]) -> None:
+        self.boundary.executor_failed(error)
+        for ticket in tickets:
+            self.boundary.job_not_started(ticket.payload.job)
+
+    def current_status(self) -> RunStatus:
+        return RunStatus(
+            queued=len(self.packer.queue),
+            running=len(self.packer.running),
+            free_cores=self.allocation.free_cores,
+            total_cores=self.allocation.total_cores,
+            free_gpus=self.allocation.free_gpus,
+            total_gpus=self.allocation.total_gpus,
+            done=self.status.done,
+            failed=self.status.failed,
+        )
+
+
+def _end_event(status: BackendStatus) -> str:
+    if status is BackendStatus.SUCCESS:
+        return "finished"
+    return "cancelled" if status is BackendStatus.CANCELLED else "failed"

@@ -1,0 +1,387 @@
+"""The one place that reaches into Snakemake beyond snakemake-interface-executor-plugins.
+
+Everything else in the plugin talks to Snakemake through the executor-plugin
+interface or through this module. At start-up :func:`probe` checks every
+internal used here (names, signatures); where one is missing or changed, the
+feature that needs it is switched off and the jobs concerned run through
+Snakemake's own per-job command (slower, never wrong), with one warning that
+names the Snakemake version.
+
+The direct path (:meth:`SnakemakeBoundary.capture_command`) calls Snakemake's
+own code for a job, the code its local executor runs: ``job_args_and_prepare``
+(prepares the job and builds the rule function's arguments) and ``run_wrapper``
+(calls the rule function, which formats the command with the rule's own module
+namespace and config, and calls ``shell()``, which builds the final command:
+strict-mode prefix, conda/apptainer/env-modules wrapping, thread and TMPDIR
+variables). The one process that ``shell()`` would start is captured instead of
+started, and the backend launches it on the job's cores and GPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+log = logging.getLogger("snakemake.logging.matensemble.boundary")
+
+#: Arguments of Snakemake's ``run_wrapper`` that the direct path sets itself.
+_RUN_WRAPPER_ARGS = ("resources", "cleanup_scripts", "benchmark", "shadow_dir", "edit_notebook")
+
+
+def snakemake_version() -> str:
+    try:
+        return metadata.version("snakemake")
+    except metadata.PackageNotFoundError:  # pragma: no cover - snakemake runs us
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What this Snakemake lets the plugin do itself (False: use the fallback)."""
+
+    #: run jobs without a per-job Snakemake process (capture of shell())
+    direct: bool = False
+    #: check every job of the DAG before anything starts
+    upfront_check: bool = False
+    #: evaluate ``tmpdir`` and the other resources as the local executor does
+    local_resources: bool = False
+    #: compute group resources against the allocation's largest node
+    group_layering: bool = False
+    #: withdraw queued jobs through Snakemake's scheduler callbacks
+    scheduler_callbacks: bool = False
+    #: what is missing, one line each (empty when everything is there)
+    problems: tuple[str, ...] = ()
+
+
+def _check(problems: list[str], what: str, test: Any) -> bool:
+    try:
+        ok = bool(test())
+    except Exception as error:
+        ok = False
+        what = f"{what} ({type(error).__name__}: {error})"
+    if not ok:
+        problems.append(what)
+    return ok
+
+
+def _direct_available(problems: list[str]) -> bool:
+    def run_wrapper_ok() -> bool:
+        from snakemake.executors.local import Executor as LocalExecutor
+        from snakemake.executors.local import run_wrapper
+
+        names = inspect.signature(run_wrapper).parameters
+        return callable(LocalExecutor.job_args_and_prepare) and all(
+            name in names for name in _RUN_WRAPPER_ARGS
+        )
+
+    def shell_ok() -> bool:
+        module = _shell_module()
+        return module.sp is subprocess or isinstance(module.sp, _CapturingSubprocess)
+
+    return _check(
+        problems, "snakemake.executors.local.run_wrapper / job_args_and_prepare", run_wrapper_ok
+    ) and _check(problems, "snakemake.shell.sp (subprocess of shell())", shell_ok)
+
+
+def probe() -> Capabilities:
+    """Check the Snakemake internals this module uses; never raises."""
+    problems: list[str] = []
+    direct = _direct_available(problems)
+
+    def needrun_ok() -> bool:
+        from snakemake.dag import DAG
+
+        return callable(DAG.needrun_jobs)
+
+    def expand_ok() -> bool:
+        from snakemake.rules import Rule
+
+        return "skip_evaluation" in inspect.signature(Rule.expand_resources).parameters
+
+    def layering_ok() -> bool:
+        from snakemake.resources import GroupResources
+
+        names = inspect.signature(GroupResources.basic_layered).parameters
+        return {"toposorted_jobs", "constraints", "run_local"} <= set(names)
+
+    def scheduler_ok() -> bool:
+        from snakemake.scheduling.job_scheduler import JobScheduler
+
+        return callable(JobScheduler.error_callback)
+
+    return Capabilities(
+        direct=direct,
+        upfront_check=_check(problems, "DAG.needrun_jobs", needrun_ok),
+        local_resources=_check(problems, "Rule.expand_resources(skip_evaluation)", expand_ok),
+        group_layering=_check(problems, "GroupResources.basic_layered", layering_ok),
+        scheduler_callbacks=_check(problems, "JobScheduler.error_callback", scheduler_ok),
+        problems=tuple(problems),
+    )
+
+
+def is_unknown_yet(value: Any) -> bool:
+    """True for Snakemake's placeholder of a value it evaluates later (``<TBD>``)."""
+    try:
+        from snakemake.common.tbdstring import TBDString
+    except ImportError:  # pragma: no cover - older layouts
+        return str(value) == "<TBD>"
+    return isinstance(value, TBDString)
+
+
+# -- capture of the process shell() would start ---------------------------------
+
+
+@dataclass
+class CapturedProcess:
+    """The process Snakemake's ``shell()`` would have started for a job."""
+
+    command: str
+    #: the shell that runs ``command`` (``shell -c command``)
+    executable: str
+    #: the complete environment shell() gave the process
+    env: dict[str, str]
+    #: files Snakemake would delete after the job (scripts written for it)
+    cleanup: list[str] = field(default_factory=list)
+
+
+class _FakeProcess:
+    """What shell() gets back instead of a started process: it 'ran' at once."""
+
+    pid = -1
+    returncode = 0
+    stdout = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
+
+    def poll(self) -> int:
+        return 0
+
+
+class _CapturingSubprocess:
+    """Stands in for the ``subprocess`` module inside ``snakemake.shell``.
+
+    In a thread that is capturing, the ``Popen`` that runs the job is recorded
+    and not started; every other use (other threads, queries that read the
+    output, such as a conda environment's Python version) goes to the real
+    module.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[list[CapturedProcess | None]]:
+        captured: list[CapturedProcess | None] = []
+        self._local.captured = captured
+        try:
+            yield captured
+        finally:
+            self._local.captured = None
+
+    def Popen(self, cmd: Any, *args: Any, **kwargs: Any) -> Any:
+        captured = getattr(self._local, "captured", None)
+        if captured is None or kwargs.get("stdout") == subprocess.PIPE:
+            return subprocess.Popen(cmd, *args, **kwargs)
+        if kwargs.get("shell") and isinstance(cmd, str) and not args:
+            command, cleanup = _keep_long_command_script(cmd)
+            captured.append(
+                CapturedProcess(
+                    command=command,
+                    executable=kwargs.get("executable") or "/bin/sh",
+                    env=dict(kwargs.get("env") or os.environ),
+                    cleanup=cleanup,
+                )
+            )
+        else:  # not a shell command line: not something the plugin can launch
+            captured.append(None)
+        return _FakeProcess()
+
+
+_LONG_COMMAND_SCRIPT = re.compile(r"[^\s'\"]*\.snakemake/shell_tmp\.[^/\s'\"]+/script\.sh")
+
+
+def _keep_long_command_script(command: str) -> tuple[str, list[str]]:
+    """shell() runs a command too long for ``sh -c`` from a script that it
+    deletes when the (captured) process ends: keep a copy for the real launch."""
+    match = _LONG_COMMAND_SCRIPT.search(command)
+    if match is None:
+        return command, []
+    os.makedirs(".snakemake", exist_ok=True)
+    handle, copy = tempfile.mkstemp(dir=".snakemake", prefix="matensemble_sh.", suffix=".sh")
+    with os.fdopen(handle, "w") as target, open(match.group(0)) as source:
+        target.write(source.read())
+    copy = os.path.abspath(copy)
+    return command.replace(match.group(0), copy), [copy]
+
+
+_capturing_subprocess = _CapturingSubprocess()
+_install_lock = threading.Lock()
+
+
+def _shell_module() -> Any:
+    """The module ``snakemake.shell`` (its name is shadowed by the class ``shell``)."""
+    return importlib.import_module("snakemake.shell")
+
+
+def _install_capture() -> _CapturingSubprocess:
+    module = _shell_module()
+    with _install_lock:
+        if module.sp is subprocess:
+            module.sp = _capturing_subprocess
+    return _capturing_subprocess
+
+
+_SCRIPT_PATH = re.compile(r"[^\s'\"]*\.snakemake/scripts/[^\s'\")]+")
+
+
+def _written_scripts(command: str) -> list[str]:
+    """Scripts Snakemake wrote under .snakemake/scripts for ``command``."""
+    return sorted({path for path in _SCRIPT_PATH.findall(command) if os.path.isfile(path)})
+
+
+class NotDirect(Exception):
+    """The job cannot run directly; the reason says why (it runs per job instead)."""
+
+
+# -- the boundary --------------------------------------------------------------
+
+
+class SnakemakeBoundary:
+    """Snakemake's internals, as used by the plugin, checked once at start-up."""
+
+    def __init__(self, workflow: Any, capabilities: Capabilities | None = None):
+        self.workflow = workflow
+        self.version = snakemake_version()
+        self.caps = capabilities if capabilities is not None else probe()
+        if self.caps.problems:
+            log.warning(
+                f"matensemble: Snakemake {self.version} differs from what this plugin "
+                "knows (" + "; ".join(self.caps.problems) + "): the jobs concerned run "
+                "through Snakemake's per-job command instead (slower, same results)."
+            )
+
+    # -- settings and scheduler ------------------------------------------------
+    def keep_going(self) -> bool:
+        return bool(getattr(self.workflow.execution_settings, "keep_going", False))
+
+    def needrun_jobs(self) -> list[Any] | None:
+        """Every job of the DAG that will run (None: not available)."""
+        if not self.caps.upfront_check:
+            return None
+        return list(self.workflow.dag.needrun_jobs())
+
+    def job_not_started(self, job: Any) -> None:
+        """Tell Snakemake's scheduler that ``job`` was handed over but will not run."""
+        self.workflow.scheduler.error_callback(job)
+
+    def executor_failed(self, error: BaseException) -> None:
+        self.workflow.scheduler.executor_error_callback(error)
+
+    def uses_output_cache(self, job: Any) -> bool:
+        """True when the rule's output goes through the between-workflow cache."""
+        get_cache_mode = getattr(self.workflow, "get_cache_mode", None)
+        if get_cache_mode is not None:  # Snakemake < 9.16
+            return bool(get_cache_mode(job.rule))
+        settings = getattr(self.workflow, "workflow_settings", None)
+        cache = getattr(job.rule, "cache", None)
+        return bool(settings is not None and settings.cache is not None and cache)
+
+    # -- resources -------------------------------------------------------------
+    def resources_as_local(self, job: Any) -> Any:
+        """The job's resources as Snakemake's local executor evaluates them.
+
+        Snakemake leaves ``tmpdir`` unevaluated (``<TBD>``) for remote executors,
+        as the job's own Snakemake process evaluates it; on the direct path the
+        plugin is that process.
+        """
+        if not self.caps.local_resources:
+            raise NotDirect(f"Snakemake {self.version} cannot evaluate tmpdir here")
+        return job.rule.expand_resources(
+            job.wildcards_dict, job.input, job.attempt, skip_evaluation=set()
+        )
+
+    def group_resources(self, job: Any, node_cores: int) -> Mapping[str, Any]:
+        """Resources of group ``job`` as Snakemake computes them for a group
+        that may use at most ``node_cores`` cores (``--group-components``
+        layering included); falls back to Snakemake's own figure."""
+        if not self.caps.group_layering:
+            return dict(job.resources)
+        from snakemake.resources import GroupResources
+
+        constraints = dict(getattr(job, "global_resources", None) or {})
+        cores = constraints.get("_cores")
+        if not isinstance(cores, int) or cores > node_cores:
+            constraints["_cores"] = node_cores
+        return dict(
+            GroupResources.basic_layered(
+                toposorted_jobs=job.toposorted,
+                constraints=constraints,
+                run_local=False,
+                additive_resources=["runtime"],
+                sortby=["runtime"],
+            )
+        )
+
+    # -- the direct path ---------------------------------------------------------
+    def capture_command(self, job: Any) -> CapturedProcess:
+        """Prepare ``job`` and build its process exactly as Snakemake's local
+        executor would, without starting it.
+
+        Raises :class:`NotDirect` when the job cannot run this way (nothing
+        was started then); exceptions from the rule itself (a bad format
+        string, a failing params function) are Snakemake's and propagate.
+        """
+        if not self.caps.direct:
+            raise NotDirect(f"Snakemake {self.version} lacks what the direct path needs")
+        from snakemake.executors.local import Executor as LocalExecutor
+        from snakemake.executors.local import run_wrapper
+
+        context = _LocalExecutorContext(self.workflow)
+        args = LocalExecutor.job_args_and_prepare(context, job)
+        bound = inspect.signature(run_wrapper).bind(*args)
+        arguments = bound.arguments
+        if (
+            arguments.get("benchmark")
+            or arguments.get("shadow_dir")
+            or arguments.get("edit_notebook")
+        ):
+            raise NotDirect("it has a benchmark, a shadow directory or an edited notebook")
+        cleanup_scripts = bool(arguments["cleanup_scripts"])
+        arguments["cleanup_scripts"] = False  # the plugin removes them after the job
+        arguments["resources"] = self.resources_as_local(job)
+        capture = _install_capture()
+        with capture.capturing() as captured:
+            run_wrapper(**arguments)
+        if len(captured) != 1 or captured[0] is None:
+            for process in captured:
+                for path in process.cleanup if process is not None else ():
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
+            raise NotDirect(f"it started {len(captured)} processes instead of one shell command")
+        process = captured[0]
+        if cleanup_scripts:
+            process.cleanup.extend(_written_scripts(process.command))
+        return process
+
+
+class _LocalExecutorContext:
+    """What ``LocalExecutor.job_args_and_prepare`` reads of its executor."""
+
+    def __init__(self, workflow: Any):
+        self.workflow = workflow
+        self.dag = workflow.dag
