@@ -58,8 +58,6 @@ class Capabilities:
     local_resources: bool = False
     #: compute group resources against the allocation's largest node
     group_layering: bool = False
-    #: withdraw queued jobs through Snakemake's scheduler callbacks
-    scheduler_callbacks: bool = False
     #: what is missing, one line each (empty when everything is there)
     problems: tuple[str, ...] = ()
 
@@ -115,17 +113,11 @@ def probe() -> Capabilities:
         names = inspect.signature(GroupResources.basic_layered).parameters
         return {"toposorted_jobs", "constraints", "run_local"} <= set(names)
 
-    def scheduler_ok() -> bool:
-        from snakemake.scheduling.job_scheduler import JobScheduler
-
-        return callable(JobScheduler.error_callback)
-
     return Capabilities(
         direct=direct,
         upfront_check=_check(problems, "DAG.needrun_jobs", needrun_ok),
         local_resources=_check(problems, "Rule.expand_resources(skip_evaluation)", expand_ok),
         group_layering=_check(problems, "GroupResources.basic_layered", layering_ok),
-        scheduler_callbacks=_check(problems, "JobScheduler.error_callback", scheduler_ok),
         problems=tuple(problems),
     )
 
