@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+#: Characters not kept in file names (``\w`` keeps letters of any script).
+_UNSAFE = re.compile(r"[^\w.=+-]+")
 
 
 def wildcards_of(job: Any) -> dict[str, str]:
@@ -40,22 +41,32 @@ def display_name(job: Any) -> str:
 
 
 def _safe(text: str) -> str:
-    """A file name for ``text``; long ones keep a prefix and a digest."""
-    name = _UNSAFE.sub("_", text).strip("_") or "_"
-    if len(name) > 120:
-        name = f"{name[:100]}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
-    return name
+    """A readable file name for ``text``, distinct for distinct texts.
+
+    Letters of any script, digits and ``._=+-`` are kept; anything else
+    becomes ``_``, and then a short digest of ``text`` is added, so that
+    ``a b`` and ``a_b`` never share a log. Long names keep a prefix and the
+    digest.
+    """
+    name = _UNSAFE.sub("_", text).strip("_")
+    if not name.strip("."):  # "", "." and ".." are not names of their own
+        name = "_"
+    if name == text and len(name) <= 120:
+        return name
+    return f"{name[:100]}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
 def log_path(log_dir: str | Path, job: Any) -> Path:
     """One log per job and attempt, findable by rule and wildcards.
 
-    ``<log_dir>/rule_md/T=300_seed=1/attempt1.log``; group jobs go under
-    ``group_<groupid>``.
+    ``<log_dir>/rule_md/T=300_seed=1/attempt1.log``; a group job's log is
+    ``<log_dir>/group_<groupid>/<group job id>/attempt1.log`` (its members
+    also write their own ``log:`` files).
     """
     attempt = f"attempt{job.attempt}.log"
     if job.is_group():
-        return Path(log_dir) / f"group_{_safe(str(job.groupid))}" / attempt
+        group = Path(log_dir) / f"group_{_safe(str(job.groupid))}"
+        return group / _safe(str(job.jobid)) / attempt
     base = Path(log_dir) / f"rule_{_safe(job.rule.name)}"
     wildcards = "_".join(f"{k}={v}" for k, v in wildcards_of(job).items())
     return base / _safe(wildcards) / attempt if wildcards else base / attempt
