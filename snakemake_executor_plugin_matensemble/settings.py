@@ -131,6 +131,54 @@ class ExecutorSettings(ExecutorSettingsBase):
         },
     )
 
+    deadline: Optional[str] = field(  # noqa: UP045
+        default=None,
+        metadata={
+            "help": "When the allocation ends, overriding what the backend says "
+            "(Flux: the instance's expiration): an ISO time ('2026-11-23T18:00', "
+            "'18:00' for today), epoch seconds, or a duration from now ('90m', "
+            "'2h30m', '45s'). Jobs are started only if they can finish before "
+            "it; near it the run stops starting jobs, lets running ones finish and "
+            "says how to resume in the next allocation. 'none' ignores the "
+            "backend's end.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    deadline_margin: float = field(
+        default=30.0,
+        metadata={
+            "help": "Seconds kept free before the allocation's end: a job starts "
+            "only if it ends (by its estimated runtime) this long before the end.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    runtime_estimate: str = field(
+        default="journal",
+        metadata={
+            "help": "How long a job is expected to run, for the allocation's end: "
+            "'declared' (its runtime resource only) or 'journal' (its runtime "
+            "resource, else the longest successful run of the same rule in the "
+            "journals of earlier runs in --matensemble-journal-dir).",
+            "choices": ["declared", "journal"],
+            "env_var": False,
+            "required": False,
+        },
+    )
+    unknown_runtime: str = field(
+        default="start",
+        metadata={
+            "help": "Jobs with no runtime estimate when the allocation has an end: "
+            "'start' (start them until the end minus the margin; the end may cut "
+            "them off, and the log says so once) or 'hold' (start none of them; "
+            "they wait for the next allocation).",
+            "choices": ["start", "hold"],
+            "env_var": False,
+            "required": False,
+        },
+    )
+
     flux_queue: Optional[str] = field(  # noqa: UP045
         default=None,
         metadata={
@@ -195,6 +243,17 @@ class ExecutorSettings(ExecutorSettingsBase):
             "submitted already, pinned to the ranks of a running job of the same "
             "shape with an afterany dependency on it, so Flux starts it the moment "
             "that job ends instead of after a round trip through Snakemake.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    flux_keep_inactive: int = field(
+        default=1000,
+        metadata={
+            "help": "flux backend: successful inactive Flux jobs of this run kept in "
+            "the instance (the newest); older ones are purged as the run goes, so "
+            "that Flux's throughput does not fall over tens of thousands of jobs. "
+            "Failed jobs are always kept for inspection. -1 never purges.",
             "env_var": False,
             "required": False,
         },

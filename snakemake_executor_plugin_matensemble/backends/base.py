@@ -52,6 +52,8 @@ class Status(enum.Enum):
 class JobStarted:
     key: int
     backend_id: str
+    #: when the job started, epoch seconds (for the journal, never compared
+    #: with the packer's monotonic clock)
     time: float
 
 
@@ -63,6 +65,7 @@ class JobFinished:
     reason: str
     exit_code: int | None = None
     signal: int | None = None
+    #: when the job ended, epoch seconds
     time: float = 0.0
 
     @property
@@ -70,7 +73,28 @@ class JobFinished:
         return self.status is Status.SUCCESS
 
 
-BackendEvent = JobStarted | JobFinished
+@dataclass(frozen=True)
+class ResourceEvent:
+    """A change of the allocation reported by the backend (Flux's resource journal).
+
+    ``kind`` is one of :data:`RESOURCE_EVENT_KINDS`: ``drain`` (no new jobs on
+    ``ranks``; running ones finish), ``undrain`` (usable again), ``down`` (the
+    ranks are gone, with whatever ran there), ``up`` (back), ``expiration``
+    (the allocation's end moved to ``expiration``).
+    """
+
+    kind: str
+    ranks: tuple[int, ...] = ()
+    reason: str = ""
+    #: when it happened, epoch seconds
+    time: float = 0.0
+    #: kind ``expiration``: the allocation's new end in epoch seconds (None: no end)
+    expiration: float | None = None
+
+
+RESOURCE_EVENT_KINDS = ("drain", "undrain", "down", "up", "expiration")
+
+BackendEvent = JobStarted | JobFinished | ResourceEvent
 
 
 class LaunchError(Exception):
@@ -117,6 +141,24 @@ class Backend(ABC):
     @property
     def running_count(self) -> int:
         return 0
+
+    def expiration(self) -> float | None:
+        """When the allocation ends, in epoch seconds (None: no known end).
+
+        Read once when the run starts; later changes arrive as
+        :class:`ResourceEvent` of kind ``expiration``.
+        """
+        return None
+
+    def withdraw(self, key: int) -> bool:
+        """Take back job ``key``, launched but not started (e.g. pinned to a
+        rank that was drained since), so that it can be placed again.
+
+        Returns True when the backend will report nothing more about it
+        (no :class:`JobFinished`); False if it cannot (it started, or the
+        backend cannot withdraw jobs).
+        """
+        return False
 
     #: Whether jobs of an earlier run can be re-attached (:meth:`find_running`).
     can_attach: bool = False

@@ -1,129 +1,21 @@
-"""The Flux backend at its seam, with a small fake of the flux-python API.
+"""The stateful Flux backend at its seam, with a small fake of the flux-python API.
 
-What users rely on is covered against real Flux in tests/flux/test_flux.py; these tests
-pin down the jobspec mapping and outcome handling precisely and run anywhere.
+What users rely on is covered against real Flux in tests/flux/; these tests pin
+down submission, callbacks, withdrawing, purging and cancelling precisely and
+run anywhere. The pure parts have their own files (test_flux_jobspec.py,
+test_flux_outcome.py, test_flux_resources.py, test_flux_options.py).
 """
 
-import concurrent.futures
 import errno
 import os
 from types import SimpleNamespace
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.allocation import NodeShare, NodeSpec, Placement
 from snakemake_executor_plugin_matensemble.backends import JobFinished, LaunchSpec, Status
-from snakemake_executor_plugin_matensemble.backends.flux import (
-    FluxBackend,
-    FluxOptions,
-    nodes_from_rset,
-    parse_shell_options,
-    reserve_own_cores,
-)
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.backends.flux import FluxBackend, FluxOptions
 
-
-class FakeJobspec:
-    def __init__(self, kind, **kwargs):
-        self.kind = kind
-        self.args = kwargs
-        self.attrs = {}
-        self.shell_options = {}
-        self.duration = self.cwd = self.environment = self.stdout = None
-
-    @classmethod
-    def from_command(cls, command, **kwargs):
-        return cls("command", command=command, **kwargs)
-
-    @classmethod
-    def from_nest_command(cls, command, **kwargs):
-        return cls("nest", command=command, **kwargs)
-
-    def setattr(self, key, value):
-        self.attrs[key] = value
-
-    def setattr_shell_option(self, key, value):
-        self.shell_options[key] = value
-
-
-class FakeJobException(Exception):
-    def __init__(self, kind, note=""):
-        self.type, self.note, self.severity = kind, note, 0
-        super().__init__(f"{kind}: {note}")
-
-
-class FakeFuture(concurrent.futures.Future):
-    def __init__(self, jobspec):
-        super().__init__()
-        self.jobspec = jobspec
-        self._jobid = None
-        self._jobid_callbacks = []
-        self._event_callbacks = {}
-
-    def jobid(self, timeout=None):
-        return self._jobid
-
-    def add_jobid_callback(self, callback):
-        self._jobid_callbacks.append(callback)
-
-    def add_event_callback(self, event, callback):
-        self._event_callbacks.setdefault(event, []).append(callback)
-
-    # test helpers, as the executor thread would do them
-    def assign(self, jobid):
-        self._jobid = jobid
-        for callback in self._jobid_callbacks:
-            callback(self)
-
-    def start(self):
-        for callback in self._event_callbacks.get("start", []):
-            callback(self, SimpleNamespace(timestamp=123.0))
-
-
-class FakeExecutor:
-    created = 0
-    latest = None
-
-    def __init__(self, **kwargs):
-        FakeExecutor.created += 1
-        FakeExecutor.latest = self
-        self.submitted = []
-        self.shut_down = False
-
-    def submit(self, jobspec, **kwargs):
-        future = FakeFuture(jobspec)
-        future.kwargs = kwargs
-        self.submitted.append(future)
-        return future
-
-    def shutdown(self, wait=True, cancel_futures=False):
-        self.shut_down = True
-
-
-class FakeJobID(int):
-    @property
-    def f58(self):
-        return f"f{int(self)}"
-
-
-def fake_flux(cancelled: list):
-    def cancel(handle, jobid, reason):
-        """Like Flux: the job gets a cancel exception and its future completes."""
-        cancelled.append(jobid)
-        for future in FakeExecutor.latest.submitted if FakeExecutor.latest else ():
-            if future.jobid() == jobid and not future.done():
-                future.set_exception(FakeJobException("cancel", reason))
-
-    return SimpleNamespace(
-        Flux=lambda: SimpleNamespace(get_rank=lambda: 0),
-        job=SimpleNamespace(
-            FluxExecutor=FakeExecutor,
-            JobspecV1=FakeJobspec,
-            JobException=FakeJobException,
-            JobID=FakeJobID,
-            cancel=cancel,
-        ),
-    )
+from .flux_fakes import FakeExecutor, FakeJobException, fake_flux, on, spec
 
 
 @pytest.fixture
@@ -138,91 +30,6 @@ def backend():
     backend.cancelled = cancelled
     yield backend
     backend._wake.close()
-
-
-def spec(key=1, per_task=False, **request) -> LaunchSpec:
-    return LaunchSpec(
-        key=key,
-        command="echo hi",
-        name="md[T=300]",
-        cwd="/work",
-        env={"A": "1"},
-        log_path=f"/tmp/matensemble-unit-logs/{key}.log",
-        request=ResourceRequest(**request),
-        shell="/bin/bash",
-        per_task=per_task,
-        attributes={"jobid": "7"},
-    )
-
-
-def on(*ranks, cores=1):
-    return Placement(tuple(NodeShare(r, 1, tuple(range(cores))) for r in ranks))
-
-
-def test_single_task_job_gets_all_its_cores_and_every_attribute(backend):
-    jobspec = backend.jobspec(spec(cores_per_task=4, walltime_s=600), on(2, cores=4))
-    assert jobspec.kind == "command"
-    assert jobspec.args == {
-        "command": ["/bin/bash", "-c", "echo hi"],
-        "num_tasks": 1,
-        "cores_per_task": 4,
-        "gpus_per_task": None,
-        "num_nodes": None,
-        "exclusive": False,
-    }
-    assert jobspec.duration == 600
-    assert (jobspec.cwd, jobspec.environment) == ("/work", {"A": "1"})
-    assert jobspec.stdout == "/tmp/matensemble-unit-logs/1.log"
-    assert jobspec.attrs["system.job.name"] == "md[T=300]"
-    assert jobspec.attrs["user.snakemake"] == {
-        "run": "run-1",
-        "key": 1,
-        "name": "md[T=300]",
-        "jobid": "7",
-    }
-    assert jobspec.attrs["system.constraints"] == {"ranks": ["2"]}
-    assert jobspec.attrs["system.queue"] == "batch"
-    assert jobspec.attrs["system.bank"] == "mat"
-    assert jobspec.shell_options == {"cpu-affinity": "per-task", "verbose": 2}
-
-
-def test_per_task_job_with_gpus_over_nodes(backend):
-    jobspec = backend.jobspec(
-        spec(per_task=True, tasks=4, cores_per_task=2, gpus_per_task=1, nodes=2), on(0, 3)
-    )
-    assert jobspec.kind == "command"
-    assert jobspec.args["num_tasks"] == 4
-    assert jobspec.args["cores_per_task"] == 2
-    assert jobspec.args["gpus_per_task"] == 1
-    assert jobspec.args["num_nodes"] == 2
-    assert jobspec.shell_options["gpu-affinity"] == "per-task"
-    assert jobspec.attrs["system.constraints"] == {"ranks": ["0,3"]}
-
-
-def test_job_that_starts_its_own_ranks_gets_a_nested_instance(backend):
-    jobspec = backend.jobspec(spec(tasks=2, cores_per_task=3, mpi="flux run"), on(1))
-    assert jobspec.kind == "nest"
-    assert jobspec.args["num_slots"] == 2
-    assert jobspec.args["cores_per_slot"] == 3
-
-
-def test_exclusive_job_asks_for_whole_nodes(backend):
-    jobspec = backend.jobspec(spec(exclusive=True), on(1))
-    assert jobspec.args["exclusive"] is True
-    assert jobspec.args["num_nodes"] == 1
-
-
-def test_unpinned_jobs_have_no_rank_constraint():
-    backend = FluxBackend(FluxOptions(pin_ranks=False), flux_module=fake_flux([]))
-    assert "system.constraints" not in backend.jobspec(spec(), on(0)).attrs
-
-
-def test_urgency_follows_priority_unless_set(backend):
-    assert backend.urgency(spec()) == 16
-    assert backend.urgency(LaunchSpec(**{**spec().__dict__, "priority": 5})) == 21
-    assert backend.urgency(LaunchSpec(**{**spec().__dict__, "priority": 100})) == 31
-    fixed = FluxBackend(FluxOptions(urgency=3), flux_module=fake_flux([]))
-    assert fixed.urgency(LaunchSpec(**{**spec().__dict__, "priority": 5})) == 3
 
 
 def run_one(backend, finish) -> list:
@@ -275,7 +82,7 @@ def test_outcomes_are_pushed_as_events(backend):
         (
             lambda f: f.set_exception(FakeJobException("node-failure", "lost rank 3")),
             Status.FAILED,
-            "type=node-failure: lost rank 3",
+            "was lost with its node (Flux job f4242: lost rank 3)",
         ),
         (lambda f: f.set_exception(OSError("invalid jobspec")), Status.LAUNCH_ERROR, "rejected"),
     ],
@@ -309,41 +116,73 @@ def test_one_executor_for_all_jobs(backend):
     assert len(backend.executor.submitted) == 29
 
 
-def test_resources_per_rank_from_r_lite():
-    rset = {
-        "execution": {
-            "R_lite": [
-                {"rank": "0-1", "children": {"core": "0-3", "gpu": "0-1"}},
-                {"rank": "2", "children": {"core": "0-7"}},
-            ],
-            "nodelist": ["node[10-12]"],
-        }
-    }
-    nodes = nodes_from_rset(rset, lambda entry: ["node10", "node11", "node12"])
-    assert nodes == [
-        NodeSpec(0, "node10", (0, 1, 2, 3), ("0", "1")),
-        NodeSpec(1, "node11", (0, 1, 2, 3), ("0", "1")),
-        NodeSpec(2, "node12", tuple(range(8)), ()),
-    ]
-
-
-def test_reserving_own_cores_never_takes_the_whole_rank():
-    nodes = [NodeSpec(0, "a", (0, 1, 2, 3)), NodeSpec(1, "b", (0, 1))]
-    assert [len(n.cores) for n in reserve_own_cores(nodes, 0, 1)] == [3, 2]
-    assert [len(n.cores) for n in reserve_own_cores(nodes, 1, 5)] == [4, 1]
-    assert [len(n.cores) for n in reserve_own_cores(nodes, 0, 0)] == [4, 2]
-
-
-def test_shell_options_parse():
-    assert parse_shell_options("verbose=2, signal=SIGUSR1@60,nosetpgrp") == (
-        ("verbose", "2"),
-        ("signal", "SIGUSR1@60"),
-        ("nosetpgrp", "1"),
-    )
-    assert parse_shell_options(None) == ()
-
-
 def test_log_directory_is_created(backend, tmp_path):
     log_spec = LaunchSpec(**{**spec().__dict__, "log_path": str(tmp_path / "a/b/c.log")})
     backend.launch(log_spec, on(0))
     assert os.path.isdir(tmp_path / "a/b")
+
+
+def test_a_raising_callback_still_delivers_a_failed_result(backend, monkeypatch):
+    """flux-core swallows exceptions raised in future callbacks: the guard turns
+    them into a failed result instead of losing the job."""
+
+    def broken(*args, **kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(backend, "outcome", broken)
+    events = run_one(backend, lambda f: f.set_result(0))
+    (failed,) = [e for e in events if isinstance(e, JobFinished)]
+    assert failed.key == 5
+    assert failed.status is Status.FAILED
+    assert "KeyError('boom')" in failed.reason
+    assert backend.running_count == 0
+
+
+def test_a_withdrawn_job_is_cancelled_and_reports_nothing(backend):
+    backend.launch(spec(key=1), on(1))
+    backend.launch(spec(key=2), on(1))
+    first, second = backend.executor.submitted
+    first.assign(21)
+    second.assign(22)
+    second.start()
+    assert backend.withdraw(1) is True
+    assert backend.withdraw(2) is False  # it runs already
+    assert 21 in backend.cancelled
+    second.set_result(0)
+    events = backend.wait(0.5) + backend.wait(0.05)
+    assert [e.key for e in events if isinstance(e, JobFinished)] == [2]
+    # the key may be launched again, and then counts
+    backend.launch(spec(key=1), on(0))
+    backend.executor.submitted[-1].set_result(0)
+    assert [e.key for e in backend.wait(0.5)] == [1]
+
+
+def test_a_withdrawn_job_without_a_flux_id_yet_is_cancelled_when_it_gets_one(backend):
+    backend.launch(spec(key=1), on(1))
+    (future,) = backend.executor.submitted
+    assert backend.withdraw(1) is True
+    future.assign(31)
+    assert 31 in backend.cancelled
+
+
+def test_successful_jobs_are_purged_beyond_the_newest_kept(backend, monkeypatch):
+    import snakemake_executor_plugin_matensemble.backends.flux.backend as module
+
+    monkeypatch.setattr(module, "PURGE_BATCH", 3)
+    backend.options = FluxOptions(keep_inactive=2, cancel_timeout=1)
+    purged = []
+
+    class Handle:
+        def rpc(self, topic, payload):
+            purged.append((topic, payload["id"], payload["force"]))
+            return SimpleNamespace(get=lambda: {})
+
+    backend._purge_handle = Handle()
+    for key in range(1, 8):
+        backend.launch(spec(key=key), on(0))
+        future = backend.executor.submitted[-1]
+        future.assign(100 + key)
+        future.set_result(0 if key != 2 else 1)  # job 2 failed: kept
+    backend.wait(0.1)
+    assert purged == [("job-manager.purge-id", 100 + k, 1) for k in (1, 3, 4, 5)]
+    assert backend.purged == 4

@@ -1,0 +1,88 @@
+"""A finished Flux future as a result (pure: backends/flux/outcome.py)."""
+
+import concurrent.futures
+import errno
+
+import pytest
+
+from snakemake_executor_plugin_matensemble.backends import Status
+from snakemake_executor_plugin_matensemble.backends.flux import outcome
+
+from .flux_fakes import FakeJobException
+
+
+def finished(result=None, error=None, cancel=False):
+    future = concurrent.futures.Future()
+    if cancel:
+        future.cancel()
+    elif error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+    return future
+
+
+def of(future, **kwargs):
+    return outcome(
+        7, future, job_exception=FakeJobException, where="Flux job fX", now=12.5, **kwargs
+    )
+
+
+@pytest.mark.parametrize(
+    ("future", "kwargs", "status", "words"),
+    [
+        (finished(0), {}, Status.SUCCESS, "Flux job fX succeeded"),
+        (finished(3), {}, Status.FAILED, "(Flux job fX) exited with code 3"),
+        (finished(-9), {}, Status.FAILED, "killed by signal 9"),
+        (finished(cancel=True), {}, Status.CANCELLED, "before it reached Flux"),
+        (
+            finished(error=FakeJobException("timeout", "expired")),
+            {"walltime_s": 90},
+            Status.TIMEOUT,
+            "exceeded its runtime of 1.5 min (Flux job fX: expired)",
+        ),
+        (
+            finished(error=FakeJobException("cancel")),
+            {},
+            Status.FAILED,
+            "is the instance shutting down?",
+        ),
+        (
+            finished(error=FakeJobException("cancel")),
+            {"cancelling": True},
+            Status.CANCELLED,
+            "was cancelled",
+        ),
+        (
+            finished(error=FakeJobException("exec", "node failure on vm (rank 1)")),
+            {},
+            Status.FAILED,
+            "was lost with its node (Flux job fX: node failure on vm (rank 1)); --retries",
+        ),
+        (
+            finished(error=FakeJobException("exec", "task 0: start failed")),
+            {},
+            Status.FAILED,
+            "could not be started by Flux",
+        ),
+        (
+            finished(error=FakeJobException("dependency", "x")),
+            {},
+            Status.FAILED,
+            "type=dependency: x",
+        ),
+        (
+            finished(error=OSError(errno.ECONNRESET, "reset")),
+            {"instance_lost": lambda error: "gone"},
+            Status.FAILED,
+            "gone",
+        ),
+        (finished(error=OSError("bad jobspec")), {}, Status.LAUNCH_ERROR, "rejected by Flux"),
+        (finished(error=RuntimeError("boom")), {}, Status.FAILED, "failed: RuntimeError('boom')"),
+    ],
+)
+def test_outcome(future, kwargs, status, words):
+    result = of(future, **kwargs)
+    assert result.status is status
+    assert words in result.reason
+    assert (result.key, result.time) == (7, 12.5)
