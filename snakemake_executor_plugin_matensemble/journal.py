@@ -7,6 +7,15 @@ wildcards, Snakemake jobid, attempt, request, log path), a ``started`` line
 ``failed`` or ``cancelled``, with status, exit code, signal and reason), and an
 ``end`` line. Every line is flushed when written, so a killed run keeps
 everything up to the kill; readers skip a torn last line.
+
+Clocks and units: every time in the journal is a POSIX timestamp, seconds
+since the epoch (``time.time()``'s clock, as Flux's event timestamps), as a
+float; every duration is in seconds. Monotonic clock readings (the packer's,
+the dispatcher's) are never written: they mean nothing outside this process.
+``t`` is when the line was written; ``start`` (``started`` lines) and ``end``
+(end lines, when the backend said) are when the backend saw the job start and
+end, which is what runtimes are computed from. CPU times (``journal_cpu_s``,
+``plugin_cpu_s``, ...) are CPU seconds, not wall time.
 """
 
 from __future__ import annotations
@@ -23,7 +32,16 @@ from typing import Any
 from .allocation import Allocation, Placement
 from .request import ResourceRequest
 
-END_EVENTS = {"finished", "failed", "cancelled"}
+END_EVENTS = frozenset({"finished", "failed", "cancelled"})
+#: Job statuses (``status`` of an end line) that count as failures: the values
+#: of ``backends.base.Status`` other than success and cancelled.
+FAILED_STATUSES = frozenset({"failed", "timeout", "launch_error"})
+
+
+def job_label(rule: str, wildcards: dict[str, Any]) -> str:
+    """``md[T=300,seed=1]``: a job as shown in summaries, reports and job names."""
+    text = ",".join(f"{k}={v}" for k, v in wildcards.items())
+    return f"{rule}[{text}]" if text else rule
 
 
 def _request_record(request: ResourceRequest) -> dict[str, Any]:
@@ -59,6 +77,11 @@ class Journal:
         self.events = 0
 
     def write(self, event: str, **fields: Any) -> None:
+        """Append one line; ``t`` is the time of writing (epoch seconds).
+
+        Thread-safe; a line written after :meth:`close` is dropped. Raises
+        :class:`OSError` if the file cannot be written (disk full).
+        """
         started = time.thread_time()
         line = json.dumps({"event": event, "t": round(time.time(), 6), **fields}, default=str)
         with self._lock:
@@ -84,6 +107,8 @@ class Journal:
         self.write("queued", key=key, request=_request_record(request), log=log, **job)
 
     def started(self, key: int, backend_id: str, placement: Placement | None, at: float) -> None:
+        """The job runs. ``at``: when the backend started it, epoch seconds
+        (``JobStarted.time``); never a monotonic reading."""
         self.write(
             "started",
             key=key,
@@ -92,10 +117,20 @@ class Journal:
             placement=_placement_record(placement),
         )
 
-    def ended(self, key: int, event: str, status: str, **fields: Any) -> None:
+    def ended(
+        self, key: int, event: str, status: str, end: float | None = None, **fields: Any
+    ) -> None:
+        """The job ended (or was withdrawn before it started).
+
+        ``end``: when the backend saw it end, epoch seconds (``JobFinished.time``);
+        None or 0 when unknown, and the time of writing is used instead.
+        """
+        if end:
+            fields["end"] = end
         self.write(event, key=key, status=status, **fields)
 
     def close(self, **fields: Any) -> None:
+        """Write the ``end`` line (with the journal's own CPU seconds) and close."""
         self.write(
             "end", journal_cpu_s=round(self.cpu_s, 6), journal_events=self.events + 1, **fields
         )
@@ -106,7 +141,12 @@ class Journal:
 # -- reading --------------------------------------------------------------------
 @dataclass
 class JobRecord:
-    """Everything the journal says about one job (one attempt)."""
+    """Everything the journal says about one attempt of one Snakemake job.
+
+    ``queued``, ``start`` and ``end`` are epoch seconds (None: not reached
+    before the journal ends); a retried job has one record per attempt, with
+    the same ``jobid``.
+    """
 
     key: int
     rule: str = "?"
@@ -135,9 +175,23 @@ class JobRecord:
 
     @property
     def ran(self) -> bool:
+        """The attempt started (withdrawn and never-started ones did not)."""
         return self.start is not None
 
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED_STATUSES
+
+    @property
+    def job(self) -> Any:
+        """What identifies the Snakemake job across its attempts: its jobid
+        (the journal key for a journal written without one)."""
+        return ("jobid", str(self.jobid)) if self.jobid is not None else ("key", self.key)
+
     def duration(self, until: float | None = None) -> float:
+        """Seconds from start to end; a job still running at the end of the
+        journal runs until ``until`` (epoch seconds; None: 0 s). 0 if it never
+        started."""
         if self.start is None:
             return 0.0
         end = self.end if self.end is not None else until
@@ -145,13 +199,17 @@ class JobRecord:
 
     @property
     def label(self) -> str:
-        wildcards = ",".join(f"{k}={v}" for k, v in self.wildcards.items())
-        return f"{self.rule}[{wildcards}]" if wildcards else self.rule
+        return job_label(self.rule, self.wildcards)
 
 
 @dataclass
 class RunRecord:
-    """A whole journal: the run line, the jobs, the end line (if any)."""
+    """A whole journal: the run line, the jobs, the end line (if any).
+
+    ``jobs`` has one record per attempt, in journal-key order; ``last_time``
+    is the latest ``t`` of any line, epoch seconds (where a killed run's
+    journal stops).
+    """
 
     run: dict[str, Any]
     jobs: list[JobRecord]
@@ -168,7 +226,10 @@ class RunRecord:
 
 
 def iter_events(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The journal's events; a torn line (a run killed mid-write) is skipped."""
+    """The journal's events; a torn line (a run killed mid-write) is skipped.
+
+    Raises :class:`OSError` if the file cannot be opened.
+    """
     with open(path, encoding="utf-8") as stream:
         for line in stream:
             try:
@@ -178,6 +239,10 @@ def iter_events(path: str | Path) -> Iterator[dict[str, Any]]:
 
 
 def read_journal(path: str | Path) -> RunRecord:
+    """Read a journal (of a finished, running or killed run).
+
+    Raises :class:`OSError` (``FileNotFoundError``) if it cannot be opened.
+    """
     run: dict[str, Any] = {}
     end = None
     jobs: dict[int, JobRecord] = {}
@@ -208,7 +273,7 @@ def read_journal(path: str | Path) -> RunRecord:
             record.backend_id = event.get("backend_id", "")
             record.placement = event.get("placement", [])
         elif kind in END_EVENTS:
-            record.end = event["t"]
+            record.end = event.get("end") or event["t"]
             record.status = event.get("status", kind)
             record.exit_code = event.get("exit_code")
             record.signal = event.get("signal")

@@ -4,10 +4,12 @@
     matensemble-report path/to/journal.jsonl -o report/   # a journal copied off a cluster
 
 Writes ``timeline.png`` (one lane per core and per GPU of every node, boxes
-coloured by rule, failures hatched in red, jobs cut off by the end of the
-journal dashed), ``utilization.png`` (cores and GPUs in use over time),
-``rules.csv``/``rules.md`` (per rule: count, mean/max runtime, cores, GPUs,
-failures) and ``report.html`` (all of it in one self-contained page).
+coloured by rule, failed attempts hatched in red, cancelled ones dotted grey,
+jobs cut off by the end of the journal dashed), ``utilization.png`` (cores
+and GPUs in use over time), ``rules.csv``/``rules.md`` (per rule, over the
+jobs that ran: jobs, attempts, mean/max runtime, cores, GPUs, failed jobs)
+and ``report.html`` (all of it in one self-contained page). Times on the
+x axes are seconds since the first job started.
 """
 
 from __future__ import annotations
@@ -55,7 +57,29 @@ def _colors(rules: Sequence[str]) -> dict[str, tuple]:
     return {rule: cmap(i % 20) for i, rule in enumerate(sorted(set(rules)))}
 
 
-def draw_timeline(record: RunRecord, path: Path) -> None:
+#: How the timeline draws an attempt that did not succeed (the box keeps its
+#: rule's colour); attempts that succeeded or still run have no entry.
+OUTCOME_STYLES: dict[str, dict] = {
+    "failed": {"edgecolor": "red", "linewidth": 1.2, "hatch": "xx"},
+    "cancelled": {"edgecolor": "dimgray", "linewidth": 1.0, "hatch": "..", "alpha": 0.55},
+}
+_PLAIN = {"edgecolor": "black", "linewidth": 0.3, "hatch": None}
+
+
+def outcome_of(job: JobRecord) -> str | None:
+    """``failed``, ``cancelled`` or None (succeeded, or still running)."""
+    if job.failed:
+        return "failed"
+    return "cancelled" if job.status == "cancelled" else None
+
+
+def timeline_figure(record: RunRecord):
+    """The timeline as a matplotlib figure (the caller closes it).
+
+    One lane per core and GPU; x is seconds since the first attempt started
+    (all times are the journal's epoch seconds). The legend lists the rules,
+    then one entry per outcome drawn (failed, cancelled): only those present.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,12 +91,14 @@ def draw_timeline(record: RunRecord, path: Path) -> None:
     index = {lane: i for i, lane in enumerate(shown)}
     ran = [job for job in record.jobs if job.ran]
     t0 = min((job.start for job in ran), default=0.0)
-    colors = _colors([job.rule for job in record.jobs])
+    colors = _colors([job.rule for job in ran])
     height = min(0.25 * len(shown) + 1.5, 60)
     fig, ax = plt.subplots(figsize=(12, max(3.0, height)))
+    drawn: set[str] = set()
     for job in ran:
         end = job.end if job.end is not None else record.last_time
-        failed = job.status in {"failed", "timeout", "launch_error"}
+        outcome = outcome_of(job)
+        style = OUTCOME_STYLES[outcome] if outcome else _PLAIN
         for share in job.placement:
             for kind, ids in (("core", share["cores"]), ("gpu", share["gpus"])):
                 for lane_id in ids:
@@ -85,11 +111,11 @@ def draw_timeline(record: RunRecord, path: Path) -> None:
                         left=job.start - t0,
                         height=0.8,
                         color=colors[job.rule],
-                        edgecolor="red" if failed else "black",
-                        linewidth=1.2 if failed else 0.3,
-                        hatch="xx" if failed else None,
                         linestyle="--" if job.end is None else "-",
+                        **style,
                     )
+                    if outcome:
+                        drawn.add(outcome)
     ax.set_yticks(range(len(shown)))
     ax.set_yticklabels([f"rank {r} {k} {i}" for r, k, i in shown], fontsize=7)
     ax.invert_yaxis()
@@ -97,15 +123,27 @@ def draw_timeline(record: RunRecord, path: Path) -> None:
     cut = f" (first {MAX_LANES} of {len(all_lanes)} lanes)" if len(all_lanes) > MAX_LANES else ""
     ax.set_title(f"What ran where: run {record.run.get('run', '?')}{cut}")
     handles = [Patch(color=c, label=rule) for rule, c in colors.items()]
-    handles.append(Patch(facecolor="white", edgecolor="red", hatch="xx", label="failed"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    for outcome, style in OUTCOME_STYLES.items():
+        if outcome in drawn:
+            handles.append(Patch(facecolor="white", label=outcome, **style))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def draw_timeline(record: RunRecord, path: Path) -> None:
+    """Write the timeline picture to ``path`` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = timeline_figure(record)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def usage_over_time(jobs: list[JobRecord], until: float, attr: str) -> tuple[list, list]:
-    """Step function of cores (or GPUs) in use: times and counts."""
+    """Step function of cores (or GPUs) in use: times (epoch seconds) and
+    counts after each change. Attempts still running end at ``until``."""
     events = []
     for job in jobs:
         if job.ran:
@@ -154,14 +192,18 @@ def draw_utilization(record: RunRecord, path: Path) -> None:
     plt.close(fig)
 
 
-RULE_COLUMNS = ["rule", "count", "mean_s", "max_s", "cores", "gpus", "failures"]
+#: Per rule: Snakemake jobs that ran, their attempts that ran, mean and longest
+#: runtime of an attempt (seconds), most cores and GPUs of an attempt, jobs
+#: whose last attempt failed.
+RULE_COLUMNS = ["rule", "jobs", "attempts", "mean_s", "max_s", "cores", "gpus", "failures"]
 
 
 def rule_rows(summary: RunSummary) -> list[list[str]]:
     return [
         [
             s.rule,
-            str(s.count),
+            str(s.jobs),
+            str(s.attempts),
             f"{s.mean_s:.2f}",
             f"{s.max_s:.2f}",
             str(s.cores),
@@ -195,9 +237,11 @@ def write_html(record: RunRecord, summary: RunSummary, outdir: Path) -> None:
         for row in rule_rows(summary)
     )
     failures = "".join(
-        f"<li><b>{html.escape(job.label)}</b> ({html.escape(job.status)}): "
-        f"{html.escape(job.reason)} &mdash; log <code>{html.escape(job.log)}</code></li>"
-        for job in summary.failures
+        f"<li><b>{html.escape(job.label)}</b> ({html.escape(job.status)}, "
+        f"attempt {job.attempt}): {html.escape(job.reason)} &mdash; log "
+        f"<code>{html.escape(job.log)}</code>{' (retried)' if job in summary.retried else ''}"
+        "</li>"
+        for job in (*summary.retried, *summary.failures)
     )
     figures = "".join(
         f"<li>{html.escape(line.removeprefix('matensemble: '))}</li>"

@@ -1,29 +1,89 @@
-"""Figures of a run: makespan, utilization, the best possible makespan, rules."""
+"""Figures of a run: makespan, utilization, the best possible makespan, rules.
+
+Jobs are counted as Snakemake counts them: one per Snakemake job, by the
+outcome of its last attempt (a job that failed once and then succeeded on
+retry is done, not failed); attempts are counted apart. Every time is epoch
+seconds (the journal's clock) and every duration seconds.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
 
-from .journal import JobRecord, RunRecord
+from .journal import FAILED_STATUSES, JobRecord, RunRecord
 
-#: Job statuses that count as failures.
-FAILED = frozenset({"failed", "timeout", "launch_error"})
+#: Job statuses that count as failures (kept for importers; see the journal).
+FAILED = FAILED_STATUSES
+
+
+@dataclass(frozen=True)
+class JobAttempts:
+    """One Snakemake job and all its attempts (journal records), in order."""
+
+    attempts: tuple[JobRecord, ...]
+
+    @property
+    def final(self) -> JobRecord:
+        """The last attempt: its outcome is the job's."""
+        return self.attempts[-1]
+
+    @property
+    def outcome(self) -> str:
+        """``done``, ``failed``, ``cancelled`` (stopped while running),
+        ``not_started`` (withdrawn before it started) or ``unfinished`` (still
+        running where the journal ends)."""
+        final = self.final
+        if final.status == "success":
+            return "done"
+        if final.failed:
+            return "failed"
+        if not final.ran:
+            return "not_started"
+        return "cancelled" if final.status == "cancelled" else "unfinished"
+
+    @property
+    def retried(self) -> tuple[JobRecord, ...]:
+        """The attempts before the last that ran (each was retried)."""
+        return tuple(record for record in self.attempts[:-1] if record.ran)
+
+
+def by_job(records: list[JobRecord]) -> list[JobAttempts]:
+    """Group attempts by Snakemake job (its jobid), each job in order of its
+    first journal key, its attempts in key order."""
+    groups: dict[object, list[JobRecord]] = {}
+    for record in sorted(records, key=lambda r: r.key):
+        groups.setdefault(record.job, []).append(record)
+    return [JobAttempts(tuple(attempts)) for attempts in groups.values()]
 
 
 @dataclass(frozen=True)
 class RuleStats:
+    """Per rule: ``jobs`` Snakemake jobs that ran (an attempt started),
+    ``attempts`` attempts that ran, their mean and longest runtime (seconds),
+    the most cores and GPUs one attempt held, and ``failures``: jobs whose
+    last attempt failed."""
+
     rule: str
-    count: int
+    jobs: int
+    attempts: int
     mean_s: float
     max_s: float
     cores: int
     gpus: int
     failures: int
 
+    @property
+    def count(self) -> int:
+        """Same as :attr:`jobs` (the column's old name)."""
+        return self.jobs
+
 
 @dataclass(frozen=True)
 class RunSummary:
+    """Counts are Snakemake jobs by final outcome; ``attempts`` counts every
+    attempt that ran. ``makespan_s`` and ``lower_bound_s`` are seconds."""
+
     done: int
     failed: int
     cancelled: int
@@ -33,15 +93,26 @@ class RunSummary:
     gpu_utilization: float | None
     lower_bound_s: float
     rules: list[RuleStats]
+    #: the last attempt of every job that failed for good
     failures: list[JobRecord]
+    unfinished: int = 0
+    attempts: int = 0
+    #: failed attempts of jobs that were retried (whatever the retry's outcome)
+    retried: tuple[JobRecord, ...] = ()
 
     @property
     def bound_ratio(self) -> float:
         return self.makespan_s / self.lower_bound_s if self.lower_bound_s else float("nan")
 
+    @property
+    def jobs(self) -> int:
+        return self.done + self.failed + self.cancelled + self.not_started + self.unfinished
+
 
 def lower_bound(jobs: list[JobRecord], total_cores: int, until: float | None = None) -> float:
-    """max(total core-seconds / cores, longest job): no schedule can be shorter."""
+    """max(total core-seconds / cores, longest attempt), in seconds: no
+    schedule of these attempts on ``total_cores`` cores can be shorter.
+    ``until``: epoch seconds where attempts still running are cut off."""
     ran = [job for job in jobs if job.ran]
     if not ran or not total_cores:
         return 0.0
@@ -50,6 +121,7 @@ def lower_bound(jobs: list[JobRecord], total_cores: int, until: float | None = N
 
 
 def summarize(record: RunRecord) -> RunSummary:
+    """The figures of one journal (a finished or a killed run)."""
     until = record.last_time
     ran = [job for job in record.jobs if job.ran]
     if ran:
@@ -61,49 +133,68 @@ def summarize(record: RunRecord) -> RunSummary:
     cores, gpus = record.total_cores, record.total_gpus
     core_busy = sum(job.cores * job.duration(until) for job in ran)
     gpu_busy = sum(job.gpus * job.duration(until) for job in ran)
-    statuses = [job.status for job in record.jobs]
+    jobs = by_job(record.jobs)
+    outcomes = [job.outcome for job in jobs]
     return RunSummary(
-        done=statuses.count("success"),
-        failed=sum(s in FAILED for s in statuses),
-        cancelled=sum(job.status == "cancelled" and job.ran for job in record.jobs),
-        not_started=sum(not job.ran for job in record.jobs),
+        done=outcomes.count("done"),
+        failed=outcomes.count("failed"),
+        cancelled=outcomes.count("cancelled"),
+        not_started=outcomes.count("not_started"),
+        unfinished=outcomes.count("unfinished"),
+        attempts=len(ran),
         makespan_s=makespan,
         core_utilization=core_busy / (cores * makespan) if cores and makespan else 0.0,
         gpu_utilization=gpu_busy / (gpus * makespan) if gpus and makespan else None,
         lower_bound_s=lower_bound(record.jobs, cores, until),
         rules=rule_stats(record.jobs, until),
-        failures=[job for job in record.jobs if job.status in FAILED],
+        failures=[job.final for job in jobs if job.outcome == "failed"],
+        retried=tuple(attempt for job in jobs for attempt in job.retried if attempt.failed),
     )
 
 
 def rule_stats(jobs: list[JobRecord], until: float | None = None) -> list[RuleStats]:
-    by_rule: dict[str, list[JobRecord]] = defaultdict(list)
-    for job in jobs:
-        by_rule[job.rule].append(job)
+    """Per-rule figures over the jobs that ran (never-started ones are left
+    out), busiest rule (attempts x mean runtime) first."""
+    by_rule: dict[str, list[JobAttempts]] = defaultdict(list)
+    for job in by_job(jobs):
+        if any(attempt.ran for attempt in job.attempts):
+            by_rule[job.final.rule].append(job)
     stats = []
     for rule, members in by_rule.items():
-        ran = [job for job in members if job.ran]
-        durations = [job.duration(until) for job in ran]
+        ran = [attempt for job in members for attempt in job.attempts if attempt.ran]
+        durations = [attempt.duration(until) for attempt in ran]
         stats.append(
             RuleStats(
                 rule=rule,
-                count=len(members),
-                mean_s=sum(durations) / len(durations) if durations else 0.0,
-                max_s=max(durations, default=0.0),
-                cores=max((job.cores for job in ran), default=0),
-                gpus=max((job.gpus for job in ran), default=0),
-                failures=sum(job.status in FAILED for job in members),
+                jobs=len(members),
+                attempts=len(ran),
+                mean_s=sum(durations) / len(durations),
+                max_s=max(durations),
+                cores=max(attempt.cores for attempt in ran),
+                gpus=max(attempt.gpus for attempt in ran),
+                failures=sum(job.outcome == "failed" for job in members),
             )
         )
-    return sorted(stats, key=lambda s: s.mean_s * s.count, reverse=True)
+    return sorted(stats, key=lambda s: s.mean_s * s.attempts, reverse=True)
+
+
+def count_line(summary: RunSummary) -> str:
+    """``matensemble: 9 job(s) done, 1 failed, ...`` (Snakemake jobs by final
+    outcome), with the attempts when some job was retried."""
+    line = (
+        f"matensemble: {summary.done} job(s) done, {summary.failed} failed, "
+        f"{summary.cancelled} cancelled, {summary.not_started} not started"
+    )
+    if summary.unfinished:
+        line += f", {summary.unfinished} still running when the journal ends"
+    if summary.retried:
+        line += f" ({summary.attempts} attempts; {len(summary.retried)} failed and were retried)"
+    return line + "."
 
 
 def summary_lines(summary: RunSummary, slowest: int = 3) -> list[str]:
     """The end-of-run summary for the Snakemake log."""
-    lines = [
-        f"matensemble: {summary.done} job(s) done, {summary.failed} failed, "
-        f"{summary.cancelled} cancelled, {summary.not_started} not started.",
-    ]
+    lines = [count_line(summary)]
     if summary.makespan_s:
         gpu = (
             f", GPUs {100 * summary.gpu_utilization:.0f}%"
@@ -122,8 +213,15 @@ def summary_lines(summary: RunSummary, slowest: int = 3) -> list[str]:
             + ", ".join(f"{s.rule} (mean {s.mean_s:.1f} s, max {s.max_s:.1f} s)" for s in top)
             + "."
         )
-    for job in summary.failures:
+    for job in summary.retried:
         lines.append(
-            f"matensemble: failed: {job.label} ({job.status}): {job.reason}. Log: {job.log}"
+            f"matensemble: retried: {job.label} attempt {job.attempt} ({job.status}): "
+            f"{job.reason}. Log: {job.log}"
+        )
+    for job in summary.failures:
+        attempt = f", attempt {job.attempt}" if job.attempt > 1 else ""
+        lines.append(
+            f"matensemble: failed: {job.label} ({job.status}{attempt}): {job.reason}. "
+            f"Log: {job.log}"
         )
     return lines

@@ -1,119 +1,15 @@
-"""Journal, summary figures and matensemble-report."""
+"""Journal, summary and matensemble-report of real snakemake runs (the pure journal,
+summary and report tests are in tests/unit)."""
 
 import itertools
 import json
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
 
 from snakemake_executor_plugin_matensemble.journal import read_journal
-from snakemake_executor_plugin_matensemble.report import find_journal, main, make_report
-from snakemake_executor_plugin_matensemble.summary import summarize, summary_lines
+from snakemake_executor_plugin_matensemble.report import find_journal, make_report
 
 from ..helpers import run_snakemake, write_snakefile
-
-
-def write_events(path: Path, events: list[dict], torn_tail: str = "") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as out:
-        for event in events:
-            out.write(json.dumps(event) + "\n")
-        out.write(torn_tail)
-    return path
-
-
-def job_events(key, rule, start, end, cores, status="success", rank=0, log="x.log"):
-    placement = [{"rank": rank, "cores": cores, "gpus": []}]
-    events = [
-        {
-            "event": "queued",
-            "t": 0.0,
-            "key": key,
-            "rule": rule,
-            "wildcards": {"i": str(key)},
-            "jobid": key,
-            "attempt": 1,
-            "request": {},
-            "log": log,
-        },
-        {
-            "event": "started",
-            "t": start,
-            "key": key,
-            "backend_id": str(key),
-            "start": start,
-            "placement": placement,
-        },
-    ]
-    if end is not None:
-        kind = "finished" if status == "success" else "failed"
-        events.append(
-            {
-                "event": kind,
-                "t": end,
-                "key": key,
-                "status": status,
-                "exit_code": 0 if status == "success" else 3,
-                "reason": "r",
-            }
-        )
-    return events
-
-
-RUN = {
-    "event": "run",
-    "t": 0.0,
-    "run": "r1",
-    "backend": "local",
-    "policy": "backfill",
-    "nodes": [{"rank": 0, "name": "n0", "cores": [0, 1], "gpus": []}],
-}
-
-
-def test_summary_figures_match_a_hand_computed_case(tmp_path):
-    # 2 cores: A on core 0 for 0-4 s, B on core 1 for 0-2 s, C on both for 4-6 s (fails)
-    path = write_events(
-        tmp_path / "journal.jsonl",
-        [
-            RUN,
-            *job_events(1, "a", 100.0, 104.0, [0]),
-            *job_events(2, "b", 100.0, 102.0, [1]),
-            *job_events(3, "c", 104.0, 106.0, [0, 1], status="failed", log="c.log"),
-            {"event": "end", "t": 106.5},
-        ],
-    )
-    summary = summarize(read_journal(path))
-    assert summary.makespan_s == pytest.approx(6.0)
-    # core-seconds 4 + 2 + 2*2 = 10 over 2 cores x 6 s
-    assert summary.core_utilization == pytest.approx(10 / 12)
-    assert summary.lower_bound_s == pytest.approx(5.0)  # max(10 / 2, longest 4)
-    assert summary.bound_ratio == pytest.approx(1.2)
-    assert (summary.done, summary.failed) == (2, 1)
-    assert [job.label for job in summary.failures] == ["c[i=3]"]
-    by_rule = {s.rule: s for s in summary.rules}
-    assert (by_rule["c"].cores, by_rule["c"].failures, by_rule["a"].max_s) == (2, 1, 4.0)
-    lines = "\n".join(summary_lines(summary))
-    assert "makespan 6.0 s" in lines
-    assert "cores 83%" in lines
-    assert "best possible 5.0 s" in lines
-    assert "failed: c[i=3] (failed): r. Log: c.log" in lines
-
-
-def test_a_killed_run_leaves_a_readable_journal(tmp_path):
-    path = write_events(
-        tmp_path / "journal.jsonl",
-        [RUN, *job_events(1, "a", 10.0, 12.0, [0]), *job_events(2, "b", 10.0, None, [1])],
-        torn_tail='{"event": "finished", "t": 13.0, "ke',
-    )
-    record = read_journal(path)
-    running = next(job for job in record.jobs if job.key == 2)
-    assert running.status == "unfinished"
-    assert record.end is None
-    out = make_report(path, tmp_path / "report")
-    for name in ("timeline.png", "utilization.png", "rules.csv", "rules.md", "report.html"):
-        assert (out / name).stat().st_size > 0
 
 
 def test_report_of_a_real_run(tmp_path):
@@ -169,13 +65,38 @@ def test_report_of_a_real_run(tmp_path):
     assert cli.returncode == 0, cli.stderr
     report = journal.parent / "report"
     table = (report / "rules.md").read_text()
-    assert "| work | 8 |" in table
-    assert "| broken | 1 |" in table
+    assert "| work | 8 | 8 |" in table
+    assert "| broken | 1 | 1 |" in table
     assert "data:image/png;base64," in (report / "report.html").read_text()
 
 
-def test_report_cli_names_a_missing_journal(tmp_path, capsys):
-    with pytest.raises(SystemExit) as caught:
-        main([str(tmp_path)])
-    assert caught.value.code == 2
-    assert "no journal.jsonl" in capsys.readouterr().err
+def test_a_job_that_succeeds_on_retry_is_not_counted_as_failed(tmp_path):
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: "flaky.txt", "steady.txt"
+
+        rule flaky:
+            output: "flaky.txt"
+            shell: "if [ -e tried ]; then touch {output}; else touch tried; exit 3; fi"
+
+        rule steady:
+            output: "steady.txt"
+            shell: "touch {output}"
+        """,
+    )
+    run = run_snakemake(tmp_path, "--retries", "1")
+    assert run.returncode == 0, run.output
+    assert (
+        "matensemble: 2 job(s) done, 0 failed, 0 cancelled, 0 not started "
+        "(3 attempts; 1 failed and were retried)."
+    ) in run.output
+    assert "matensemble: retried: flaky attempt 1 (failed): exited with code 3." in run.output
+    assert "matensemble: failed:" not in run.output
+    record = read_journal(find_journal(tmp_path / ".snakemake/matensemble"))
+    flaky = [job for job in record.jobs if job.rule == "flaky"]
+    assert [(job.attempt, job.status) for job in flaky] == [(1, "failed"), (2, "success")]
+    assert flaky[0].jobid == flaky[1].jobid
+    report = make_report(find_journal(tmp_path / ".snakemake/matensemble"))
+    assert "| flaky | 1 | 2 |" in (report / "rules.md").read_text()

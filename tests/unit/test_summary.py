@@ -1,0 +1,115 @@
+"""Summary figures: counts by final outcome, attempts, makespan, utilization."""
+
+import pytest
+
+from snakemake_executor_plugin_matensemble.journal import read_journal
+from snakemake_executor_plugin_matensemble.summary import summarize, summary_lines
+
+from .journal_events import RUN, job_events, write_events
+
+
+def summary_of(tmp_path, *jobs, end=True):
+    events = [RUN, *(event for job in jobs for event in job)]
+    if end:
+        events.append({"event": "end", "t": max(e["t"] for e in events) + 0.5})
+    return summarize(read_journal(write_events(tmp_path / "journal.jsonl", events)))
+
+
+def test_summary_figures_match_a_hand_computed_case(tmp_path):
+    # 2 cores: A on core 0 for 0-4 s, B on core 1 for 0-2 s, C on both for 4-6 s (fails)
+    summary = summary_of(
+        tmp_path,
+        job_events(1, "a", 100.0, 104.0, [0]),
+        job_events(2, "b", 100.0, 102.0, [1]),
+        job_events(3, "c", 104.0, 106.0, [0, 1], status="failed", log="c.log"),
+    )
+    assert summary.makespan_s == pytest.approx(6.0)
+    # core-seconds 4 + 2 + 2*2 = 10 over 2 cores x 6 s
+    assert summary.core_utilization == pytest.approx(10 / 12)
+    assert summary.gpu_utilization is None
+    assert summary.lower_bound_s == pytest.approx(5.0)  # max(10 / 2, longest 4)
+    assert summary.bound_ratio == pytest.approx(1.2)
+    assert (summary.done, summary.failed, summary.attempts) == (2, 1, 3)
+    assert [job.label for job in summary.failures] == ["c[i=3]"]
+    by_rule = {s.rule: s for s in summary.rules}
+    assert (by_rule["c"].cores, by_rule["c"].failures, by_rule["a"].max_s) == (2, 1, 4.0)
+    lines = "\n".join(summary_lines(summary))
+    assert "2 job(s) done, 1 failed, 0 cancelled, 0 not started." in lines
+    assert "attempts" not in lines
+    assert "makespan 6.0 s" in lines
+    assert "cores 83%" in lines
+    assert "best possible 5.0 s" in lines
+    assert "failed: c[i=3] (failed): r. Log: c.log" in lines
+
+
+def test_a_job_that_succeeded_on_retry_is_done_not_failed(tmp_path):
+    summary = summary_of(
+        tmp_path,
+        job_events(1, "a", 0.0, 1.0, [0], status="failed", jobid=9, log="a1.log"),
+        job_events(2, "a", 1.0, 3.0, [0], jobid=9, attempt=2, log="a2.log"),
+        job_events(3, "b", 0.0, 1.0, [1]),
+    )
+    assert (summary.done, summary.failed, summary.attempts) == (2, 0, 3)
+    assert summary.failures == []
+    assert [(job.attempt, job.log) for job in summary.retried] == [(1, "a1.log")]
+    (a,) = [s for s in summary.rules if s.rule == "a"]
+    assert (a.jobs, a.attempts, a.failures, a.mean_s, a.max_s) == (1, 2, 0, 1.5, 2.0)
+    lines = summary_lines(summary)
+    assert lines[0] == (
+        "matensemble: 2 job(s) done, 0 failed, 0 cancelled, 0 not started "
+        "(3 attempts; 1 failed and were retried)."
+    )
+    assert "matensemble: retried: a[i=1] attempt 1 (failed): r. Log: a1.log" in lines
+    assert not any("matensemble: failed:" in line for line in lines)
+
+
+def test_a_job_that_failed_every_attempt_counts_once_with_its_last_attempt(tmp_path):
+    summary = summary_of(
+        tmp_path,
+        *(
+            job_events(k, "a", k, k + 0.5, [0], status="failed", jobid=4, attempt=k, log=f"{k}")
+            for k in (1, 2, 3)
+        ),
+    )
+    assert (summary.done, summary.failed, summary.attempts) == (0, 1, 3)
+    assert [(job.attempt, job.log) for job in summary.failures] == [(3, "3")]
+    assert [job.attempt for job in summary.retried] == [1, 2]
+    (a,) = summary.rules
+    assert (a.jobs, a.attempts, a.failures) == (1, 3, 1)
+    assert "matensemble: failed: a[i=3] (failed, attempt 3): r. Log: 3" in summary_lines(summary)
+
+
+def test_outcomes_cancelled_not_started_and_still_running(tmp_path):
+    summary = summary_of(
+        tmp_path,
+        job_events(1, "a", 0.0, 2.0, [0], status="cancelled"),
+        job_events(2, "b", None, 2.0, [], status="cancelled"),  # withdrawn
+        job_events(3, "c", 0.0, None, [1]),  # still running at the end
+        end=False,
+    )
+    assert (summary.done, summary.failed, summary.cancelled) == (0, 0, 1)
+    assert (summary.not_started, summary.unfinished, summary.attempts) == (1, 1, 2)
+    assert "1 still running when the journal ends" in summary_lines(summary)[0]
+
+
+def test_rules_count_only_jobs_that_ran(tmp_path):
+    summary = summary_of(
+        tmp_path,
+        job_events(1, "a", 0.0, 2.0, [0]),
+        job_events(2, "a", None, 2.0, [], status="cancelled"),  # withdrawn
+        job_events(3, "never", None, 2.0, [], status="cancelled"),
+    )
+    assert [(s.rule, s.jobs, s.attempts, s.mean_s) for s in summary.rules] == [("a", 1, 1, 2.0)]
+
+
+def test_an_empty_run(tmp_path):
+    summary = summary_of(tmp_path)
+    assert (summary.done, summary.makespan_s, summary.lower_bound_s, summary.rules) == (
+        0,
+        0.0,
+        0.0,
+        [],
+    )
+    assert summary_lines(summary) == [
+        "matensemble: 0 job(s) done, 0 failed, 0 cancelled, 0 not started."
+    ]
