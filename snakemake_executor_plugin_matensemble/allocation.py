@@ -9,7 +9,7 @@ submission.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .cpulist import format_cpu_list
@@ -69,6 +69,15 @@ class NodeState:
     spec: NodeSpec
     free_cores: list[int] = field(default_factory=list)
     free_gpus: list[str] = field(default_factory=list)
+    #: why no new job may start here (drained), or None
+    drained: str | None = None
+    #: the node went down: nothing runs here until it is up again
+    down: bool = False
+
+    @property
+    def usable(self) -> bool:
+        """Whether new jobs may be placed here (not drained, not down)."""
+        return self.drained is None and not self.down
 
     @classmethod
     def idle(cls, spec: NodeSpec) -> NodeState:
@@ -117,10 +126,18 @@ class NodeState:
 
 
 class Allocation:
-    """All nodes of the allocation with their free resources."""
+    """All nodes of the allocation with their free resources.
 
-    def __init__(self, nodes: Iterable[NodeSpec]):
+    ``hints``: what the backend wants said when a request can never fit, by
+    what is short (``"cores"``, ``"gpus"``, ``"nodes"``): where that resource
+    comes from and how to get more (the local backend names its
+    ``--matensemble-local-*`` flags). The allocation itself stays
+    backend-neutral. Raises :class:`ValueError` for an empty node list.
+    """
+
+    def __init__(self, nodes: Iterable[NodeSpec], hints: Mapping[str, str] | None = None):
         self.specs = tuple(nodes)
+        self.hints = dict(hints or {})
         if not self.specs:
             raise ValueError("an allocation needs at least one node")
         self.nodes = [NodeState.idle(spec) for spec in self.specs]
@@ -138,11 +155,76 @@ class Allocation:
 
     @property
     def free_cores(self) -> int:
-        return sum(len(node.free_cores) for node in self.nodes)
+        """Free cores where new jobs may start (drained and down nodes excluded)."""
+        return sum(len(node.free_cores) for node in self.nodes if node.usable)
 
     @property
     def free_gpus(self) -> int:
-        return sum(len(node.free_gpus) for node in self.nodes)
+        return sum(len(node.free_gpus) for node in self.nodes if node.usable)
+
+    @property
+    def usable_nodes(self) -> list[NodeState]:
+        return [node for node in self.nodes if node.usable]
+
+    # -- drained and lost nodes -------------------------------------------------
+    def drain(self, ranks: Iterable[int], reason: str = "") -> list[int]:
+        """No new jobs on ``ranks`` (running ones go on); returns the ranks of
+        this allocation that were usable before."""
+        changed = []
+        for rank in ranks:
+            node = self._by_rank.get(rank)
+            if node is not None:
+                if node.usable:
+                    changed.append(rank)
+                node.drained = reason or "drained"
+        return changed
+
+    def undrain(self, ranks: Iterable[int]) -> list[int]:
+        """``ranks`` take new jobs again (unless down); returns those that do now."""
+        changed = []
+        for rank in ranks:
+            node = self._by_rank.get(rank)
+            if node is not None and node.drained is not None:
+                node.drained = None
+                if node.usable:
+                    changed.append(rank)
+        return changed
+
+    def mark_down(self, ranks: Iterable[int]) -> list[int]:
+        """``ranks`` are gone (with what ran there); returns those newly down."""
+        changed = []
+        for rank in ranks:
+            node = self._by_rank.get(rank)
+            if node is not None and not node.down:
+                node.down = True
+                changed.append(rank)
+        return changed
+
+    def mark_up(self, ranks: Iterable[int]) -> list[int]:
+        """``ranks`` are back; returns those that were down."""
+        changed = []
+        for rank in ranks:
+            node = self._by_rank.get(rank)
+            if node is not None and node.down:
+                node.down = False
+                changed.append(rank)
+        return changed
+
+    def is_usable(self, rank: int) -> bool:
+        node = self._by_rank.get(rank)
+        return node is not None and node.usable
+
+    def unusable(self) -> dict[int, str]:
+        """rank -> why no job may start there (drained: the reason; down)."""
+        return {
+            node.spec.rank: ("down" if node.down else f"drained ({node.drained})")
+            for node in self.nodes
+            if not node.usable
+        }
+
+    def node_name(self, rank: int) -> str:
+        node = self._by_rank.get(rank)
+        return node.spec.name if node is not None else f"rank{rank}"
 
     def describe(self) -> str:
         cores = sorted({len(s.cores) for s in self.specs})
@@ -157,7 +239,7 @@ class Allocation:
         return copy.deepcopy(self)
 
     def empty_copy(self) -> Allocation:
-        return Allocation(self.specs)
+        return Allocation(self.specs, self.hints)
 
     # -- placement --------------------------------------------------------------
     def place(self, request: ResourceRequest) -> Placement | None:
@@ -171,13 +253,13 @@ class Allocation:
     def _place_exclusive(self, request: ResourceRequest) -> Placement | None:
         count = request.nodes or 1
         per_node = _split(request.tasks, count)
-        return _fit_nodes([n for n in self.nodes if n.is_idle], per_node, request)
+        return _fit_nodes([n for n in self.usable_nodes if n.is_idle], per_node, request)
 
     def _place_on_n_nodes(self, request: ResourceRequest, count: int) -> Placement | None:
-        return _fit_nodes(self.nodes, _split(request.tasks, count), request)
+        return _fit_nodes(self.usable_nodes, _split(request.tasks, count), request)
 
     def _place_anywhere(self, request: ResourceRequest) -> Placement | None:
-        slots = [(node.task_slots(request), node) for node in self.nodes]
+        slots = [(node.task_slots(request), node) for node in self.usable_nodes]
         # Best fit: the node that fits all tasks with the fewest cores left over,
         # which keeps whole nodes free for big jobs.
         whole = [
@@ -234,19 +316,26 @@ class Allocation:
             node.free_cores = [c for c in node.free_cores if c not in cores]
             node.free_gpus = [g for g in node.free_gpus if g not in gpus]
 
-    def why_never_fits(self, request: ResourceRequest) -> tuple[str, str, object] | None:
+    def why_never_fits(self, request: ResourceRequest) -> tuple[str, object, str] | None:
         """If ``request`` cannot run even on the idle allocation, say why.
 
         Returns ``(field, value, problem)`` naming the Snakemake resource to blame,
-        or None when the request fits the idle allocation. Answers are cached per
-        request shape: the nodes never change.
+        or None when the request fits the idle allocation; ``problem`` ends with
+        the backend's hint for what is short (see ``hints``). Answers are cached
+        per request shape: the nodes never change.
         """
         key = (*request.shape, request.cores_field, request.gpus_field)
         if key not in self._never_fits:
-            self._never_fits[key] = self._why_never_fits(request)
+            problem = self._why_never_fits(request)
+            if problem is not None:
+                field, value, text, short = problem
+                hint = self.hints.get(short)
+                problem = (field, value, f"{text} ({hint})" if hint else text)
+            self._never_fits[key] = problem
         return self._never_fits[key]
 
-    def _why_never_fits(self, request: ResourceRequest) -> tuple[str, object, str] | None:
+    def _why_never_fits(self, request: ResourceRequest) -> tuple[str, object, str, str] | None:
+        """``(field, value, problem, what is short)``, or None if it fits."""
         if self.empty_copy().place(request) is not None:
             return None
         max_cores = max(len(s.cores) for s in self.specs)
@@ -256,6 +345,7 @@ class Allocation:
                 request.cores_field,
                 request.cores_per_task,
                 f"is more cores than any node has (largest node: {max_cores} cores)",
+                "cores",
             )
         if request.gpus_per_task > max_gpus:
             return (
@@ -265,18 +355,21 @@ class Allocation:
                 else request.total_gpus,
                 f"needs {request.gpus_per_task} GPU(s) per task but the largest node "
                 f"has {max_gpus} GPU(s)",
+                "gpus",
             )
         if request.nodes is not None and request.nodes > len(self.specs):
             return (
                 "nodes",
                 request.nodes,
                 f"is more than the {len(self.specs)} node(s) of the allocation",
+                "nodes",
             )
         return (
             "tasks",
             request.tasks,
             f"with {request.describe()} does not fit even on the idle allocation "
             f"({self.describe()})",
+            "cores",
         )
 
 

@@ -6,6 +6,7 @@ at run time to build its argument parser. Boolean settings default to False
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
@@ -270,7 +271,14 @@ class ExecutorSettings(ExecutorSettingsBase):
     )
 
     def check(self) -> None:
-        """Raise :class:`SettingsError` for values the plugin cannot use."""
+        """Raise :class:`SettingsError` for values the plugin cannot use.
+
+        Called first thing by the executor, before any backend, file or job is
+        made; values only a backend can judge (``--matensemble-local-cores``,
+        ``--matensemble-flux-shell-options``) are checked where that backend
+        reads them, still before any job starts. Seconds settings are
+        durations in seconds (wall time).
+        """
         if self.backend not in BACKENDS:
             raise SettingsError(
                 "backend", self.backend, "is not a backend", f"use one of {', '.join(BACKENDS)}"
@@ -287,7 +295,26 @@ class ExecutorSettings(ExecutorSettingsBase):
             raise SettingsError(
                 "flux_reserve_cores", self.flux_reserve_cores, "is negative", "give 0 or more"
             )
-        for name in ("reserve_after", "kill_grace_seconds", "status_interval"):
+        if self.flux_keep_inactive < -1:
+            raise SettingsError(
+                "flux_keep_inactive",
+                self.flux_keep_inactive,
+                "is below -1",
+                "give a number of jobs to keep, or -1 to never purge",
+            )
+        for name in ("reserve_after", "kill_grace_seconds", "status_interval", "deadline_margin"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0:
                 raise SettingsError(name, value, "must be a number >= 0", "give seconds, e.g. 60")
+        for name in ("journal_dir", "log_dir"):
+            path = Path(getattr(self, name))
+            if path.exists() and not path.is_dir():
+                raise SettingsError(
+                    name, str(path), "is a file, not a directory", "name a directory (or a new one)"
+                )
+        if self.status_file is not None:
+            path = Path(self.status_file)
+            if not path.name or path.is_dir():
+                raise SettingsError(
+                    "status_file", self.status_file, "is a directory", "name a file in it"
+                )

@@ -7,6 +7,11 @@ ids in ``CUDA_VISIBLE_DEVICES``/``HIP_VISIBLE_DEVICES``/``ROCR_VISIBLE_DEVICES``
 stdout and stderr in one log, and its walltime enforced (SIGTERM, then SIGKILL
 after a grace period). An :class:`~.orphan_guard.OrphanGuard` stops the jobs
 if Snakemake itself is killed.
+
+Clocks: walltime deadlines and kill times are ``time.monotonic()`` seconds
+(never moved by a wall-clock change); the times reported in
+:class:`JobStarted`/:class:`JobFinished` are ``time.time()`` seconds since the
+epoch (the journal's clock). Every duration is in seconds.
 """
 
 from __future__ import annotations
@@ -48,10 +53,13 @@ class _LocalJob:
     pgid: int
     #: pidfd -> (task rank, process) for the tasks still running
     alive: dict[int, tuple[int, subprocess.Popen]]
+    #: when it started, epoch seconds (``time.time()``)
     started: float
+    #: when its walltime ends, ``time.monotonic()`` seconds (None: no walltime)
     deadline: float | None
     returncodes: dict[int, int] = field(default_factory=dict)
     timed_out: bool = False
+    #: when SIGKILL follows the SIGTERM already sent, ``time.monotonic()`` seconds
     kill_at: float | None = None
     cancelled: bool = False
 
@@ -90,9 +98,22 @@ def describe_exit(returncode: int) -> tuple[str, int | None, int | None]:
 
 
 class LocalBackend(Backend):
-    """Runs jobs as local process groups pinned to their cores and GPUs."""
+    """Runs jobs as local process groups pinned to their cores and GPUs.
+
+    ``kill_grace_seconds``: seconds between SIGTERM and SIGKILL. Raises
+    :class:`~..errors.SettingsError` for a bad ``cores``/``gpus`` setting.
+    """
 
     name = "local"
+    #: What to tell the user when a job asks for more than this machine has
+    #: (:class:`~..allocation.Allocation` ``hints``).
+    resource_hints = {
+        "cores": "the local backend has the cores --matensemble-local-cores gives it, "
+        "by default every CPU this process may run on",
+        "gpus": "the local backend has the GPUs --matensemble-local-gpus gives it "
+        "(e.g. --matensemble-local-gpus 2), by default those it detects",
+        "nodes": "the local backend is one node; run inside a Flux allocation for more",
+    }
 
     def __init__(
         self,
@@ -206,7 +227,7 @@ class LocalBackend(Backend):
             pgid=pgid,
             alive={os.pidfd_open(p.pid): (rank, p) for rank, p in processes},
             started=now,
-            deadline=now + walltime if walltime is not None else None,
+            deadline=time.monotonic() + walltime if walltime is not None else None,
         )
         self._jobs[spec.key] = job
         for pidfd in job.alive:
@@ -221,6 +242,8 @@ class LocalBackend(Backend):
         self._wake.wake()
 
     def wait(self, timeout: float | None) -> list[BackendEvent]:
+        """Events since the last call; blocks up to ``timeout`` seconds (None:
+        until something happens) when there are none."""
         events, self._pending = self._pending, []
         if events:
             timeout = 0
@@ -236,7 +259,8 @@ class LocalBackend(Backend):
         return events
 
     def _until_next_deadline(self, timeout: float | None) -> float | None:
-        now = time.time()
+        """``timeout`` (seconds) shortened to the next deadline or kill time."""
+        now = time.monotonic()
         upcoming = [job.kill_at for job in self._jobs.values() if job.kill_at]
         if self._deadlines:
             upcoming.append(self._deadlines[0][0])
@@ -246,7 +270,7 @@ class LocalBackend(Backend):
         return until if timeout is None else min(timeout, until)
 
     def _enforce_deadlines(self) -> None:
-        now = time.time()
+        now = time.monotonic()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, key = heapq.heappop(self._deadlines)
             job = self._jobs.get(key)
@@ -275,7 +299,7 @@ class LocalBackend(Backend):
             if job.returncodes[rank] != 0 and job.kill_at is None:
                 # one task failed: stop its siblings, as Flux's exit-on-error does
                 self._signal(job, signal.SIGTERM)
-                job.kill_at = time.time() + self.kill_grace
+                job.kill_at = time.monotonic() + self.kill_grace
             return None
         del self._jobs[key]
         # Leftovers of the job (background processes) go with it: their cores
@@ -312,14 +336,18 @@ class LocalBackend(Backend):
 
     # -- stopping ---------------------------------------------------------------
     def cancel_all(self) -> list[JobFinished]:
+        """SIGTERM every job, SIGKILL what is left after the grace (seconds,
+        on the monotonic clock); returns their outcomes once all are gone."""
         for job in self._jobs.values():
             job.cancelled = True
             self._signal(job, signal.SIGTERM)
-        deadline = time.time() + self.kill_grace
+        deadline = time.monotonic() + self.kill_grace
         finished: list[JobFinished] = []
-        while self._jobs and time.time() < deadline:
+        while self._jobs and time.monotonic() < deadline:
             finished.extend(
-                e for e in self.wait(min(0.2, deadline - time.time())) if isinstance(e, JobFinished)
+                e
+                for e in self.wait(min(0.2, deadline - time.monotonic()))
+                if isinstance(e, JobFinished)
             )
         for job in list(self._jobs.values()):
             self._signal(job, signal.SIGKILL)
@@ -337,6 +365,7 @@ class LocalBackend(Backend):
 
 
 def _minutes(seconds: int | None) -> str:
+    """A walltime in seconds as the user wrote it (minutes), or seconds."""
     if seconds is None:
         return "unlimited"
     minutes = seconds / 60

@@ -122,3 +122,23 @@ def test_why_never_fits_is_none_for_requests_that_fit_when_idle():
     allocation = Allocation(nodes(2, 4, gpus=2))
     allocation.take(allocation.place(ResourceRequest(cores_per_task=4, exclusive=True)))
     assert allocation.why_never_fits(ResourceRequest(tasks=8)) is None
+
+
+def test_a_gpu_job_without_gpus_is_told_the_backends_hint():
+    from snakemake_executor_plugin_matensemble.backends.local import LocalBackend
+
+    request = ResourceRequest(gpus_per_task=1, gpus_field="gpu")
+    neutral = Allocation(nodes(1, 4)).why_never_fits(request)
+    assert neutral == ("gpu", 1, "needs 1 GPU(s) per task but the largest node has 0 GPU(s)")
+    local = Allocation(nodes(1, 4), hints=LocalBackend.resource_hints)
+    field, value, problem = local.why_never_fits(request)
+    assert (field, value) == ("gpu", 1)
+    assert problem.startswith("needs 1 GPU(s) per task but the largest node has 0 GPU(s) (")
+    assert "--matensemble-local-gpus" in problem
+    # the hint names what is short: cores for a too-wide job, never the GPU flag
+    _, _, cores = local.why_never_fits(ResourceRequest(cores_per_task=8))
+    assert "--matensemble-local-cores" in cores
+    assert "gpus" not in cores
+    # hints survive copies (the never-fits check places on an empty copy)
+    assert local.empty_copy().hints == local.hints
+    assert local.copy().hints == local.hints
