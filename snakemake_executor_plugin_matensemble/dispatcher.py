@@ -4,14 +4,25 @@ Snakemake's scheduler thread hands jobs over with :meth:`Dispatcher.submit`;
 the dispatcher thread starts the ones the packer admits, waits for backend
 events (no polling loop: the backend wakes it), gives resources back as jobs
 end and refills at once, MatEnsemble's adaptive strategy.
+
+It also lives inside the allocation: jobs that cannot finish before its end
+are withdrawn (reason ``deadline``) with a message saying how to resume;
+drained ranks get no new jobs (jobs pinned there but not started are placed
+again); jobs on a rank that went down fail with a reason saying so, for
+``--retries`` to rerun them on the ranks left.
+
+Times: the packer's clock is monotonic seconds; the ``time`` of backend events
+(``JobStarted``, ``JobFinished``, ``ResourceEvent``) is epoch seconds, passed
+on to the listener unchanged.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from .backends.base import (
@@ -20,8 +31,10 @@ from .backends.base import (
     JobStarted,
     LaunchError,
     LaunchSpec,
+    ResourceEvent,
     Status,
 )
+from .deadline import format_epoch, resume_command
 from .packer import JobTicket, Packer
 
 log = logging.getLogger("snakemake.logging.matensemble.dispatcher")
@@ -48,6 +61,12 @@ class DispatchListener(Protocol):
 
     def on_tick(self) -> None: ...
 
+    def on_resource_event(self, event: ResourceEvent) -> None:
+        """The allocation changed (a rank drained, undrained, down, up, or a new
+        end); already applied to the packer's model. Optional: the dispatcher
+        calls it only if the listener has it."""
+        ...
+
 
 class Dispatcher:
     """Moves jobs from Snakemake through the packer onto the backend."""
@@ -60,6 +79,7 @@ class Dispatcher:
         launch_spec: Callable[[JobTicket], LaunchSpec],
         idle_timeout: float = 5.0,
         tick_interval: float | None = None,
+        resume_argv: Sequence[str] | None = None,
     ):
         self.packer = packer
         self.backend = backend
@@ -67,6 +87,15 @@ class Dispatcher:
         self.launch_spec = launch_spec
         self.idle_timeout = idle_timeout
         self.tick_interval = tick_interval
+        #: the snakemake command line, for the resume command (default sys.argv)
+        self.resume_argv = resume_argv
+        self.packer.deadline.set_end(backend.expiration(), f"the {backend.name} backend")
+        self.packer.deadline_changed()
+        #: jobs withdrawn because the allocation ends
+        self.deadline_withdrawn = 0
+        #: rank -> when it went down (epoch seconds), while it is down
+        self.lost_ranks: dict[int, float] = {}
+        self._started: set[int] = set()
         self._next_tick = time.monotonic() + (tick_interval or 0)
         #: CPU seconds this thread has used (for the run's cost figures)
         self.cpu_s = 0.0
@@ -130,10 +159,15 @@ class Dispatcher:
         if stopping:
             self._cancel_running()
             return False
-        self._launch(self.packer.admit())
+        now = self.packer.clock()
+        self._withdraw_for_deadline(self.packer.expire(now))
+        self._launch(self.packer.admit(now))
         if self.backend.supports_lookahead:
             self._launch(self.packer.chain())
         timeout = None if self.packer.running or self.packer.queue else self.idle_timeout
+        if self.packer.next_expiry != math.inf:  # wake up when queued jobs expire
+            until = max(0.0, self.packer.next_expiry - now) + 0.01
+            timeout = until if timeout is None else min(timeout, until)
         if self.tick_interval:
             now = time.monotonic()
             if now >= self._next_tick:
@@ -147,12 +181,9 @@ class Dispatcher:
 
     def _attach(self, tickets: list[JobTicket]) -> None:
         for ticket in tickets:
-            running = ticket.attach
-            placement = self.packer.allocation.claim(
-                list(running.ranks), running.cores_per_rank, running.gpus_per_rank
-            )
-            self.packer.adopt(ticket, placement, running.started_at)
-            self.backend.attach(self.launch_spec(ticket), running)
+            self.packer.attach(ticket)  # in the packer's clock
+            self._started.add(ticket.key)
+            self.backend.attach(self.launch_spec(ticket), ticket.attach)
 
     def _launch(self, tickets: list[JobTicket]) -> None:
         for ticket in tickets:
@@ -165,19 +196,128 @@ class Dispatcher:
                     JobFinished(ticket.key, Status.LAUNCH_ERROR, str(error), time=time.time()),
                 )
 
-    def _handle(self, event: JobStarted | JobFinished) -> None:
+    def _handle(self, event: JobStarted | JobFinished | ResourceEvent) -> None:
+        if isinstance(event, ResourceEvent):
+            self._resource_event(event)
+            return
         ticket = self._tickets.get(event.key)
         if ticket is None:
             return
         if isinstance(event, JobStarted):
+            self._started.add(event.key)
             self.listener.on_started(ticket, event.backend_id, event.time)
         else:
             self._finish(ticket, event)
 
     def _finish(self, ticket: JobTicket, result: JobFinished) -> None:
+        result = self._blame_lost_node(ticket, result)
         self.packer.finish(ticket)
         self._tickets.pop(ticket.key, None)
+        self._started.discard(ticket.key)
         self.listener.on_finished(ticket, result)
+
+    # -- the allocation's end ------------------------------------------------------
+    def _withdraw_for_deadline(self, tickets: list[JobTicket]) -> None:
+        """Withdraw ``tickets`` (they cannot finish before the allocation ends)
+        and say how many are left, when it ends and how to resume."""
+        if not tickets:
+            return
+        for ticket in tickets:
+            self._tickets.pop(ticket.key, None)
+        first = self.deadline_withdrawn == 0
+        self.deadline_withdrawn += len(tickets)
+        guard = self.packer.deadline
+        end = format_epoch(guard.end_epoch) if guard.end_epoch is not None else "soon"
+        if first:
+            log.warning(
+                f"matensemble: the allocation ends at {end}: {len(tickets)} queued job(s) "
+                f"cannot finish before then and are not started "
+                f"({len(self.packer.running)} running job(s) finish first; jobs that "
+                "depend on them are left too). Resume in the next allocation with:\n"
+                f"    {resume_command(self.resume_argv)}"
+            )
+        else:
+            log.warning(
+                f"matensemble: {len(tickets)} more job(s) cannot finish before the "
+                f"allocation ends at {end} ({self.deadline_withdrawn} in all); resume with: "
+                f"{resume_command(self.resume_argv)}"
+            )
+        self.listener.on_withdrawn(tickets, "deadline")
+
+    # -- drained and lost ranks ---------------------------------------------------
+    def _resource_event(self, event: ResourceEvent) -> None:
+        allocation = self.packer.allocation
+        names = ", ".join(f"{allocation.node_name(r)} (rank {r})" for r in event.ranks)
+        why = f": {event.reason}" if event.reason else ""
+        if event.kind == "drain":
+            if allocation.drain(event.ranks, event.reason or "drained"):
+                log.warning(
+                    f"matensemble: {names} drained{why}; no new jobs start there, "
+                    "running ones finish."
+                )
+                self._replace_unstarted(event.ranks)
+        elif event.kind == "undrain":
+            if allocation.undrain(event.ranks):
+                log.info(f"matensemble: {names} undrained; jobs start there again.")
+        elif event.kind == "down":
+            if allocation.mark_down(event.ranks):
+                for rank in event.ranks:
+                    self.lost_ranks[rank] = event.time
+                log.error(
+                    f"matensemble: {names} went down{why}; its jobs are lost "
+                    "(--retries reruns them on the ranks left)."
+                )
+                self._replace_unstarted(event.ranks)
+        elif event.kind == "up":
+            if allocation.mark_up(event.ranks):
+                for rank in event.ranks:
+                    self.lost_ranks.pop(rank, None)
+                log.info(f"matensemble: {names} is up again; jobs start there again.")
+        elif event.kind == "expiration":
+            self.packer.deadline.set_end(event.expiration, "Flux's resource journal")
+            self.packer.deadline_changed()
+        notify = getattr(self.listener, "on_resource_event", None)
+        if notify is not None:
+            notify(event)
+
+    def _replace_unstarted(self, ranks: Sequence[int]) -> None:
+        """Take back the launched jobs pinned to ``ranks`` that have not started
+        (Flux would keep them waiting there) and queue them again."""
+        hit = set(ranks)
+        pinned = [
+            t
+            for t in self.packer.running.values()
+            if t.placement is not None
+            and hit & set(t.placement.ranks)
+            and t.key not in self._started
+        ]
+        # successors first: a predecessor's requeue takes them along
+        for ticket in sorted(pinned, key=lambda t: t.after is None):
+            if ticket.key in self.packer.running and self.backend.withdraw(ticket.key):
+                self.packer.requeue(ticket)
+                log.info(
+                    f"matensemble: job {ticket.key} had not started on drained or lost "
+                    "ranks; it is placed again."
+                )
+
+    def _blame_lost_node(self, ticket: JobTicket, result: JobFinished) -> JobFinished:
+        """A job that failed on a rank that went down was lost with that node."""
+        if result.ok or self._stopping or ticket.placement is None:
+            return result
+        lost = [r for r in ticket.placement.ranks if r in self.lost_ranks]
+        if not lost:
+            return result
+        allocation = self.packer.allocation
+        names = ", ".join(f"{allocation.node_name(r)} (rank {r})" for r in lost)
+        return JobFinished(
+            result.key,
+            Status.FAILED,
+            f"was lost: its node {names} went down ({result.reason}); --retries reruns "
+            "it on the ranks left",
+            result.exit_code,
+            result.signal,
+            result.time,
+        )
 
     def _withdraw_queue(self, reason: str) -> None:
         withdrawn = self.packer.withdraw_queued()

@@ -3,18 +3,27 @@
 MatEnsemble's "submit until out of resources", done per node: the queue is
 kept in Snakemake priority order; an :class:`~.policies.AdmissionPolicy`
 decides which queued jobs start now; the :class:`~.allocation.Allocation` is
-updated in place when a job starts or finishes.
+updated in place when a job starts or finishes; a
+:class:`~.deadline.DeadlineGuard` keeps jobs that could not finish before the
+allocation's end from starting.
+
+One clock: every time the packer keeps (``queued_at``, ``blocked_since``,
+``started_at``, ``expected_end``) is in the packer's ``clock``, monotonic
+seconds by default. Epoch times from backends (a re-attached job's start) are
+converted at the seam (:meth:`Packer.attach`).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .allocation import Allocation, Placement
+from .deadline import DeadlineGuard
 from .request import ResourceRequest
 
 
@@ -27,9 +36,14 @@ class JobTicket:
     priority: int = 0
     #: Whatever the caller needs back (the Snakemake job, its command, ...).
     payload: Any = None
+    #: The rule's name (for runtime estimates from earlier runs' journals).
+    rule: str = ""
+    #: When it was queued (packer clock, monotonic seconds).
     queued_at: float = 0.0
-    #: When this job first could not start although it was next in line.
+    #: When this job first could not start although it was next in line
+    #: (packer clock, monotonic seconds).
     blocked_since: float | None = None
+    #: When it started (packer clock, monotonic seconds).
     started_at: float | None = None
     placement: Placement | None = None
     #: A running backend job to re-attach to instead of starting a new one.
@@ -46,7 +60,8 @@ class JobTicket:
 
     @property
     def expected_end(self) -> float | None:
-        """When a running job ends at the latest (its walltime), if known."""
+        """When a running job ends at the latest (its walltime), if known
+        (packer clock, monotonic seconds)."""
         if self.started_at is None or self.request.walltime_s is None:
             return None
         return self.started_at + self.request.walltime_s
@@ -105,6 +120,22 @@ class JobQueue:
         self._size = 0
         return tickets
 
+    def remove_if(self, condition: Callable[[JobTicket], bool]) -> list[JobTicket]:
+        """Remove and return the queued jobs for which ``condition`` holds (O(n))."""
+        removed = []
+        for shape, heap in list(self._by_shape.items()):
+            kept = [entry for entry in heap if not condition(entry[1])]
+            if len(kept) == len(heap):
+                continue
+            removed.extend(entry[1] for entry in heap if condition(entry[1]))
+            if kept:
+                heapq.heapify(kept)
+                self._by_shape[shape] = kept
+            else:
+                del self._by_shape[shape]
+        self._size -= len(removed)
+        return sorted(removed, key=lambda t: t.sort_key)
+
 
 @dataclass
 class AdmissionRound:
@@ -131,7 +162,7 @@ class AdmissionRound:
 
     @property
     def allocation_full(self) -> bool:
-        return all(not node.free_cores for node in self.allocation.nodes)
+        return all(not node.free_cores for node in self.allocation.usable_nodes)
 
 
 class Packer:
@@ -142,25 +173,70 @@ class Packer:
         allocation: Allocation,
         policy: Any,
         clock: Callable[[], float] = time.monotonic,
+        deadline: DeadlineGuard | None = None,
+        wall: Callable[[], float] = time.time,
     ):
         self.allocation = allocation
         self.policy = policy
+        #: the packer's clock: monotonic seconds
         self.clock = clock
+        #: epoch seconds, only to convert backend times at the seam
+        self.wall = wall
         self.queue = JobQueue()
         self.running: dict[int, JobTicket] = {}
+        self.deadline = deadline if deadline is not None else DeadlineGuard(clock=clock, wall=wall)
+        #: the earliest latest-start of a queued job (packer clock): before it,
+        #: :meth:`expire` has nothing to do
+        self._next_expiry = math.inf
 
     def enqueue(self, tickets: Iterable[JobTicket]) -> None:
         now = self.clock()
         for ticket in tickets:
             ticket.queued_at = now
             self.queue.push(ticket)
+            self._next_expiry = min(self._next_expiry, self.deadline.latest_start(ticket))
 
-    def admit(self) -> list[JobTicket]:
-        """Start every job the policy admits now; returns them with placements."""
+    def expire(self, now: float | None = None) -> list[JobTicket]:
+        """Remove and return the queued jobs that can no longer finish before the
+        allocation's end (``now``: packer clock; default the clock's now).
+
+        Cheap when nothing is due: the queue is scanned only once the earliest
+        latest-start of a queued job has passed (or the end moved,
+        :meth:`deadline_changed`).
+        """
+        now = self.clock() if now is None else now
+        if now < self._next_expiry or not self.queue:
+            return []
+        expired = self.queue.remove_if(lambda t: now > self.deadline.latest_start(t))
+        self._next_expiry = min(
+            (self.deadline.latest_start(t) for t in self.queue), default=math.inf
+        )
+        return expired
+
+    @property
+    def next_expiry(self) -> float:
+        """When (packer clock) the next queued job can no longer finish in time."""
+        return self._next_expiry if self.queue else math.inf
+
+    def deadline_changed(self) -> None:
+        """The allocation's end moved: recompute when queued jobs expire."""
+        self._next_expiry = min(
+            (self.deadline.latest_start(t) for t in self.queue), default=math.inf
+        )
+
+    def admit(self, now: float | None = None) -> list[JobTicket]:
+        """Start every job the policy admits now; returns them with placements.
+
+        Call :meth:`expire` first with the same ``now`` (packer clock), so that
+        no job that cannot finish before the allocation's end is admitted.
+        """
         if not self.queue:
             return []
         round_ = AdmissionRound(
-            self.queue, self.allocation, list(self.running.values()), self.clock()
+            self.queue,
+            self.allocation,
+            list(self.running.values()),
+            self.clock() if now is None else now,
         )
         self.policy.select(round_)
         for ticket in round_.started:
@@ -179,7 +255,12 @@ class Packer:
         """
         free: dict[tuple, list[JobTicket]] = {}
         for ticket in self.running.values():
-            if ticket.after is None and ticket.successor is None and ticket.placement:
+            if (
+                ticket.after is None
+                and ticket.successor is None
+                and ticket.placement
+                and all(self.allocation.is_usable(rank) for rank in ticket.placement.ranks)
+            ):
                 free.setdefault(ticket.request.shape, []).append(ticket)
         chained = []
         while (head := self.queue.best()) is not None:
@@ -189,6 +270,12 @@ class Packer:
             predecessor = min(
                 candidates, key=lambda t: (t.expected_end or float("inf"), t.started_at or 0)
             )
+            if self.deadline.end is not None:
+                # it starts when the predecessor ends: that must be known, and
+                # leave it time to finish before the allocation's end
+                ends = self._estimated_end(predecessor)
+                if ends is None or not self.deadline.fits(head, ends):
+                    break
             candidates.remove(predecessor)
             self.queue.pop(head)
             head.after, predecessor.successor = predecessor, head
@@ -197,11 +284,54 @@ class Packer:
             chained.append(head)
         return chained
 
+    def _estimated_end(self, ticket: JobTicket) -> float | None:
+        """When running ``ticket`` ends by its runtime estimate (packer clock)."""
+        estimate = self.deadline.estimate(ticket)
+        if ticket.started_at is None or estimate is None:
+            return None
+        return ticket.started_at + estimate
+
+    def attach(self, ticket: JobTicket) -> Placement:
+        """Count a job of an earlier run that still runs (``ticket.attach``, a
+        :class:`~.backends.base.RunningJob`) as running where it runs.
+
+        Its start comes from the backend in epoch seconds; it is converted to
+        the packer's clock here, so that walltime reservations and the
+        starvation guard see it like any other job.
+        """
+        running = ticket.attach
+        placement = self.allocation.claim(
+            list(running.ranks), running.cores_per_rank, running.gpus_per_rank
+        )
+        ran_for = max(0.0, self.wall() - float(running.started_at))
+        self.adopt(ticket, placement, self.clock() - ran_for)
+        return placement
+
     def adopt(self, ticket: JobTicket, placement: Placement, started_at: float) -> None:
-        """Count a job that already runs (re-attached) as running on ``placement``."""
+        """Count a job that already runs as running on ``placement`` since
+        ``started_at`` (packer clock, monotonic seconds)."""
         ticket.placement = placement
         ticket.started_at = started_at
         self.running[ticket.key] = ticket
+
+    def requeue(self, ticket: JobTicket) -> None:
+        """Put a running job that the backend took back (never started) in the
+        queue again: its resources are given back (or kept by its predecessor),
+        and a job chained behind it is requeued too."""
+        successor = ticket.successor
+        if successor is not None and successor.key in self.running:
+            self.requeue(successor)
+        if self.running.pop(ticket.key, None) is None:
+            return
+        if ticket.after is not None:
+            ticket.after.successor = None
+        elif ticket.placement:
+            self.allocation.give_back(ticket.placement)
+        ticket.after = ticket.successor = None
+        ticket.placement = None
+        ticket.started_at = None
+        self.queue.push(ticket)
+        self._next_expiry = min(self._next_expiry, self.deadline.latest_start(ticket))
 
     def finish(self, ticket: JobTicket) -> None:
         """A running job ended (or failed to launch): give its resources back,

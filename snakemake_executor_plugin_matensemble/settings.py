@@ -302,6 +302,15 @@ class ExecutorSettings(ExecutorSettingsBase):
                 "is below -1",
                 "give a number of jobs to keep, or -1 to never purge",
             )
+        if self.deadline is not None:
+            from .deadline import parse_deadline
+
+            try:
+                parse_deadline(self.deadline)
+            except ValueError as error:
+                raise SettingsError(
+                    "deadline", self.deadline, "is not a time", str(error).split(": ", 1)[-1]
+                ) from None
         for name in ("reserve_after", "kill_grace_seconds", "status_interval", "deadline_margin"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0:

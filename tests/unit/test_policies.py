@@ -1,48 +1,14 @@
 """Admission policies on a simulated clock: order, backfill, fifo, starvation."""
 
-from snakemake_executor_plugin_matensemble.allocation import (
-    Allocation,
-    NodeShare,
-    NodeSpec,
-    Placement,
-)
-from snakemake_executor_plugin_matensemble.packer import JobQueue, JobTicket, Packer
+from snakemake_executor_plugin_matensemble.allocation import NodeShare, Placement
 from snakemake_executor_plugin_matensemble.policies import (
     POLICIES,
     BackfillPolicy,
     FifoPolicy,
     make_policy,
 )
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def packer(policy, cores=4, node_count=1, gpus=0) -> tuple[Packer, Clock]:
-    clock = Clock()
-    specs = [
-        NodeSpec(r, f"n{r}", tuple(range(cores)), tuple(str(g) for g in range(gpus)))
-        for r in range(node_count)
-    ]
-    return Packer(Allocation(specs), policy, clock), clock
-
-
-_keys = iter(range(1, 10**9))
-
-
-def job(cores=1, priority=0, walltime=None, name="", gpus=0) -> JobTicket:
-    request = ResourceRequest(cores_per_task=cores, gpus_per_task=gpus, walltime_s=walltime)
-    return JobTicket(key=next(_keys), request=request, priority=priority, payload=name)
-
-
-def names(tickets) -> list[str]:
-    return [t.payload for t in tickets]
+from .packing import job, names, packer
 
 
 def test_registry_names():
@@ -53,30 +19,10 @@ def test_registry_names():
     assert backfill.reserve_after == 7.5
 
 
-def test_queue_orders_by_priority_then_arrival():
-    queue = JobQueue()
-    for ticket in [job(name="a"), job(priority=5, name="b"), job(name="c", cores=2)]:
-        queue.push(ticket)
-    assert names(queue) == ["b", "a", "c"]
-    assert queue.best().payload == "b"
-    assert queue.best({(1, 1, 0, None, False)}).payload == "c"
-
-
 def test_higher_priority_starts_first():
     p, _ = packer(FifoPolicy(), cores=1)
     p.enqueue([job(name="low"), job(priority=10, name="high")])
     assert names(p.admit()) == ["high"]
-
-
-def test_submit_until_out_of_resources():
-    p, _ = packer(BackfillPolicy(), cores=4)
-    p.enqueue([job(name=str(i)) for i in range(10)])
-    started = p.admit()
-    assert len(started) == 4
-    assert p.allocation.free_cores == 0
-    assert len(p.queue) == 6
-    p.finish(started[0])
-    assert len(p.admit()) == 1
 
 
 def test_fifo_waits_behind_a_job_that_does_not_fit():
@@ -181,66 +127,3 @@ def test_gpu_jobs_wait_for_gpus_not_cores():
     p, _ = packer(BackfillPolicy(), cores=8, gpus=2)
     p.enqueue([job(gpus=1, name=f"g{i}") for i in range(3)] + [job(name="cpu")])
     assert names(p.admit()) == ["g0", "g1", "cpu"]
-
-
-def test_round_cost_does_not_grow_with_queued_jobs_of_one_shape():
-    """A blocked shape is skipped as a whole: 10k identical jobs are one check."""
-    calls = 0
-
-    class CountingAllocation(Allocation):
-        def place(self, request):
-            nonlocal calls
-            calls += 1
-            return super().place(request)
-
-    clock = Clock()
-    allocation = CountingAllocation([NodeSpec(0, "n0", (0, 1, 2, 3))])
-    p = Packer(allocation, BackfillPolicy(), clock)
-    p.enqueue([job(cores=1, name="x")])
-    p.admit()
-    p.enqueue([job(cores=4) for _ in range(10_000)] + [job(cores=1) for _ in range(2)])
-    calls = 0
-    started = p.admit()
-    assert len(started) == 2
-    assert calls <= 4
-
-
-def test_lookahead_chains_in_priority_order_onto_same_shape_jobs():
-    p, clock = packer(BackfillPolicy(), cores=2)
-    p.enqueue([job(name="a"), job(name="b"), job(name="c"), job(name="d"), job(cores=2, name="e")])
-    started = p.admit()
-    assert names(started) == ["a", "b"]
-    chained = p.chain()
-    assert names(chained) == ["c", "d"]
-    assert {t.after.payload for t in chained} == {"a", "b"}
-    assert names(p.queue) == ["e"]
-    # when "a" ends, its successor owns its cores: nothing is given back
-    a = started[0]
-    successor = a.successor
-    clock.now = 5
-    p.finish(a)
-    assert p.allocation.free_cores == 0
-    assert successor.after is None
-    assert successor.started_at == 5
-    # the 2-core job has no same-shape predecessor: it is not chained
-    assert p.chain() == []
-
-
-def test_lookahead_never_lets_a_job_overtake_the_head():
-    p, _ = packer(BackfillPolicy(), cores=2)
-    p.enqueue([job(name="a"), job(name="b")])
-    p.admit()
-    p.enqueue([job(cores=2, priority=5, name="big"), job(name="small")])
-    assert p.chain() == []  # "big" is next and nothing of its shape runs
-
-
-def test_a_chained_job_that_fails_to_launch_leaves_the_resources_to_its_predecessor():
-    p, _ = packer(BackfillPolicy(), cores=1)
-    p.enqueue([job(name="a"), job(name="b")])
-    (a,) = p.admit()
-    (b,) = p.chain()
-    p.finish(b)  # e.g. Flux refused it
-    assert a.successor is None
-    assert p.allocation.free_cores == 0
-    p.finish(a)
-    assert p.allocation.free_cores == 1

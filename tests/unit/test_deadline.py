@@ -1,0 +1,110 @@
+"""The allocation's end: parsing the setting, runtime estimates, the resume command."""
+
+import datetime as dt
+import math
+
+import pytest
+
+from snakemake_executor_plugin_matensemble.deadline import (
+    DeadlineGuard,
+    RuntimeEstimator,
+    observed_durations,
+    parse_deadline,
+    resume_command,
+)
+
+NOW = 1_795_420_000.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90m", NOW + 5400),
+        ("2h30m", NOW + 9000),
+        ("45s", NOW + 45),
+        ("1.5h", NOW + 5400),
+        ("1795423600", 1795423600.0),
+        ("none", math.inf),
+        (None, None),
+        ("", None),
+    ],
+)
+def test_deadline_setting(text, expected):
+    assert parse_deadline(text, now=NOW) == expected
+
+
+def test_deadline_as_iso_time_and_time_of_day():
+    when = dt.datetime(2026, 11, 23, 18, 0).timestamp()
+    assert parse_deadline("2026-11-23T18:00", now=NOW) == when
+    assert (
+        parse_deadline("2026-11-23 18:00:00+00:00", now=NOW)
+        == dt.datetime(2026, 11, 23, 18, tzinfo=dt.UTC).timestamp()
+    )
+    today = parse_deadline("18:00", now=when - 60)
+    assert today == when
+    assert parse_deadline("18:00", now=when + 60) == when + 86400  # tomorrow
+
+
+def test_a_bad_deadline_says_what_is_accepted():
+    with pytest.raises(ValueError, match="duration from now"):
+        parse_deadline("soonish", now=NOW)
+
+
+def test_resume_command_repeats_the_run_and_reruns_incomplete_jobs():
+    assert (
+        resume_command(["/venv/bin/snakemake", "--executor", "matensemble", "-j", "unlimited"])
+        == "/venv/bin/snakemake --executor matensemble -j unlimited --rerun-incomplete"
+    )
+    module = resume_command(
+        ["/venv/lib/python3.11/site-packages/snakemake/__main__.py", "-j", "4", "--ri"],
+        executable="/venv/bin/python",
+    )
+    assert module == "/venv/bin/python -m snakemake -j 4 --ri"
+    quoted = resume_command(["snakemake", "--config", "name=a b"])
+    assert quoted == "snakemake --config 'name=a b' --rerun-incomplete"
+
+
+def test_runtimes_of_earlier_runs_are_the_longest_successful_ones():
+    journal = [
+        {"event": "queued", "key": 1, "rule": "md"},
+        {"event": "started", "key": 1, "start": 100.0},
+        {"event": "finished", "key": 1, "status": "success", "t": 150.0},
+        {"event": "queued", "key": 2, "rule": "md"},
+        {"event": "started", "key": 2, "start": 100.0},
+        {"event": "failed", "key": 2, "status": "failed", "t": 900.0},
+        {"event": "queued", "key": 3, "rule": "prep"},
+        {"event": "started", "key": 3, "start": 100.0},
+        {"event": "finished", "key": 3, "status": "success", "t": 101.5},
+    ]
+    later = [
+        {"event": "queued", "key": 1, "rule": "md"},
+        {"event": "started", "key": 1, "start": 10.0},
+        {"event": "finished", "key": 1, "status": "success", "t": 80.0},
+    ]
+    assert observed_durations([journal, later]) == {"md": 70.0, "prep": 1.5}
+
+
+def test_estimates_read_from_journal_files(tmp_path):
+    run = tmp_path / "20261123T080000-1"
+    run.mkdir()
+    (run / "journal.jsonl").write_text(
+        '{"event": "queued", "key": 1, "rule": "md"}\n'
+        '{"event": "started", "key": 1, "start": 5.0}\n'
+        '{"event": "finished", "key": 1, "status": "success", "t": 65.0}\n'
+        '{"event": "fini'  # a torn last line
+    )
+    estimator = RuntimeEstimator.from_journals(tmp_path)
+    assert estimator.observed == {"md": 60.0}
+
+
+def test_guard_converts_the_epoch_end_to_the_packers_clock():
+    guard = DeadlineGuard(clock=lambda: 50.0, wall=lambda: NOW, margin=5)
+    guard.set_end(NOW + 100)
+    assert guard.end == 150.0
+    assert guard.end_epoch == NOW + 100
+    guard.set_end(None)
+    assert guard.end is None
+    fixed = DeadlineGuard(override=NOW + 10, clock=lambda: 0.0, wall=lambda: NOW)
+    fixed.set_end(NOW + 1000)  # the backend's end does not override the setting
+    assert fixed.end == 10.0
+    assert DeadlineGuard(override=math.inf).end is None
