@@ -68,7 +68,7 @@ stage_deps() {
     # The image's Python, headers included: the bindings are built for it. MPICH: Rocky's
     # build has the MPICH ABI (libmpi.so.12), the one Cray MPICH's lib-abi-mpich provides,
     # so the host MPI can replace it at run time.
-    local image=("python${PYTHON_VERSION}" "python${PYTHON_VERSION}-devel" mpich mpich-devel)
+    local image=("python${PYTHON_VERSION}" "python${PYTHON_VERSION}-devel" mpich mpich-devel hostname procps-ng)
     dnf -y install --setopt=install_weak_deps=False "${core[@]}" "${sched[@]}" "${image[@]}"
     dnf clean all
 }
@@ -165,9 +165,9 @@ count_gpus() {
     if [ -n "${MATENSEMBLE_TEST_GPUS:-}" ]; then
         echo "$MATENSEMBLE_TEST_GPUS"
     elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
-        nvidia-smi -L | grep -c '^GPU '
+        nvidia-smi -L | grep -c '^GPU ' || true
     elif command -v rocm-smi >/dev/null && rocm-smi --showid >/dev/null 2>&1; then
-        rocm-smi --showid | grep -o 'GPU\[[0-9]*\]' | sort -u | wc -l
+        { rocm-smi --showid | grep -o 'GPU\[[0-9]*\]' || true; } | sort -u | wc -l
     else
         echo 0
     fi

@@ -16,9 +16,9 @@ set -euo pipefail
 gpus=${MATENSEMBLE_GPUS_PER_NODE:-}
 if [ -z "$gpus" ]; then
     if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
-        gpus=$(nvidia-smi -L | grep -c '^GPU ')
+        gpus=$(nvidia-smi -L | grep -c '^GPU ' || true)
     elif command -v rocm-smi >/dev/null && rocm-smi --showid >/dev/null 2>&1; then
-        gpus=$(rocm-smi --showid | grep -o 'GPU\[[0-9]*\]' | sort -u | wc -l)
+        gpus=$({ rocm-smi --showid | grep -o 'GPU\[[0-9]*\]' || true; } | sort -u | wc -l)
     else
         gpus=0
     fi

@@ -372,6 +372,33 @@ def test_launcher_declares_the_gpus_to_flux(tmp_path):
     assert visible in {"0", "1", "2"}
 
 
+FAKE_SMI = {
+    "nvidia-smi": 'test "$1" = -L && printf "GPU 0: A100 (UUID: a)\\nGPU 1: A100 (UUID: b)\\n"',
+    "rocm-smi": 'test "$1" = --showid && printf "GPU[0]\\t: Device ID: 0x740c\\nGPU[1]\\t: '
+    'Device ID: 0x740c\\nGPU[2]\\t: Device ID: 0x740c\\nGPU[2]\\t: Subsystem ID: 0x0b0c\\n"',
+}
+
+
+@needs_flux
+@pytest.mark.flux
+@pytest.mark.parametrize(("tool", "expected"), [("nvidia-smi", 2), ("rocm-smi", 3), (None, 0)])
+def test_launcher_counts_the_gpus_of_the_node(tmp_path, tool, expected):
+    """Without MATENSEMBLE_GPUS_PER_NODE the launcher counts GPUs with the vendor tool
+    (here a stand-in printing that tool's format); with none, Flux discovers alone."""
+    env = flux_environment(tmp_path)
+    env.pop("MATENSEMBLE_GPUS_PER_NODE", None)
+    if tool:
+        fake = tmp_path / "bin" / tool
+        fake.write_text(f"#!/bin/sh\n{FAKE_SMI[tool]}\n")
+        fake.chmod(0o755)
+    run = subprocess.run(
+        ["matensemble-flux-start", "--test-size=1", "flux", "resource", "list", "-no", "{ngpus}"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [str(expected)]
+
+
 @needs_flux
 @pytest.mark.flux
 @pytest.mark.slow
