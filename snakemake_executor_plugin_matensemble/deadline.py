@@ -149,7 +149,7 @@ def _events(path: Path) -> Iterable[dict[str, Any]]:
 
 def observed_durations(journals: Iterable[Iterable[dict[str, Any]]]) -> dict[str, float]:
     """rule -> longest successful run (seconds, from ``started``'s epoch ``start``
-    to the end event's epoch ``t``) over the given journals' events."""
+    to the end line's epoch ``end``, else ``t``) over the given journals' events."""
     longest: dict[str, float] = {}
     for events in journals:
         rules: dict[Any, str] = {}
@@ -162,7 +162,7 @@ def observed_durations(journals: Iterable[Iterable[dict[str, Any]]]) -> dict[str
                 starts[key] = float(event.get("start", event.get("t", 0.0)))
             elif kind == "finished" and key in starts and event.get("status") == "success":
                 rule = rules.get(key, "")
-                duration = float(event.get("t", 0.0)) - starts[key]
+                duration = float(event.get("end") or event.get("t", 0.0)) - starts[key]
                 if rule and duration >= 0:
                     longest[rule] = max(longest.get(rule, 0.0), duration)
     return longest

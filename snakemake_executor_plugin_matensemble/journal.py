@@ -129,6 +129,19 @@ class Journal:
             fields["end"] = end
         self.write(event, key=key, status=status, **fields)
 
+    def resource_event(
+        self, kind: str, ranks: list[int], reason: str = "", at: float | None = None, **fields: Any
+    ) -> None:
+        """The allocation changed: ``kind`` is ``drain``, ``undrain``, ``down``,
+        ``up`` or ``expiration`` (then ``expiration``: the new end, epoch
+        seconds); ``at``: when it happened, epoch seconds."""
+        self.write("resource", kind=kind, ranks=list(ranks), reason=reason, at=at, **fields)
+
+    def previous_run(self, run_id: str, journal: str | Path, done: int, left: int) -> None:
+        """This run goes on where an earlier one (e.g. the previous allocation's)
+        stopped: its run id, journal path, jobs done there, jobs it left."""
+        self.write("previous", run=run_id, journal=str(journal), done=done, left=left)
+
     def close(self, **fields: Any) -> None:
         """Write the ``end`` line (with the journal's own CPU seconds) and close."""
         self.write(
@@ -223,6 +236,14 @@ class RunRecord:
     @property
     def total_gpus(self) -> int:
         return sum(len(node["gpus"]) for node in self.run.get("nodes", []))
+
+
+def find_previous_journal(journal_dir: str | Path, current: str | Path) -> Path | None:
+    """The newest journal in ``journal_dir`` other than ``current`` (by the run
+    id, which starts with the start time), or None."""
+    current_path = Path(current).resolve()
+    paths = [p for p in Path(journal_dir).glob("*/journal.jsonl") if p.resolve() != current_path]
+    return max(paths, key=lambda p: p.parent.name, default=None)
 
 
 def iter_events(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -225,3 +225,70 @@ def summary_lines(summary: RunSummary, slowest: int = 3) -> list[str]:
             f"Log: {job.log}"
         )
     return lines
+
+
+# -- several allocations and resource events ------------------------------------------
+from pathlib import Path  # noqa: E402  (added section; kept apart from the others' imports)
+
+
+def run_chain(path: str | Path, limit: int = 50) -> list[Path]:
+    """The journals of a run that went on over several allocations, oldest
+    first: ``path`` and the journals its ``previous`` lines point to."""
+    from .journal import iter_events
+
+    chain = [Path(path)]
+    while len(chain) < limit:
+        previous = next(
+            (e.get("journal") for e in iter_events(chain[-1]) if e.get("event") == "previous"),
+            None,
+        )
+        if not previous or not Path(previous).exists() or Path(previous) in chain:
+            break
+        chain.append(Path(previous))
+    return chain[::-1]
+
+
+def chain_lines(path: str | Path) -> list[str]:
+    """One line per allocation of a run that went on over several, oldest first
+    (nothing for a run in one allocation)."""
+    from .journal import read_journal
+
+    chain = run_chain(path)
+    if len(chain) < 2:
+        return []
+    lines = [f"matensemble: this run went on over {len(chain)} allocations:"]
+    for number, journal in enumerate(chain, 1):
+        record = read_journal(journal)
+        summary = summarize(record)
+        lines.append(
+            f"matensemble:   {number}. run {record.run.get('run', journal.parent.name)}: "
+            f"{summary.done} done, {summary.failed} failed, {summary.not_started} not "
+            f"started, makespan {summary.makespan_s:.1f} s ({journal})"
+        )
+    return lines
+
+
+def resource_lines(path: str | Path) -> list[str]:
+    """The allocation's changes during the run (drained, undrained, lost and
+    returning ranks, a new end), one line each."""
+    import datetime as _dt
+
+    from .journal import iter_events
+
+    lines = []
+    for event in iter_events(path):
+        if event.get("event") != "resource":
+            continue
+        at = event.get("at") or event.get("t", 0.0)
+        when = _dt.datetime.fromtimestamp(at).strftime("%H:%M:%S")
+        ranks = ",".join(str(r) for r in event.get("ranks", []))
+        what = {
+            "drain": f"rank {ranks} drained",
+            "undrain": f"rank {ranks} undrained",
+            "down": f"rank {ranks} went down",
+            "up": f"rank {ranks} came back",
+            "expiration": "the allocation's end moved",
+        }.get(event.get("kind"), f"{event.get('kind')} {ranks}")
+        reason = f" ({event['reason']})" if event.get("reason") else ""
+        lines.append(f"matensemble: {when} {what}{reason}.")
+    return lines

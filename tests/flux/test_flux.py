@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from .fluxenv import fluxion_available, requires_flux, run_in_flux, skip_reason
 from ..helpers import SNAKEMAKE, write_snakefile
+from .fluxenv import fluxion_available, requires_flux, run_in_flux, skip_reason
+from .scripts import DUMP, interrupt_script, snakemake_command
 
 pytestmark = [requires_flux, pytest.mark.flux]
 
-DUMP = str(Path(__file__).with_name("flux_dump_jobs.py"))
 SCHEDULERS = ["simple", *(["fluxion"] if skip_reason() is None and fluxion_available() else [])]
 CORES_PER_RANK = len(os.sched_getaffinity(0))
 
@@ -201,21 +201,12 @@ def test_interrupt_leaves_no_flux_job_running(tmp_path, signal_name):
             shell: "sleep 300; touch {output}"
         """,
     )
-    command = _quote([*SNAKEMAKE, "--executor", "matensemble", "-j", "unlimited"])
-    script = [
-        "bash",
-        "-c",
-        # start snakemake (job control on, so that SIGINT is not ignored as it is
-        # for background jobs of scripts), wait until Flux runs its jobs,
-        # interrupt it, then record what is still active
-        f"set -m; {command} > snakemake.log 2>&1 & pid=$!; "
-        "for i in $(seq 1 100); do "
-        "[ $(flux jobs -n -f running | wc -l) -ge 2 ] && break; sleep 0.2; done; "
-        "flux jobs -n -f running | wc -l > running-before.txt; "
-        f"kill -{signal_name} $pid; wait $pid; echo $? > rc.txt; "
-        "flux jobs -n -f pending,running | wc -l > active-after.txt; "
-        f"{sys.executable} {DUMP} flux-jobs.json",
-    ]
+    script = interrupt_script(
+        snakemake_command(),
+        running=2,
+        action=f"flux jobs -n -f running | wc -l > running-before.txt; kill -{signal_name} $pid",
+        after="flux jobs -n -f pending,running | wc -l > active-after.txt",
+    )
     process = run_in_flux(script, cwd=tmp_path, timeout=240)
     log = (tmp_path / "snakemake.log").read_text()
     assert process.returncode == 0, process.stdout + log
@@ -271,22 +262,19 @@ def test_restart_after_kill_reattaches_instead_of_running_twice(tmp_path):
 
         rule slowish:
             output: "out/{i}.txt"
-            shell: "sleep 6; echo {wildcards.i} > {output}"
+            shell: "sleep 20; echo {wildcards.i} > {output}"
         """,
     )
-    command = _quote([*SNAKEMAKE, "--executor", "matensemble", "-j", "unlimited"])
+    command = snakemake_command()
     unlock = _quote([*SNAKEMAKE, "--unlock"])
-    script = [
-        "bash",
-        "-c",
-        f"set -m; {command} > first.log 2>&1 & pid=$!; "
-        "for i in $(seq 1 100); do "
-        "[ $(flux jobs -n -f running | wc -l) -ge 3 ] && break; sleep 0.2; done; "
-        "kill -KILL $pid; wait $pid; "
-        "flux jobs -n -f running | wc -l > running-after-kill.txt; "
-        f"{unlock} > /dev/null 2>&1; {command} > second.log 2>&1; echo $? > rc.txt; "
-        f"{sys.executable} {DUMP} flux-jobs.json",
-    ]
+    script = interrupt_script(
+        command,
+        log="first.log",
+        running=3,
+        action="kill -KILL $pid",
+        after="flux jobs -n -f running | wc -l > running-after-kill.txt; "
+        f"{unlock} > /dev/null 2>&1; {command} > second.log 2>&1; echo $? > rc.txt",
+    )
     process = run_in_flux(script, cwd=tmp_path, timeout=240)
     second = (tmp_path / "second.log").read_text()
     assert process.returncode == 0, process.stdout
@@ -338,18 +326,16 @@ def test_losing_the_flux_instance_is_reported_within_seconds(tmp_path):
             shell: "sleep 60; touch {output}"
         """,
     )
-    command = _quote([*SNAKEMAKE, "--executor", "matensemble", "-j", "unlimited", "--keep-going"])
-    script = [
-        "bash",
-        "-c",
-        # snakemake runs in a sub-instance, which is then cancelled under it
-        "id=$(flux batch -N1 -n1 --wrap sleep 300); uri=$(flux uri --wait --local $id); "
-        f"FLUX_URI=$uri {command} > snakemake.log 2>&1 & pid=$!; "
-        "for i in $(seq 1 100); do "
-        "[ $(FLUX_URI=$uri flux jobs -n -f running 2>/dev/null | wc -l) -ge 1 ] && break; "
-        "sleep 0.2; done; "
-        "date +%s.%N > t0; flux cancel $id; wait $pid; echo $? > rc.txt; date +%s.%N > t1",
-    ]
+    # snakemake runs in a sub-instance, which is then cancelled under it
+    script = interrupt_script(
+        snakemake_command("--keep-going"),
+        before="id=$(flux batch -N1 -n1 --wrap sleep 300); uri=$(flux uri --wait --local $id); ",
+        uri="$uri",
+        running=1,
+        action="date +%s.%N > t0; flux cancel $id",
+        after="date +%s.%N > t1",
+        dump=None,
+    )
     process = run_in_flux(script, cwd=tmp_path, size=2, timeout=240)
     log = (tmp_path / "snakemake.log").read_text()
     assert process.returncode == 0, process.stdout
