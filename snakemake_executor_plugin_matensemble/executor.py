@@ -165,6 +165,12 @@ class Executor(RealExecutor):
             f"(matensemble-report {self.journal.path} draws the timeline)."
         )
 
+    def print_job_error(self, job_info: SubmittedJobInfo, msg: str | None = None, **kwargs):
+        if msg and job_info.job.is_group():
+            # Snakemake prints a group's error without the executor's message.
+            self.logger.error(msg)
+        super().print_job_error(job_info, msg, **kwargs)
+
     def handle_job_success(self, job: JobExecutorInterface) -> None:
         pass
 

@@ -121,9 +121,6 @@ class Observer:
         job = submission.job
         message = f"matensemble: {submission.name} {result.reason}. Log: {submission.log_path}"
         details = {"exit_code": result.exit_code} if result.exit_code is not None else {}
-        if job.is_group():
-            # Snakemake prints a group's error without the executor's message.
-            log.error(message)
         self.snakemake.report_job_error(
             submission.job_info, msg=message, aux_logs=[submission.log_path], **details
         )

@@ -20,6 +20,7 @@ started, and the backend launches it on the job's cores and GPUs.
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import inspect
 import logging
@@ -315,8 +316,11 @@ class SnakemakeBoundary:
             return dict(job.resources)
         from snakemake.resources import GroupResources
 
-        constraints = dict(getattr(job, "global_resources", None) or {})
+        # Snakemake's own constraints (a dict or a ResourceList, by version),
+        # with at most the cores of one node
+        constraints = copy.deepcopy(job.global_resources)
         cores = constraints.get("_cores")
+        cores = getattr(cores, "value", cores)
         if not isinstance(cores, int) or cores > node_cores:
             constraints["_cores"] = node_cores
         return dict(

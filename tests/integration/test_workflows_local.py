@@ -86,7 +86,7 @@ def test_hello_world(tmp_path, path):
     assert (tmp_path / "hello/flux.txt").read_text() == "hello flux\n"
     assert "matensemble: local backend" in run.output
     if path == "direct":
-        assert "rule hello runs its shell command directly" in run.output
+        assert "rule hello (shell) runs its command directly" in run.output
     else:
         assert "hello runs through a per-job Snakemake process" in run.output
     log = tmp_path / ".snakemake/matensemble_logs/rule_hello/name=world/attempt1.log"
