@@ -50,3 +50,19 @@ class SettingsError(UsageError):
 
 class BackendUnavailableError(UsageError):
     """The requested backend cannot be used on this machine."""
+
+
+class JobsCannotRunError(UsageError):
+    """Jobs of the DAG ask for what the allocation cannot give (found before
+    anything started): one line per rule, each an :class:`InvalidRequestError`
+    message naming the rule, the resource, the value and the fix.
+
+    An ``ApiError``, so Snakemake prints the list without a traceback.
+    """
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__(
+            "matensemble: these jobs cannot run as requested (nothing was started):\n"
+            + "\n".join(f"  - {text}" for text in self.problems)
+        )

@@ -61,3 +61,15 @@ def test_settings_errors_are_api_errors_not_workflow_errors():
     assert isinstance(error, ApiError)
     assert not isinstance(error, WorkflowError)
     assert str(error) == "--matensemble-local-cores='banana' is bad. Fix: give 4"
+
+
+def test_jobs_that_cannot_run_are_listed_as_an_api_error():
+    from snakemake_executor_plugin_matensemble.errors import JobsCannotRunError
+
+    error = JobsCannotRunError(["rule 'a': resource gpu=1 ... Fix: x", "rule 'b': ... Fix: y"])
+    assert isinstance(error, ApiError)
+    assert not isinstance(error, WorkflowError)
+    assert str(error).splitlines()[1:] == [
+        "  - rule 'a': resource gpu=1 ... Fix: x",
+        "  - rule 'b': ... Fix: y",
+    ]
