@@ -113,6 +113,12 @@ def fake_flux(cancelled: list):
     )
 
 
+#: Where :func:`spec` puts job logs. Only compared by the jobspec tests; tests
+#: that launch (the backend creates the log's directory) set it to a directory
+#: under their tmp_path (see test_flux_backend.py), so no test writes outside it.
+LOG_DIR = "/tmp/matensemble-unit-logs"
+
+
 def spec(key=1, per_task=False, **request) -> LaunchSpec:
     return LaunchSpec(
         key=key,
@@ -120,7 +126,7 @@ def spec(key=1, per_task=False, **request) -> LaunchSpec:
         name="md[T=300]",
         cwd="/work",
         env={"A": "1"},
-        log_path=f"/tmp/matensemble-unit-logs/{key}.log",
+        log_path=f"{LOG_DIR}/{key}.log",
         request=ResourceRequest(**request),
         shell="/bin/bash",
         per_task=per_task,

@@ -15,7 +15,14 @@ import pytest
 from snakemake_executor_plugin_matensemble.backends import JobFinished, LaunchSpec, Status
 from snakemake_executor_plugin_matensemble.backends.flux import FluxBackend, FluxOptions
 
+from . import flux_fakes
 from .flux_fakes import FakeExecutor, FakeJobException, fake_flux, on, spec
+
+
+@pytest.fixture(autouse=True)
+def logs_in_tmp_path(tmp_path, monkeypatch):
+    """Launching creates the log's directory: keep it under tmp_path."""
+    monkeypatch.setattr(flux_fakes, "LOG_DIR", str(tmp_path / "logs"))
 
 
 @pytest.fixture
