@@ -64,7 +64,11 @@ def _placement_record(placement: Placement | None) -> list[dict[str, Any]]:
 
 
 class Journal:
-    """Appends events to ``journal.jsonl`` (thread-safe, flushed per line)."""
+    """Appends events to ``journal.jsonl`` (thread-safe, flushed per line).
+
+    Creating it makes ``directory``; raises :class:`OSError` if that or the
+    file cannot be made. ``cpu_s``: CPU seconds spent writing (thread time).
+    """
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)

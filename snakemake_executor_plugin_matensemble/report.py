@@ -29,7 +29,8 @@ MAX_LANES = 512
 
 
 def find_journal(path: str | Path) -> Path:
-    """A journal file, a run directory, or a directory of runs (newest is used)."""
+    """A journal file, a run directory, or a directory of runs (the newest by
+    modification time is used). Raises :class:`FileNotFoundError` if there is none."""
     path = Path(path)
     if path.is_file():
         return path
@@ -271,7 +272,9 @@ td:first-child{{text-align:left}}</style>
 
 
 def make_report(journal: str | Path, outdir: str | Path | None = None) -> Path:
-    """Write every picture and table for ``journal``; returns the output directory."""
+    """Write every picture and table for ``journal``; returns the output directory
+    (default ``<run>/report``). Raises :class:`FileNotFoundError` (no journal)
+    or :class:`OSError` (the output cannot be written)."""
     path = find_journal(journal)
     out = Path(outdir) if outdir else path.parent / "report"
     out.mkdir(parents=True, exist_ok=True)

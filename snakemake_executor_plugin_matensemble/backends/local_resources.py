@@ -1,4 +1,10 @@
-"""What the local machine offers: the cores this process may use and its GPUs."""
+"""What the local machine offers: the cores this process may use and its GPUs.
+
+No clocks here but one: GPU detection gives ``nvidia-smi`` at most
+:data:`NVIDIA_SMI_TIMEOUT_S` seconds (wall time). Bad settings raise
+:class:`~..errors.SettingsError`; detection never raises (no GPUs found is
+an empty list).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ from ..errors import SettingsError
 log = logging.getLogger("snakemake.logging.matensemble.local")
 
 GPU_VISIBILITY_VARS = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
+#: Seconds ``nvidia-smi`` may take to list the GPUs before detection moves on.
+NVIDIA_SMI_TIMEOUT_S = 20
 
 
 #: Compatibility name for :func:`~..cpulist.parse_cpu_list` (the Flux backend
@@ -150,7 +158,7 @@ def _nvidia_gpus() -> list[str]:
                 ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
                 capture_output=True,
                 text=True,
-                timeout=20,
+                timeout=NVIDIA_SMI_TIMEOUT_S,
                 check=True,
             ).stdout
             return [line.strip() for line in out.splitlines() if line.strip()]

@@ -57,7 +57,13 @@ signal_all(signal.SIGKILL)
 
 
 class OrphanGuard:
-    """Parent side of the watchdog: tell it which process groups are alive."""
+    """Parent side of the watchdog: tell it which process groups are alive.
+
+    ``kill_grace_seconds``: seconds (wall time, ``time.sleep`` in the helper)
+    between its SIGTERM and its SIGKILL. Starting it raises :class:`OSError`
+    if the helper cannot be started; messages to a helper that is gone are
+    dropped silently (it can only be gone if it was killed).
+    """
 
     def __init__(self, kill_grace_seconds: float):
         self._process = subprocess.Popen(
@@ -83,7 +89,8 @@ class OrphanGuard:
         self._send(f"- {pgid}")
 
     def close(self) -> None:
-        """Say goodbye (nothing left to guard) and reap the helper."""
+        """Say goodbye (nothing left to guard) and reap the helper (waits up to
+        5 s, then kills it)."""
         self._send("bye")
         with contextlib.suppress(OSError):
             self._process.stdin.close()
