@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.real import RealExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
@@ -28,6 +27,7 @@ from .allocation import Allocation
 from .backends import LaunchSpec, create_backend
 from .command import CommandBuilder
 from .dispatcher import Dispatcher
+from .errors import JobsCannotRunError
 from .intake import Intake, Submission
 from .journal import Journal, read_journal
 from .observer import Observer
@@ -55,7 +55,9 @@ class Executor(RealExecutor):
         self._snakemake_cpu_s = 0.0
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         self.backend = create_backend(self.settings, self.run_id)
-        self.allocation = Allocation(self.backend.discover())
+        self.allocation = Allocation(
+            self.backend.discover(), getattr(self.backend, "resource_hints", None)
+        )
         self.logger.info(
             f"matensemble: {self.backend.name} backend, allocation of "
             f"{self.allocation.describe()}, policy {self.settings.policy}."
@@ -221,10 +223,7 @@ class Executor(RealExecutor):
         problems = self.intake.check_all(jobs) if jobs is not None else {}
         if problems:
             self.backend.close()  # nothing was started: let go of Flux / the guard
-            raise WorkflowError(
-                "matensemble: these jobs cannot run as requested (nothing was started):\n"
-                + "\n".join(f"  - {text}" for text in problems.values())
-            )
+            raise JobsCannotRunError(list(problems.values()))
 
     def _install_sigterm_handler(self) -> None:
         """SIGTERM cancels like Ctrl-C: every job is stopped, none left running.

@@ -302,11 +302,6 @@ def test_bad_setting_is_one_paragraph_without_a_traceback(tmp_path):
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs Allocation(backend.discover(), hints=backend.resource_hints) in "
-    "executor.py; remove this mark when it passes",
-)
 def test_a_gpu_job_on_a_machine_without_gpus_is_told_the_flag(tmp_path):
     write_snakefile(tmp_path, SNAKEFILE.format(directives="resources: gpu=1"))
     run = run_snakemake(tmp_path, "--matensemble-local-gpus", "none", timeout=60)
