@@ -1,0 +1,576 @@
+"""Differential harness: run one Snakefile with Snakemake's local executor and with
+``--executor matensemble``, each in a fresh copy of its case directory, and list every
+difference a user could see: exit status, files (bytes, mode, links), what a second
+run or a dry run decides, and chosen lines of the output.
+
+A case is a directory with a Snakefile (or whatever its args name) and a
+``differential.yaml`` (not copied into the run directories):
+
+    args: [...]              # for both sides (targets, --config, flags)
+    cores: 2                 # local side: --cores N; plugin side: --matensemble-local-cores N
+    expect: success          # or failure: both sides must exit non-zero
+    output_contains: [re]    # each regex must match the output of the first run, both sides
+    nondeterministic:        # glob (relative path) -> how to compare it instead of bytes
+      "bench/*.txt": tsv_header    # same first line, same row count, same column counts
+      "x.log": exists              # present on both sides (and same mode)
+      "y.txt": lines               # same number of lines
+    env: {NAME: value}       # extra environment for every Snakemake call
+    prepare: [shell, ...]    # run in each fresh directory before the first run
+    steps:                   # after the first run; default: [{dryrun: []}]
+      - run: [args]          # a real run with each side's executor (after args above)
+      - dryrun: [args]       # `snakemake -n` (args above + these) with the local executor:
+                             # same jobs and reasons
+      - summary: [args]      # `snakemake --summary`: same rows (date column dropped)
+      - shell: "cmd"         # run in both directories (e.g. touch an input)
+    requires:                # skip the case (with reason) unless present
+      commands: [conda]
+      modules: [nbformat]
+    timeout: 120
+
+Each side runs with TMPDIR set to its own empty system temporary directory. In args
+and env, ``{workdir}`` and ``{systmp}`` stand for the side's run directory and that
+directory; in outputs, files and logs, both are replaced by ``<WORKDIR>`` and
+``<SYSTMP>`` before anything is compared.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib.util
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).parent
+CASE_ROOTS = (HERE / "cases", HERE / "snakemake_tests")
+SPEC_NAME = "differential.yaml"
+SIDES = ("local", "matensemble")
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+DEFAULT_STEPS = ({"dryrun": []},)
+OUTPUT_TAIL_LINES = 60
+KNOWN_KEYS = {
+    "args",
+    "cores",
+    "expect",
+    "output_contains",
+    "nondeterministic",
+    "env",
+    "prepare",
+    "steps",
+    "requires",
+    "timeout",
+    "description",
+}
+
+
+@dataclass
+class Case:
+    name: str
+    path: Path
+    args: list[str] = field(default_factory=list)
+    cores: int = 2
+    expect: str = "success"
+    output_contains: list[str] = field(default_factory=list)
+    nondeterministic: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    prepare: list[str] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=lambda: [dict(s) for s in DEFAULT_STEPS])
+    requires: dict[str, list[str]] = field(default_factory=dict)
+    timeout: float = 150
+
+    def missing_requirement(self) -> str | None:
+        for command in self.requires.get("commands", []):
+            if shutil.which(command) is None:
+                return f"{command} is not installed"
+        for module in self.requires.get("modules", []):
+            if importlib.util.find_spec(module) is None:
+                return f"Python module {module} is not installed"
+        return None
+
+
+def load_case(path: Path) -> Case:
+    spec = yaml.safe_load((path / SPEC_NAME).read_text()) or {}
+    unknown = set(spec) - KNOWN_KEYS
+    if unknown:
+        raise ValueError(f"{path / SPEC_NAME}: unknown keys {sorted(unknown)}")
+    spec.pop("description", None)
+    if spec.get("expect", "success") not in ("success", "failure"):
+        raise ValueError(f"{path / SPEC_NAME}: expect must be success or failure")
+    spec["args"] = [str(a) for a in spec.get("args", [])]
+    spec["env"] = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
+    return Case(name=f"{path.parent.name}/{path.name}", path=path, **spec)
+
+
+def all_cases() -> list[Case]:
+    cases = []
+    for root in CASE_ROOTS:
+        for spec in sorted(root.glob(f"*/{SPEC_NAME}")):
+            cases.append(load_case(spec.parent))
+    return cases
+
+
+# ---------------------------------------------------------------- running
+
+
+@dataclass
+class Result:
+    argv: list[str]
+    returncode: int
+    output: str
+
+
+@dataclass
+class Side:
+    name: str
+    workdir: Path
+    systmp: Path
+
+    def normalize_text(self, text: str) -> str:
+        for path, token in self.replacements():
+            text = text.replace(path, token)
+        return text
+
+    def normalize_bytes(self, data: bytes) -> bytes:
+        for path, token in self.replacements():
+            data = data.replace(path.encode(), token.encode())
+        return data
+
+    def replacements(self) -> list[tuple[str, str]]:
+        pairs = []
+        for path, token in ((self.workdir, "<WORKDIR>"), (self.systmp, "<SYSTMP>")):
+            pairs.append((str(path), token))
+            real = os.path.realpath(path)
+            if real != str(path):
+                pairs.append((real, token))
+        return sorted(pairs, key=lambda p: -len(p[0]))
+
+
+def base_env(case: Case, side: Side) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SNAKEMAKE_", "FLUX_"))}
+    for name in ("TMPDIR", "TMP", "TEMP", "TEMPDIR"):
+        env.pop(name, None)
+    env["TMPDIR"] = str(side.systmp)
+    env.update({k: expand(v, side) for k, v in case.env.items()})
+    return env
+
+
+def executor_args(case: Case, side: Side) -> list[str]:
+    if side.name == "local":
+        return ["--cores", str(case.cores)]
+    args = ["--executor", "matensemble", "-j", "unlimited", "--matensemble-backend", "local"]
+    if case.cores != 2:
+        args += ["--matensemble-local-cores", str(case.cores)]
+    return args
+
+
+def expand(text: str, side: Side) -> str:
+    return text.replace("{workdir}", str(side.workdir)).replace("{systmp}", str(side.systmp))
+
+
+def expand_args(args: list[str], side: Side) -> list[str]:
+    return [expand(a, side) for a in args]
+
+
+def run_snakemake(case: Case, side: Side, argv_tail: list[str], *, executor: bool) -> Result:
+    argv = [*SNAKEMAKE]
+    if executor:
+        argv += executor_args(case, side)
+    argv += expand_args(argv_tail, side)
+    try:
+        process = subprocess.run(
+            argv,
+            cwd=side.workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            timeout=case.timeout,
+            env=base_env(case, side),
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout or ""
+        if isinstance(out, bytes):
+            out = out.decode(errors="replace")
+        return Result(argv, -9, out + f"\n[differential: timed out after {case.timeout} s]")
+    return Result(argv, process.returncode, process.stdout)
+
+
+def run_shell(case: Case, side: Side, command: str) -> Result:
+    process = subprocess.run(
+        command,
+        shell=True,
+        cwd=side.workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        timeout=60,
+        env=base_env(case, side),
+    )
+    return Result([command], process.returncode, process.stdout)
+
+
+def both(function, sides: list[Side]) -> dict[str, Result]:
+    """Run ``function(side)`` for both sides at once."""
+    with ThreadPoolExecutor(max_workers=len(sides)) as pool:
+        futures = {side.name: pool.submit(function, side) for side in sides}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def prepare_sides(case: Case, tmp_path: Path) -> list[Side]:
+    sides = []
+    for name in SIDES:
+        # same directory name on both sides: only the parent differs
+        workdir = tmp_path / name / "work"
+        systmp = tmp_path / name / "systmp"
+        systmp.mkdir(parents=True)
+        shutil.copytree(
+            case.path,
+            workdir,
+            symlinks=True,
+            ignore=shutil.ignore_patterns(SPEC_NAME, "__pycache__", ".snakemake"),
+        )
+        sides.append(Side(name, workdir, systmp))
+    return sides
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+@dataclass
+class Entry:
+    kind: str  # file, dir, link
+    mode: int
+    data: bytes = b""
+
+
+def snapshot(side: Side) -> dict[str, Entry]:
+    """Every path under the run directory except .snakemake/ and __pycache__/."""
+    entries: dict[str, Entry] = {}
+    for dirpath, dirnames, filenames in os.walk(side.workdir):
+        rel_dir = os.path.relpath(dirpath, side.workdir)
+        # .snakemake/ is Snakemake's own bookkeeping; __pycache__/ holds compiled
+        # copies of modules a workflow imports (with the run's timestamps)
+        dirnames[:] = [
+            d for d in dirnames if d != "__pycache__" and not (rel_dir == "." and d == ".snakemake")
+        ]
+        for name in sorted(dirnames + filenames):
+            full = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            st = os.lstat(full)
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                target = side.normalize_text(os.readlink(full))
+                entries[rel] = Entry("link", 0, target.encode())
+            elif stat.S_ISDIR(st.st_mode):
+                entries[rel] = Entry("dir", mode)
+            elif stat.S_ISREG(st.st_mode):
+                with open(full, "rb") as handle:
+                    entries[rel] = Entry("file", mode, side.normalize_bytes(handle.read()))
+            else:
+                entries[rel] = Entry(stat.filemode(st.st_mode)[0], mode)
+        # symlinked directories are not followed (os.walk default)
+    return entries
+
+
+def nondeterministic_kind(case: Case, rel: str) -> str | None:
+    for pattern, kind in case.nondeterministic.items():
+        if fnmatch.fnmatchcase(rel, pattern):
+            return kind
+    return None
+
+
+def tsv_shape(data: bytes) -> tuple:
+    lines = data.decode(errors="replace").splitlines()
+    header = lines[0] if lines else None
+    return header, len(lines), [len(line.split("\t")) for line in lines]
+
+
+def text_diff(a: bytes, b: bytes, name: str) -> str:
+    try:
+        a_text, b_text = a.decode(), b.decode()
+    except UnicodeDecodeError:
+        return f"    binary: {len(a)} bytes (local) vs {len(b)} bytes (matensemble)"
+    lines = list(
+        difflib.unified_diff(
+            a_text.splitlines(),
+            b_text.splitlines(),
+            f"local/{name}",
+            f"matensemble/{name}",
+            lineterm="",
+        )
+    )
+    if len(lines) > 40:
+        lines = [*lines[:40], f"... ({len(lines) - 40} more diff lines)"]
+    return "\n".join("    " + line for line in lines)
+
+
+def compare_snapshots(case: Case, local: dict[str, Entry], plugin: dict[str, Entry]) -> list[str]:
+    diffs = []
+    for rel in sorted(set(local) | set(plugin)):
+        a, b = local.get(rel), plugin.get(rel)
+        if a is None or b is None:
+            present, missing = ("local", "matensemble") if b is None else ("matensemble", "local")
+            entry = a or b
+            diffs.append(f"{rel}: {entry.kind} present with {present} only, not with {missing}")
+            continue
+        if a.kind != b.kind:
+            diffs.append(f"{rel}: a {a.kind} with local, a {b.kind} with matensemble")
+            continue
+        if a.mode != b.mode:
+            diffs.append(f"{rel}: mode {a.mode:04o} with local, {b.mode:04o} with matensemble")
+        if a.kind == "link" and a.data != b.data:
+            diffs.append(
+                f"{rel}: symlink to {a.data.decode()!r} with local, "
+                f"to {b.data.decode()!r} with matensemble"
+            )
+        if a.kind != "file":
+            continue
+        kind = nondeterministic_kind(case, rel)
+        if kind == "exists":
+            continue
+        if kind == "tsv_header":
+            if tsv_shape(a.data) != tsv_shape(b.data):
+                diffs.append(
+                    f"{rel}: table shape (header, rows, columns per row) differs: "
+                    f"{tsv_shape(a.data)} with local, {tsv_shape(b.data)} with matensemble"
+                )
+            continue
+        if kind == "lines":
+            na, nb = len(a.data.splitlines()), len(b.data.splitlines())
+            if na != nb:
+                diffs.append(f"{rel}: {na} lines with local, {nb} with matensemble")
+            continue
+        if kind is not None:
+            raise ValueError(f"{case.name}: unknown nondeterministic kind {kind!r}")
+        if a.data != b.data:
+            diffs.append(f"{rel}: contents differ\n{text_diff(a.data, b.data, rel)}")
+    return diffs
+
+
+# ---------------------------------------------------------------- output parsing
+
+TIMESTAMP = re.compile(r"^\[\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4}\]$")
+BLOCK_HEAD = re.compile(r"^(local)?(rule|checkpoint) (\S+):$")
+LIST_KEYS = ("input", "output", "log", "reason", "wildcards", "resources", "benchmark")
+
+
+def normalize_value(key: str, value: str) -> str:
+    if key not in LIST_KEYS:
+        return value
+    parts = []
+    for part in value.split("; "):
+        prefix, sep, rest = part.rpartition(": ")
+        items = sorted(rest.split(", "))
+        parts.append(f"{prefix}{sep}{', '.join(items)}")
+    return "; ".join(sorted(parts))
+
+
+def job_blocks(output: str) -> list[str]:
+    """The job blocks Snakemake prints (rule name, input, output, reason, wildcards...),
+    without job ids and timestamps, each block's lists sorted, blocks sorted."""
+    blocks: list[list[str]] = []
+    current: list[str] | None = None
+    for line in output.splitlines():
+        head = BLOCK_HEAD.match(line.strip())
+        if head and not line.startswith(" "):
+            current = [line.strip()]
+            blocks.append(current)
+            continue
+        if current is not None and line.startswith("    ") and ": " in line:
+            key, _, value = line.strip().partition(": ")
+            if key in ("jobid",):
+                continue
+            current.append(f"    {key}: {normalize_value(key, value)}")
+            continue
+        current = None
+    return [line for block in sorted(blocks) for line in block]
+
+
+def job_stats(output: str) -> list[str]:
+    """The first 'Job stats' table (rule, count), sorted."""
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == "Job stats:":
+            rows = []
+            for row in lines[i + 3 :]:
+                parts = row.split()
+                if len(parts) != 2 or not parts[1].isdigit():
+                    break
+                rows.append(f"{parts[0]} {parts[1]}")
+            return sorted(rows)
+    return []
+
+
+def nothing_to_be_done(output: str) -> bool:
+    return "Nothing to be done" in output
+
+
+def summary_rows(output: str) -> list[str]:
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("output_file\t"):
+            header = line.split("\t")
+            keep = [j for j, col in enumerate(header) if col != "date"]
+            rows = []
+            for row in lines[i:]:
+                cols = row.split("\t")
+                if len(cols) != len(header):
+                    continue
+                rows.append("\t".join(cols[j] for j in keep))
+            return [rows[0], *sorted(rows[1:])]
+    return []
+
+
+def error_rules(output: str) -> list[str]:
+    return sorted(set(re.findall(r"^Error in rule (\S+):", output, re.M)))
+
+
+def tail(text: str, n: int = OUTPUT_TAIL_LINES) -> str:
+    lines = [line for line in text.splitlines() if not TIMESTAMP.match(line)]
+    return "\n".join(lines[-n:])
+
+
+def list_diff(what: str, a: list[str], b: list[str]) -> list[str]:
+    if a == b:
+        return []
+    lines = difflib.unified_diff(a, b, "local", "matensemble", lineterm="")
+    body = "\n".join("    " + line for line in "\n".join(lines).splitlines())
+    return [f"{what} differ:\n{body}"]
+
+
+# ---------------------------------------------------------------- one case
+
+
+def exit_diffs(what: str, results: dict[str, Result], expect: str) -> list[str]:
+    codes = {name: r.returncode for name, r in results.items()}
+    diffs = []
+    if (codes["local"] == 0) != (codes["matensemble"] == 0):
+        diffs.append(
+            f"{what}: exit code {codes['local']} with local, {codes['matensemble']} with "
+            "matensemble"
+        )
+    elif expect == "success" and codes["local"] != 0:
+        diffs.append(f"{what}: both sides failed (exit {codes}) but the case expects success")
+    elif expect == "failure" and codes["local"] == 0:
+        diffs.append(f"{what}: both sides succeeded but the case expects failure")
+    return diffs
+
+
+def run_case(case: Case, tmp_path: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """Run the case; return (differences, transcript per side)."""
+    sides = prepare_sides(case, tmp_path)
+    by_name = {s.name: s for s in sides}
+    transcript: dict[str, list[str]] = {s.name: [] for s in sides}
+    diffs: list[str] = []
+
+    def record(what: str, results: dict[str, Result]) -> None:
+        for name, result in results.items():
+            transcript[name].append(
+                f"$ {' '.join(result.argv)}   # {what}, exit {result.returncode}\n"
+                + tail(by_name[name].normalize_text(result.output))
+            )
+
+    for command in case.prepare:
+        results = both(lambda side, c=command: run_shell(case, side, c), sides)
+        record("prepare", results)
+        for name, result in results.items():
+            if result.returncode != 0:
+                raise RuntimeError(f"prepare {command!r} failed on {name}: {result.output}")
+
+    first = both(lambda side: run_snakemake(case, side, case.args, executor=True), sides)
+    record("first run", first)
+    diffs += exit_diffs("first run", first, case.expect)
+    outputs = {n: by_name[n].normalize_text(r.output) for n, r in first.items()}
+    for pattern in case.output_contains:
+        for name, text in outputs.items():
+            if not re.search(pattern, text, re.M):
+                diffs.append(f"first run: output of {name} lacks {pattern!r}")
+    diffs += list_diff(
+        "first run: rules reported failing ('Error in rule X')",
+        error_rules(outputs["local"]),
+        error_rules(outputs["matensemble"]),
+    )
+    diffs += list_diff(
+        "first run: job stats tables",
+        job_stats(outputs["local"]),
+        job_stats(outputs["matensemble"]),
+    )
+    diffs += [f"after first run: {d}" for d in compare_snapshots(case, *map(snapshot, sides))]
+
+    for number, step in enumerate(case.steps, start=2):
+        (kind, value), *rest = step.items()
+        if rest:
+            raise ValueError(f"{case.name}: a step has one key, got {sorted(step)}")
+        what = f"step {number} ({kind} {value if kind == 'shell' else ' '.join(value)})"
+        if kind == "shell":
+            results = both(lambda side, c=value: run_shell(case, side, c), sides)
+            record(what, results)
+            for name, result in results.items():
+                if result.returncode != 0:
+                    diffs.append(f"{what}: failed on {name}: {result.output[-2000:]}")
+            continue
+        args = [str(a) for a in value]
+        if kind == "run":
+            results = both(
+                lambda side, a=args: run_snakemake(case, side, [*case.args, *a], executor=True),
+                sides,
+            )
+            record(what, results)
+            diffs += exit_diffs(what, results, "any")
+            texts = {n: by_name[n].normalize_text(r.output) for n, r in results.items()}
+            diffs += list_diff(
+                f"{what}: jobs run", job_blocks(texts["local"]), job_blocks(texts["matensemble"])
+            )
+            diffs += [f"after {what}: {d}" for d in compare_snapshots(case, *map(snapshot, sides))]
+        elif kind in ("dryrun", "summary"):
+            extra = ["--dry-run"] if kind == "dryrun" else ["--summary"]
+            results = both(
+                lambda side, a=args, e=extra: run_snakemake(
+                    case, side, ["--cores", "1", *e, *case.args, *a], executor=False
+                ),
+                sides,
+            )
+            record(what, results)
+            diffs += exit_diffs(what, results, "any")
+            texts = {n: by_name[n].normalize_text(r.output) for n, r in results.items()}
+            if kind == "dryrun":
+                nothing = {n: nothing_to_be_done(t) for n, t in texts.items()}
+                if nothing["local"] != nothing["matensemble"]:
+                    diffs.append(
+                        f"{what}: 'Nothing to be done' printed with "
+                        f"{'local' if nothing['local'] else 'matensemble'} only"
+                    )
+                diffs += list_diff(
+                    f"{what}: jobs a rerun would run",
+                    job_blocks(texts["local"]),
+                    job_blocks(texts["matensemble"]),
+                )
+            else:
+                diffs += list_diff(
+                    f"{what}: summary rows (date dropped)",
+                    summary_rows(texts["local"]),
+                    summary_rows(texts["matensemble"]),
+                )
+        else:
+            raise ValueError(f"{case.name}: unknown step kind {kind!r}")
+    return diffs, transcript
+
+
+def report(case: Case, diffs: list[str], transcript: dict[str, list[str]]) -> str:
+    parts = [f"{case.name}: {len(diffs)} difference(s) between local and matensemble:"]
+    parts += [f"- {d}" for d in diffs]
+    for name, entries in transcript.items():
+        parts.append(f"\n===== {name} transcript (timestamps dropped, last lines of each) =====")
+        parts += entries
+    return "\n".join(parts)

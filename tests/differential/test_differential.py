@@ -1,0 +1,36 @@
+"""Every case under cases/ and snakemake_tests/: Snakemake's local executor and
+``--executor matensemble`` must leave the same files, exit codes and rerun decisions."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from .harness import all_cases, report, run_case
+
+CASES = all_cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_same_as_local_executor(case, tmp_path):
+    missing = case.missing_requirement()
+    if missing:
+        pytest.skip(f"{case.name}: {missing}")
+    start = time.monotonic()
+    diffs, transcript = run_case(case, tmp_path)
+    # DIFFERENTIAL_REPORT_DIR=<dir>: one file per case as soon as it is done
+    # (status, seconds, and the differences with both transcripts)
+    report_dir = os.environ.get("DIFFERENTIAL_REPORT_DIR")
+    if report_dir:
+        path = Path(report_dir) / (case.name.replace("/", "__") + ".txt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        status = "FAIL" if diffs else "PASS"
+        path.write_text(
+            f"{status} {case.name} {time.monotonic() - start:.1f} s\n"
+            + (report(case, diffs, transcript) if diffs else "")
+        )
+    if diffs:
+        pytest.fail(report(case, diffs, transcript), pytrace=False)
