@@ -48,8 +48,10 @@ def interrupt_script(
     script = (
         f"set -m; {before}{env}{command} > {log} 2>&1 & pid=$!; "
         + wait_running(running, uri)
-        + f"{action}; wait $pid; echo $? > rc.txt; {after}"
+        + f"{action}; wait $pid; echo $? > rc.txt"
     )
+    if after:
+        script += f"; {after}"
     if dump:
         script += f"; {sys.executable} {DUMP} {dump}"
     return ["bash", "-c", script]

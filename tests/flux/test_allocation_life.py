@@ -51,34 +51,37 @@ def finished_labels(events: list[dict]) -> set[str]:
 
 ENDING_WORKFLOW = """
 rule all:
-    input: expand("out/{i}.txt", i=range(16))
+    input: expand("out/{i}.txt", i=range(24))
 
 rule step:
     output: "out/{i}.txt"
     resources: runtime=1
-    shell: "sleep 3; echo step {wildcards.i} > {output}"
+    shell: "sleep 8; echo step {wildcards.i} > {output}"
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_allocation_end_no_job_killed_and_the_resume_command_finishes_the_work(tmp_path, scheduler):
-    """In ``flux alloc -t 100s`` 16 jobs of 3 s that declare runtime=1 (60 s)
-    on 2 cores: with the 30-s margin, jobs may start only in the first 10 s.
-    The run stops starting them, lets running ones finish, exits with the
-    resume command; that command, run in a new allocation, finishes the rest
-    with identical outputs and reruns nothing."""
+    """In ``flux alloc -t 120s`` 24 jobs of 8 s that declare runtime=1 (60 s)
+    on 2 cores: with a 5-s margin, jobs may start only in the first 55 s (less
+    snakemake's start-up). The run stops starting them, lets running ones
+    finish, exits with the resume command; that command, run in a new
+    allocation, finishes the rest with identical outputs and reruns nothing."""
     write_snakefile(tmp_path, ENDING_WORKFLOW)
-    first = snakemake_command("--matensemble-flux-reserve-cores", "0")
+    first = snakemake_command(
+        "--matensemble-flux-reserve-cores", "0", "--matensemble-deadline-margin", "5"
+    )
     dump = f"{shlex.quote(sys.executable)} {DUMP}"
     inner1 = f"{first} > first.log 2>&1; echo $? > rc1.txt; {dump} jobs1.json"
     inner2 = f"$cmd > second.log 2>&1; echo $? > rc2.txt; {dump} jobs2.json"
     script = [
         "bash",
         "-c",
-        f"flux alloc -N1 -t 100s bash -c {shlex.quote(inner1)}; "
+        f"flux alloc -N1 -t 120s bash -c {shlex.quote(inner1)}; "
         "cmd=$(grep -A1 'Resume in the next allocation with:' first.log | tail -1); "
         'echo "$cmd" > resume.txt; export cmd; '
-        f"flux alloc -N1 -t 100s bash -c {shlex.quote(inner2)}",
+        f"flux alloc -N1 -t 300s bash -c {shlex.quote(inner2)}",
     ]
     process = run_in_flux(script, cwd=tmp_path, size=1, timeout=400, scheduler=scheduler)
     first_log = (tmp_path / "first.log").read_text()
@@ -90,13 +93,13 @@ def test_allocation_end_no_job_killed_and_the_resume_command_finishes_the_work(t
     assert "-m snakemake --executor matensemble" in resume
     assert resume.endswith("--rerun-incomplete")
     done_first = {p.name for p in (tmp_path / "out").glob("*.txt")}
-    assert 0 < len(done_first) < 16, first_log
+    assert 0 < len(done_first) < 24, first_log
     # no job was killed by the allocation's end: every Flux job of both
     # allocations completed
     jobs1 = flux_jobs(tmp_path / "jobs1.json")
     jobs2 = flux_jobs(tmp_path / "jobs2.json")
     assert len(jobs1) == len(done_first)
-    assert len(jobs1) + len(jobs2) == 16
+    assert len(jobs1) + len(jobs2) == 24
     assert all(job["result"] == "COMPLETED" for job in jobs1 + jobs2), jobs1 + jobs2
     journals = journal_events(tmp_path)
     assert len(journals) == 2
@@ -106,10 +109,10 @@ def test_allocation_end_no_job_killed_and_the_resume_command_finishes_the_work(t
     # second allocation: finished the rest, reran nothing
     second_log = (tmp_path / "second.log").read_text()
     assert int((tmp_path / "rc2.txt").read_text()) == 0, second_log
-    for i in range(16):
+    for i in range(24):
         assert (tmp_path / f"out/{i}.txt").read_text() == f"step {i}\n"
     assert not finished_labels(journals[0]) & finished_labels(journals[1])
-    assert len(finished_labels(journals[0]) | finished_labels(journals[1])) == 16
+    assert len(finished_labels(journals[0]) | finished_labels(journals[1])) == 24
     assert len(finished_labels(journals[0])) == len(done_first)
 
 

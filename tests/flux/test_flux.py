@@ -262,7 +262,7 @@ def test_restart_after_kill_reattaches_instead_of_running_twice(tmp_path):
 
         rule slowish:
             output: "out/{i}.txt"
-            shell: "sleep 20; echo {wildcards.i} > {output}"
+            shell: "while [ ! -e release ]; do sleep 0.2; done; echo {wildcards.i} > {output}"
         """,
     )
     command = snakemake_command()
@@ -272,8 +272,14 @@ def test_restart_after_kill_reattaches_instead_of_running_twice(tmp_path):
         log="first.log",
         running=3,
         action="kill -KILL $pid",
+        # the jobs end only once the second run has re-attached to them (else,
+        # on a slow machine, they may end while snakemake restarts, and
+        # Snakemake then refuses their outputs as incomplete)
         after="flux jobs -n -f running | wc -l > running-after-kill.txt; "
-        f"{unlock} > /dev/null 2>&1; {command} > second.log 2>&1; echo $? > rc.txt",
+        f"{unlock} > /dev/null 2>&1; {command} > second.log 2>&1 & pid2=$!; "
+        "for i in $(seq 1 600); do "
+        '[ $(grep -c "re-attached to Flux job" second.log) -ge 3 ] && break; sleep 0.2; done; '
+        "touch release; wait $pid2; echo $? > rc.txt",
     )
     process = run_in_flux(script, cwd=tmp_path, timeout=240)
     second = (tmp_path / "second.log").read_text()
