@@ -1,6 +1,7 @@
 """Fault injection with real snakemake processes: interrupts at random moments,
 and jobs that fail in every way a job can fail."""
 
+import base64
 import random
 import signal
 from pathlib import Path
@@ -48,6 +49,13 @@ def outputs(workdir: Path) -> list[Path]:
     return sorted([*workdir.glob("members/*.txt"), *workdir.glob("total.txt")])
 
 
+def marked_incomplete(workdir: Path, path: Path) -> bool:
+    """Whether Snakemake holds an incomplete marker for output ``path`` (its
+    persistence: ``.snakemake/incomplete/<urlsafe base64 of the path>``)."""
+    name = base64.urlsafe_b64encode(str(path.relative_to(workdir)).encode()).decode()
+    return (workdir / ".snakemake" / "incomplete" / name).exists()
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupt_at_a_random_moment_then_rerun_incomplete(tmp_path, clean_result, seed, signum):
@@ -70,15 +78,22 @@ def test_interrupt_at_a_random_moment_then_rerun_incomplete(tmp_path, clean_resu
         # the guard stops the jobs of a killed snakemake within its grace period
         assert wait_until(lambda: not processes_with_marker(f"sleep {marker}"), 20)
         assert run_snakemake(tmp_path, "--unlock").returncode == 0
-    complete_before = {
-        p: p.stat().st_mtime_ns for p in outputs(tmp_path) if b"squared" in p.read_bytes()
-    }
+    # What Snakemake recorded as complete must be kept; what it marked incomplete
+    # must be redone, even if the job wrote its whole output after snakemake
+    # stopped (a job that ends between SIGKILL and the orphan guard's signal).
+    before = {p: p.stat().st_mtime_ns for p in outputs(tmp_path)}
+    incomplete = {p for p in before if marked_incomplete(tmp_path, p)}
+    complete = {p for p in before if p not in incomplete}
+    for path in complete:
+        assert b"squared" in path.read_bytes(), f"{path} is partial but not marked incomplete"
     rerun = run_snakemake(tmp_path, "--rerun-incomplete")
     assert rerun.returncode == 0, rerun.output
     result = {str(p.relative_to(tmp_path)): p.read_bytes() for p in outputs(tmp_path)}
     assert result == clean_result
-    for path, mtime in complete_before.items():
-        assert path.stat().st_mtime_ns == mtime, f"{path} was rerun needlessly"
+    for path in complete:
+        assert path.stat().st_mtime_ns == before[path], f"{path} was rerun needlessly"
+    for path in incomplete:
+        assert path.stat().st_mtime_ns != before[path], f"incomplete {path} was not rerun"
     # the interrupted run's journal is readable, whatever the signal
     assert read_journal(find_journal(tmp_path / ".snakemake/matensemble")).jobs
 
@@ -123,15 +138,39 @@ def test_every_kind_of_job_fault_is_reported_and_others_finish(tmp_path):
     assert "missing_program exited with code 127" in out
     missing_log = tmp_path / ".snakemake/matensemble_logs/rule_missing_program/attempt1.log"
     assert "this-program-does-not-exist: command not found" in missing_log.read_text()
-    assert "bad_shell could not be started" in out
-    assert "/no/such/shell" in out
-    assert "Error in rule no_output" in out
-    assert "Missing output files" in out or "MissingOutputException" in out
+    # Snakemake's own check, as with --cores N: the job is refused before launch
+    assert "Cannot set shell to /no/such/shell because it does not exist." in out
+    # Snakemake's own verdict on the missing output (worded per release)
+    assert "MissingOutputException in rule no_output" in out or (
+        "Error in rule no_output" in out and "Missing output files" in out
+    )
     statuses = {
         job.rule: job.status
         for job in read_journal(find_journal(tmp_path / ".snakemake/matensemble")).jobs
     }
     assert statuses["signalled"] == "failed"
     assert statuses["missing_program"] == "failed"
-    assert statuses["bad_shell"] == "launch_error"
     assert statuses["good"] == "success"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a job refused before launch (Snakemake's shell check) is reported to "
+    "Snakemake but never journaled, so the summary says 0 failed; the observer "
+    "should journal it as a launch_error",
+)
+def test_a_job_refused_before_launch_is_counted_as_failed(tmp_path):
+    write_snakefile(
+        tmp_path,
+        """
+        rule bad_shell:
+            output: "bad_shell.txt"
+            resources: shell_exec="/no/such/shell"
+            shell: "touch {output}"
+        """,
+    )
+    run = run_snakemake(tmp_path)
+    assert run.returncode != 0
+    assert "matensemble: 0 job(s) done, 1 failed" in run.output
+    (job,) = read_journal(find_journal(tmp_path / ".snakemake/matensemble")).jobs
+    assert (job.rule, job.status) == ("bad_shell", "launch_error")
