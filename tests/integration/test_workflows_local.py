@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from snakemake_executor_plugin_matensemble.cpulist import parse_cpu_list
 from snakemake_executor_plugin_matensemble.journal import read_journal
 from snakemake_executor_plugin_matensemble.report import find_journal, make_report
 
@@ -31,20 +32,12 @@ def read_intervals(directory: Path) -> list[dict]:
                 "name": path.stem,
                 "start": float(start),
                 "end": float(end),
-                "cpus": {int(c) for c in _expand(cpus)},
+                "cpus": set(parse_cpu_list(cpus)),
                 "threads": int(threads),
                 "gpus": gpus[0] if gpus else "",
             }
         )
     return records
-
-
-def _expand(cpuset: str) -> list[int]:
-    out = []
-    for part in cpuset.split(","):
-        low, _, high = part.partition("-")
-        out.extend(range(int(low), int(high or low) + 1))
-    return out
 
 
 def overlapping(records: list[dict]):
@@ -204,6 +197,12 @@ def test_without_keep_going_queued_jobs_do_not_start_after_a_failure(tmp_path):
     assert run.returncode != 0
     assert "queued job(s) were not started" in run.output
     assert not list((tmp_path / "later").glob("*.txt"))
+    # the withdrawn jobs are "not started", and the rule tables list only jobs that ran
+    assert "matensemble: 0 job(s) done, 1 failed, 0 cancelled, 20 not started." in run.output
+    report = make_report(tmp_path / ".snakemake/matensemble")
+    rules = (report / "rules.md").read_text()
+    assert "| first | 1 | 1 |" in rules
+    assert "later" not in rules
 
 
 def test_retries_get_a_new_log_and_attempt_dependent_resources(tmp_path):
@@ -368,5 +367,5 @@ def test_unknown_policy_is_refused(tmp_path):
     write_snakefile(tmp_path, 'rule a:\n    output: "a"\n    shell: "touch {output}"\n')
     run = run_snakemake(tmp_path, "--matensemble-policy", "random")
     assert run.returncode != 0
-    assert "random" in run.output
+    assert "invalid choice: 'random'" in run.output  # not only the echoed command line
     assert not (tmp_path / "a").exists()
