@@ -210,6 +210,12 @@ class Dispatcher:
             self._finish(ticket, event)
 
     def _finish(self, ticket: JobTicket, result: JobFinished) -> None:
+        if result.lost_ranks and not self._stopping:
+            # Flux reports a job's node failure before the rank's "offline"
+            # event: take the rank out now, or the retry may be placed there
+            self._resource_event(
+                ResourceEvent("down", result.lost_ranks, "a job lost contact with it", result.time)
+            )
         result = self._blame_lost_node(ticket, result)
         self.packer.finish(ticket)
         self._tickets.pop(ticket.key, None)
@@ -260,14 +266,15 @@ class Dispatcher:
             if allocation.undrain(event.ranks):
                 log.info(f"matensemble: {names} undrained; jobs start there again.")
         elif event.kind == "down":
-            if allocation.mark_down(event.ranks):
-                for rank in event.ranks:
-                    self.lost_ranks[rank] = event.time
-                log.error(
-                    f"matensemble: {names} went down{why}; its jobs are lost "
-                    "(--retries reruns them on the ranks left)."
-                )
-                self._replace_unstarted(event.ranks)
+            if not allocation.mark_down(event.ranks):
+                return  # known already (a job's node failure said so first)
+            for rank in event.ranks:
+                self.lost_ranks[rank] = event.time
+            log.error(
+                f"matensemble: {names} went down{why}; its jobs are lost "
+                "(--retries reruns them on the ranks left)."
+            )
+            self._replace_unstarted(event.ranks)
         elif event.kind == "up":
             if allocation.mark_up(event.ranks):
                 for rank in event.ranks:
@@ -302,8 +309,8 @@ class Dispatcher:
 
     def _blame_lost_node(self, ticket: JobTicket, result: JobFinished) -> JobFinished:
         """A job that failed on a rank that went down was lost with that node."""
-        if result.ok or self._stopping or ticket.placement is None:
-            return result
+        if result.ok or result.lost_ranks or self._stopping or ticket.placement is None:
+            return result  # (a backend that names the lost ranks said so already)
         lost = [r for r in ticket.placement.ranks if r in self.lost_ranks]
         if not lost:
             return result

@@ -67,6 +67,10 @@ class JobFinished:
     signal: int | None = None
     #: when the job ended, epoch seconds
     time: float = 0.0
+    #: ranks the backend says were lost under the job (a node failure): the
+    #: dispatcher takes them out of the model at once, so that a retry does not
+    #: land there before the backend's own "down" event arrives
+    lost_ranks: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -180,6 +184,8 @@ class RunningJob:
     ranks: tuple[int, ...]
     cores_per_rank: int
     gpus_per_rank: int
+    #: when it started, epoch seconds (the packer converts it to its monotonic
+    #: clock when it re-attaches: :meth:`~..packer.Packer.attach`)
     started_at: float
 
 

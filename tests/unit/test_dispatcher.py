@@ -321,3 +321,32 @@ def test_jobs_on_a_lost_rank_fail_saying_so(run):
     assert result.status is Status.FAILED
     assert "was lost: its node n1 (rank 1) went down" in result.reason
     assert dispatcher.packer.allocation.unusable() == {1: "down"}
+
+
+def test_a_node_failure_takes_the_rank_out_before_the_retry_is_placed(run):
+    """Flux reports a job's node failure before the rank's offline event: the
+    rank must be out of the model already when Snakemake's retry arrives."""
+    dispatcher, backend, listener = run(cores=1, nodes=2)
+    a, b = ticket(), ticket()
+    dispatcher.submit([a, b])
+    assert until(lambda: len(backend.launched) == 2)
+    for key, _ in backend.launched:
+        backend.start(key)
+    lost = next(k for k, r in backend.launched if r == (1,))
+    other = next(k for k, r in backend.launched if r == (0,))
+    backend.events.put(
+        JobFinished(
+            lost, Status.FAILED, "was lost with its node", time=time.time(), lost_ranks=(1,)
+        )
+    )
+    assert until(lambda: listener.finished)
+    assert dispatcher.packer.allocation.unusable() == {1: "down"}
+    assert [e.kind for e in listener.resource_events] == ["down"]
+    retry = ticket()
+    dispatcher.submit([retry])
+    backend.finish(other)
+    assert until(lambda: retry.key in keys(backend.launched))
+    assert dict(backend.launched)[retry.key] == (0,)
+    backend.events.put(ResourceEvent("down", (1,), "", time.time()))  # Flux's own, later
+    time.sleep(0.2)
+    assert [e.kind for e in listener.resource_events] == ["down"]

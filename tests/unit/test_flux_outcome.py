@@ -86,3 +86,13 @@ def test_outcome(future, kwargs, status, words):
     assert result.status is status
     assert words in result.reason
     assert (result.key, result.time) == (7, 12.5)
+
+
+def test_node_failure_names_the_lost_broker_ranks_not_shell_ranks():
+    lost = of(finished(error=FakeJobException("exec", "node failure on vm (rank 3)")))
+    assert lost.lost_ranks == (3,)
+    shell = of(
+        finished(error=FakeJobException("node-failure", "node failure on vm (shell rank 1)"))
+    )
+    assert shell.lost_ranks == ()
+    assert of(finished(3)).lost_ranks == ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,15 @@ def outcome(
     return JobFinished(key, Status.FAILED, f"({where}) failed: {error!r}", time=now)
 
 
+_BROKER_RANK = re.compile(r"(?<!shell )\brank (\d+)\)")
+
+
+def lost_ranks(note: str | None) -> tuple[int, ...]:
+    """Broker ranks named in a node-failure note ("node failure on host (rank 3)");
+    job-relative shell ranks ("(shell rank 1)") are not broker ranks."""
+    return tuple(sorted({int(rank) for rank in _BROKER_RANK.findall(note or "")}))
+
+
 def exception_outcome(
     key: int,
     kind: str,
@@ -84,6 +94,7 @@ def exception_outcome(
             Status.FAILED,
             f"was lost with its node ({where}: {note}); --retries reruns it on the nodes left",
             time=now,
+            lost_ranks=lost_ranks(note),
         )
     if kind == "cancel" and not cancelling and not note:
         # not cancelled by us: the instance cancels everything when it shuts down
