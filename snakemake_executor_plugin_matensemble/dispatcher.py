@@ -160,6 +160,9 @@ class Dispatcher:
             self._cancel_running()
             return False
         now = self.packer.clock()
+        for late in self.packer.late_chained(now):  # back to the queue, to expire there
+            if late.key in self.packer.running and self.backend.withdraw(late.key):
+                self.packer.requeue(late)
         self._withdraw_for_deadline(self.packer.expire(now))
         self._launch(self.packer.admit(now))
         if self.backend.supports_lookahead:

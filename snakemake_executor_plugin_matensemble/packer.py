@@ -270,12 +270,8 @@ class Packer:
             predecessor = min(
                 candidates, key=lambda t: (t.expected_end or float("inf"), t.started_at or 0)
             )
-            if self.deadline.end is not None:
-                # it starts when the predecessor ends: that must be known, and
-                # leave it time to finish before the allocation's end
-                ends = self._estimated_end(predecessor)
-                if ends is None or not self.deadline.fits(head, ends):
-                    break
+            if self.deadline.end is not None and not self._may_chain(head, predecessor):
+                break
             candidates.remove(predecessor)
             self.queue.pop(head)
             head.after, predecessor.successor = predecessor, head
@@ -283,6 +279,29 @@ class Packer:
             self.running[head.key] = head
             chained.append(head)
         return chained
+
+    def _may_chain(self, head: JobTicket, predecessor: JobTicket) -> bool:
+        """With an allocation end: ``head`` starts when ``predecessor`` ends, so
+        it must fit after that end. If that end is unknown, only a job whose own
+        runtime is unknown (and which may start now) is chained: it takes the
+        same chance as if it started now, and :meth:`late_chained` takes it back
+        if its predecessor runs past its latest start."""
+        ends = self._estimated_end(predecessor)
+        if ends is not None:
+            return self.deadline.fits(head, ends)
+        return self.deadline.estimate(head) is None and self.deadline.fits(head, self.clock())
+
+    def late_chained(self, now: float | None = None) -> list[JobTicket]:
+        """Chained jobs (not started yet) that could no longer finish before the
+        allocation's end if they started now (``now``: packer clock)."""
+        if self.deadline.end is None:
+            return []
+        now = self.clock() if now is None else now
+        return [
+            t
+            for t in self.running.values()
+            if t.after is not None and now > self.deadline.latest_start(t)
+        ]
 
     def _estimated_end(self, ticket: JobTicket) -> float | None:
         """When running ``ticket`` ends by its runtime estimate (packer clock)."""

@@ -350,3 +350,24 @@ def test_a_node_failure_takes_the_rank_out_before_the_retry_is_placed(run):
     backend.events.put(ResourceEvent("down", (1,), "", time.time()))  # Flux's own, later
     time.sleep(0.2)
     assert [e.kind for e in listener.resource_events] == ["down"]
+
+
+def test_a_chained_job_that_would_start_too_late_is_withdrawn():
+    """Look-ahead: a job chained behind one of unknown runtime is taken back
+    from the backend and withdrawn when its latest start passes."""
+
+    class Lookahead(FakeBackend):
+        supports_lookahead = True
+
+    backend = Lookahead(expiration=time.time() + 31.5)  # margin 30: 1.5 s to start
+    dispatcher, backend, listener = make(cores=1, backend=backend)
+    dispatcher.start()
+    try:
+        first, chained = ticket(), ticket()
+        dispatcher.submit([first, chained])
+        assert until(lambda: keys(backend.launched) == [first.key, chained.key])
+        backend.start(first.key)
+        assert until(lambda: listener.withdrawn == [([chained.key], "deadline")], timeout=5)
+        assert backend.withdrawn == [chained.key]
+    finally:
+        dispatcher.stop(timeout=5)

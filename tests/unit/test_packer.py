@@ -204,14 +204,36 @@ def test_lookahead_only_chains_jobs_that_finish_before_the_end():
     assert names(p.queue) == ["c"]
 
 
-def test_lookahead_waits_when_the_predecessors_end_is_unknown_and_there_is_an_end():
+def test_lookahead_with_an_unknown_predecessor_end_chains_only_unknown_runtimes():
     clock = Clock()
     p, _ = packer(BackfillPolicy(), cores=1)
     p.clock = clock
     p.deadline = guard(clock, end_in=1000, margin=0)
+    p.enqueue([job(name="a"), job(name="b"), job(walltime=10, name="known")])
+    p.admit()
+    (b,) = p.chain()  # same chance as starting now
+    assert names([b]) == ["b"]
+    p2, _ = packer(BackfillPolicy(), cores=1)
+    p2.clock = clock
+    p2.deadline = guard(clock, end_in=1000, margin=0)
+    p2.enqueue([job(name="a"), job(walltime=10, name="known")])
+    p2.admit()
+    assert p2.chain() == []  # it might start too late to finish
+
+
+def test_a_chained_job_whose_latest_start_passed_is_taken_back():
+    clock = Clock()
+    p, _ = packer(BackfillPolicy(), cores=1)
+    p.clock = clock
+    p.deadline = guard(clock, end_in=100, margin=10)
     p.enqueue([job(name="a"), job(name="b")])
     p.admit()
-    assert p.chain() == []
+    (b,) = p.chain()
+    assert p.late_chained() == []
+    clock.now = 91  # past b's latest start (100 - 10), a still runs
+    assert p.late_chained() == [b]
+    p.requeue(b)
+    assert names(p.expire()) == ["b"]
 
 
 # -- drained ranks and requeued jobs ------------------------------------------------
