@@ -111,8 +111,11 @@ def test_cancel_all_cancels_every_flux_job(backend):
     assert third.cancelled()
     assert sorted(r.key for r in results) == [1, 2, 3]
     assert all(r.status is Status.CANCELLED for r in results)
-    # a Flux id that arrives after the cancel is cancelled at once
+    # a Flux id that arrives after the cancel is cancelled (by the dispatcher
+    # thread, at its next wait: callbacks make no RPCs)
     backend._on_jobid(9, SimpleNamespace(jobid=lambda: 99))
+    assert 99 not in backend.cancelled
+    backend.wait(0)
     assert 99 in backend.cancelled
 
 
@@ -169,6 +172,7 @@ def test_a_withdrawn_job_without_a_flux_id_yet_is_cancelled_when_it_gets_one(bac
     (future,) = backend.executor.submitted
     assert backend.withdraw(1) is True
     future.assign(31)
+    backend.wait(0)
     assert 31 in backend.cancelled
 
 

@@ -11,6 +11,10 @@ events. flux-core logs and swallows an exception raised in a future callback,
 so every callback is guarded: an error becomes a failed :class:`JobFinished`
 for the job (with the reason), and the dispatcher is woken, so no job's result
 is ever lost. A third thread follows the resource journal.
+
+A Flux handle is not thread-safe: every thread uses its own (:attr:`handle`
+is per thread), and callbacks never make RPCs: a cancel they need is queued
+for the dispatcher thread.
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ class FluxBackend(Backend):
         self.flux = flux_module
         self.options = options
         self.run_id = run_id
-        self.handle = self.flux.Flux()
+        self._thread_handles = threading.local()
+        self._thread_handles.handle = self.flux.Flux()
         self.executor = self.flux.job.FluxExecutor(poll_interval=0.002)
         log.info("matensemble: started one FluxExecutor for the run.")
         self._events: queue.SimpleQueue[BackendEvent] = queue.SimpleQueue()
@@ -86,8 +91,18 @@ class FluxBackend(Backend):
         self._purge_handle: Any = None
         #: inactive jobs purged so far
         self.purged = 0
+        #: Flux ids to cancel, queued by callbacks for the dispatcher thread
+        self._to_cancel: list[tuple[int, str | None]] = []
         self._journal_stop = threading.Event()
         self._journal_thread: threading.Thread | None = None
+
+    @property
+    def handle(self) -> Any:
+        """This thread's Flux handle (handles are not thread-safe)."""
+        handle = getattr(self._thread_handles, "handle", None)
+        if handle is None:
+            handle = self._thread_handles.handle = self.flux.Flux()
+        return handle
 
     @classmethod
     def from_settings(cls, settings: Any, run_id: str = "") -> FluxBackend:
@@ -294,8 +309,12 @@ class FluxBackend(Backend):
             cancel_now = self._cancelling or not current
             if not current:
                 self._withdrawn_ids.add(jobid)
+            if cancel_now:  # by the dispatcher thread: no RPC in a callback
+                self._to_cancel.append(
+                    (jobid, "withdrawn by the snakemake run" if not current else None)
+                )
         if cancel_now:
-            self._cancel_one(jobid, "withdrawn by the snakemake run" if not current else None)
+            self._wake.wake()
         if current:
             self._submit_deferred(key, jobid)
 
@@ -386,12 +405,19 @@ class FluxBackend(Backend):
         self._wake.wake()
 
     def wait(self, timeout: float | None) -> list[BackendEvent]:
+        self._cancel_queued()
         self._purge()
         events = self._drain()
         if events:
             return events
         self._wake.wait(timeout)
         return self._drain()
+
+    def _cancel_queued(self) -> None:
+        with self._lock:
+            queued, self._to_cancel = self._to_cancel, []
+        for jobid, reason in queued:
+            self._cancel_one(jobid, reason)
 
     def _drain(self) -> list[BackendEvent]:
         events = []
