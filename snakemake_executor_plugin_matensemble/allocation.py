@@ -330,7 +330,7 @@ class Allocation:
             if problem is not None:
                 field, value, text, short = problem
                 hint = self.hints.get(short)
-                problem = (field, value, f"{text} ({hint})" if hint else text)
+                problem = (field, value, f"{text}: {hint}" if hint else text)
             self._never_fits[key] = problem
         return self._never_fits[key]
 

@@ -8,10 +8,12 @@ seconds (the journal's clock) and every duration seconds.
 
 from __future__ import annotations
 
+import datetime
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
-from .journal import FAILED_STATUSES, JobRecord, RunRecord
+from .journal import FAILED_STATUSES, JobRecord, RunRecord, iter_events, read_journal
 
 #: Job statuses that count as failures (kept for importers; see the journal).
 FAILED = FAILED_STATUSES
@@ -228,14 +230,11 @@ def summary_lines(summary: RunSummary, slowest: int = 3) -> list[str]:
 
 
 # -- several allocations and resource events ------------------------------------------
-from pathlib import Path  # noqa: E402  (added section; kept apart from the others' imports)
 
 
 def run_chain(path: str | Path, limit: int = 50) -> list[Path]:
     """The journals of a run that went on over several allocations, oldest
     first: ``path`` and the journals its ``previous`` lines point to."""
-    from .journal import iter_events
-
     chain = [Path(path)]
     while len(chain) < limit:
         previous = next(
@@ -251,8 +250,6 @@ def run_chain(path: str | Path, limit: int = 50) -> list[Path]:
 def chain_lines(path: str | Path) -> list[str]:
     """One line per allocation of a run that went on over several, oldest first
     (nothing for a run in one allocation)."""
-    from .journal import read_journal
-
     chain = run_chain(path)
     if len(chain) < 2:
         return []
@@ -270,17 +267,14 @@ def chain_lines(path: str | Path) -> list[str]:
 
 def resource_lines(path: str | Path) -> list[str]:
     """The allocation's changes during the run (drained, undrained, lost and
-    returning ranks, a new end), one line each."""
-    import datetime as _dt
-
-    from .journal import iter_events
-
+    returning ranks, a new end), one line each, at local wall-clock time
+    (``at``/``t`` are epoch seconds)."""
     lines = []
     for event in iter_events(path):
         if event.get("event") != "resource":
             continue
         at = event.get("at") or event.get("t", 0.0)
-        when = _dt.datetime.fromtimestamp(at).strftime("%H:%M:%S")
+        when = datetime.datetime.fromtimestamp(at).strftime("%H:%M:%S")
         ranks = ",".join(str(r) for r in event.get("ranks", []))
         what = {
             "drain": f"rank {ranks} drained",

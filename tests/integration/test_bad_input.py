@@ -259,6 +259,7 @@ def test_bad_resource_is_refused_before_any_job(tmp_path, directives, args, word
     run = run_snakemake(tmp_path, *args, timeout=60)
     assert_stopped_before_anything(tmp_path, run, started, words)
     assert "Fix:" in run.output
+    assert_no_traceback(run.output)
 
 
 @pytest.mark.parametrize(

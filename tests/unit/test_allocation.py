@@ -133,7 +133,7 @@ def test_a_gpu_job_without_gpus_is_told_the_backends_hint():
     local = Allocation(nodes(1, 4), hints=LocalBackend.resource_hints)
     field, value, problem = local.why_never_fits(request)
     assert (field, value) == ("gpu", 1)
-    assert problem.startswith("needs 1 GPU(s) per task but the largest node has 0 GPU(s) (")
+    assert problem.startswith("needs 1 GPU(s) per task but the largest node has 0 GPU(s): ")
     assert "--matensemble-local-gpus" in problem
     # the hint names what is short: cores for a too-wide job, never the GPU flag
     _, _, cores = local.why_never_fits(ResourceRequest(cores_per_task=8))
