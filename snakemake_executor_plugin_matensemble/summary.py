@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cpulist import format_cpu_list
 from .journal import FAILED_STATUSES, JobRecord, RunRecord, iter_events, read_journal
 
 #: Job statuses that count as failures (kept for importers; see the journal).
@@ -275,12 +276,13 @@ def resource_lines(path: str | Path) -> list[str]:
             continue
         at = event.get("at") or event.get("t", 0.0)
         when = datetime.datetime.fromtimestamp(at).strftime("%H:%M:%S")
-        ranks = ",".join(str(r) for r in event.get("ranks", []))
+        ids = event.get("ranks", [])
+        ranks = f"{'ranks' if len(ids) > 1 else 'rank'} {format_cpu_list(ids)}"
         what = {
-            "drain": f"rank {ranks} drained",
-            "undrain": f"rank {ranks} undrained",
-            "down": f"rank {ranks} went down",
-            "up": f"rank {ranks} came back",
+            "drain": f"{ranks} drained",
+            "undrain": f"{ranks} undrained",
+            "down": f"{ranks} went down",
+            "up": f"{ranks} came back",
             "expiration": "the allocation's end moved",
         }.get(event.get("kind"), f"{event.get('kind')} {ranks}")
         reason = f" ({event['reason']})" if event.get("reason") else ""

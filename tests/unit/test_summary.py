@@ -113,3 +113,18 @@ def test_an_empty_run(tmp_path):
     assert summary_lines(summary) == [
         "matensemble: 0 job(s) done, 0 failed, 0 cancelled, 0 not started."
     ]
+
+
+def test_resource_lines_name_rank_sets_in_the_cpuset_format(tmp_path):
+    from snakemake_executor_plugin_matensemble.summary import resource_lines
+
+    path = write_events(
+        tmp_path / "journal.jsonl",
+        [
+            RUN,
+            {"event": "resource", "t": 5.0, "kind": "drain", "ranks": [0, 1, 2, 5], "at": 4.0},
+            {"event": "resource", "t": 6.0, "kind": "up", "ranks": [3]},
+        ],
+    )
+    lines = [line.split(" ", 2)[2] for line in resource_lines(path)]
+    assert lines == ["ranks 0-2,5 drained.", "rank 3 came back."]
