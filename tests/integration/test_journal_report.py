@@ -41,6 +41,11 @@ def test_report_of_a_real_run(tmp_path):
     record = read_journal(journal)
     assert len(record.jobs) == 9
     assert all(job.ran and job.end is not None for job in record.jobs)
+    # one clock: start and end (the backend's) and t (when written) are all epoch
+    # seconds, within the run
+    run_started = record.run["t"]
+    for job in record.jobs:
+        assert run_started <= job.queued <= job.start <= job.end <= record.last_time, job
     # lanes never overlap on a core
     per_core: dict[tuple, list] = {}
     for job in record.jobs:
