@@ -4,8 +4,9 @@
 policy, the allocation's nodes), then per job a ``queued`` line (rule,
 wildcards, Snakemake jobid, attempt, request, log path), a ``started`` line
 (backend job id, ranks, core and GPU ids) and an end line (``finished``,
-``failed`` or ``cancelled``, with status, exit code, signal and reason), and an
-``end`` line. Every line is flushed when written, so a killed run keeps
+``failed`` or ``cancelled``, with status, exit code, signal and reason), a
+``verdict`` line where Snakemake failed an attempt the backend finished (missing
+output files), and an ``end`` line. Every line is flushed when written, so a killed run keeps
 everything up to the kill; readers skip a torn last line.
 
 Clocks and units: every time in the journal is a POSIX timestamp, seconds
@@ -145,6 +146,19 @@ class Journal:
         """This run goes on where an earlier one (e.g. the previous allocation's)
         stopped: its run id, journal path, jobs done there, jobs it left."""
         self.write("previous", run=run_id, journal=str(journal), done=done, left=left)
+
+    def verdict(self, key: int, status: str, reason: str) -> None:
+        """Snakemake's own verdict on an attempt the backend finished: e.g.
+        ``failed`` when its output files are missing after a successful exit.
+        Overrides the end line's status and reason (not its end time)."""
+        self.write("verdict", key=key, status=status, reason=reason)
+
+    def refused(self, key: int, job: dict[str, Any], log: str, reason: str) -> None:
+        """An attempt refused before it could be queued (its command could not
+        be prepared, e.g. Snakemake's check of the shell): journaled as a
+        ``launch_error`` that never started, so the summary counts it."""
+        self.write("queued", key=key, request={}, log=log, **job)
+        self.ended(key, "failed", "launch_error", reason=reason)
 
     def close(self, **fields: Any) -> None:
         """Write the ``end`` line (with the journal's own CPU seconds) and close."""
@@ -303,4 +317,7 @@ def read_journal(path: str | Path) -> RunRecord:
             record.exit_code = event.get("exit_code")
             record.signal = event.get("signal")
             record.reason = event.get("reason", "")
+        elif kind == "verdict":
+            record.status = event.get("status", record.status)
+            record.reason = event.get("reason", record.reason)
     return RunRecord(run, sorted(jobs.values(), key=lambda r: r.key), end, last)

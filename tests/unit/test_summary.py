@@ -128,3 +128,29 @@ def test_resource_lines_name_rank_sets_in_the_cpuset_format(tmp_path):
     )
     lines = [line.split(" ", 2)[2] for line in resource_lines(path)]
     assert lines == ["ranks 0-2,5 drained.", "rank 3 came back."]
+
+
+def test_snakemakes_verdict_and_refused_attempts_count_as_failed(tmp_path):
+    from snakemake_executor_plugin_matensemble.journal import Journal
+
+    journal = Journal(tmp_path / "run")
+    journal.write("run", **{k: v for k, v in RUN.items() if k not in {"event", "t"}})
+    job = {"rule": "no_output", "wildcards": {}, "jobid": "1", "attempt": 1}
+    journal.write("queued", key=1, request={}, log="n.log", **job)
+    journal.started(1, "11", None, 10.0)
+    journal.ended(1, "finished", "success", end=11.0)
+    journal.verdict(1, "failed", "missing output files: no_output.txt")
+    journal.refused(2, {**job, "rule": "bad_shell", "jobid": "2"}, "b.log", "no such shell")
+    journal.close()
+    record = read_journal(journal.path)
+    no_output, bad_shell = record.jobs
+    assert (no_output.status, no_output.end, no_output.duration()) == ("failed", 11.0, 1.0)
+    assert (bad_shell.status, bad_shell.ran) == ("launch_error", False)
+    summary = summarize(record)
+    assert (summary.done, summary.failed, summary.not_started) == (0, 2, 0)
+    assert [job.rule for job in summary.failures] == ["no_output", "bad_shell"]
+    lines = summary_lines(summary)
+    assert lines[0] == "matensemble: 0 job(s) done, 2 failed, 0 cancelled, 0 not started."
+    assert (
+        "matensemble: failed: no_output (failed): missing output files: no_output.txt. Log: n.log"
+    ) in lines
