@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -20,17 +21,20 @@ def test_same_as_local_executor(case, tmp_path):
     if missing:
         pytest.skip(f"{case.name}: {missing}")
     start = time.monotonic()
+    cpu_start = resource.getrusage(resource.RUSAGE_CHILDREN)
     diffs, transcript = run_case(case, tmp_path)
+    cpu_end = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = sum(getattr(cpu_end, f) - getattr(cpu_start, f) for f in ("ru_utime", "ru_stime"))
     # DIFFERENTIAL_REPORT_DIR=<dir>: one file per case as soon as it is done
-    # (status, seconds, and the differences with both transcripts)
+    # (status, wall and CPU seconds, the differences and both transcripts)
     report_dir = os.environ.get("DIFFERENTIAL_REPORT_DIR")
     if report_dir:
         path = Path(report_dir) / (case.name.replace("/", "__") + ".txt")
         path.parent.mkdir(parents=True, exist_ok=True)
         status = "FAIL" if diffs else "PASS"
         path.write_text(
-            f"{status} {case.name} {time.monotonic() - start:.1f} s\n"
-            + (report(case, diffs, transcript) if diffs else "")
+            f"{status} {case.name} {time.monotonic() - start:.1f} s wall,"
+            f" {cpu:.1f} s CPU of Snakemake processes\n" + report(case, diffs, transcript)
         )
     if diffs:
         pytest.fail(report(case, diffs, transcript), pytrace=False)
