@@ -66,8 +66,11 @@ def flux_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 requires_flux = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
 
-def in_flux(command: list[str], size: int = 3, scheduler: str = "default") -> list[str]:
-    """``command`` run inside a new test instance of ``size`` ranks.
+def in_flux(
+    command: list[str], size: int = 3, scheduler: str = "default", options: tuple[str, ...] = ()
+) -> list[str]:
+    """``command`` run inside a new test instance of ``size`` ranks
+    (``options``: more ``flux start`` options).
 
     ``scheduler="simple"`` swaps Fluxion (if loaded) for sched-simple.
     """
@@ -79,14 +82,27 @@ def in_flux(command: list[str], size: int = 3, scheduler: str = "default") -> li
             "flux module remove sched-fluxion-resource && flux module load sched-simple; fi; "
             + script
         )
-    return [flux_command() or "flux", "start", f"--test-size={size}", "bash", "-c", script]
+    return [
+        flux_command() or "flux",
+        "start",
+        f"--test-size={size}",
+        *options,
+        "bash",
+        "-c",
+        script,
+    ]
 
 
 def run_in_flux(
-    command: list[str], cwd: Path, size: int = 3, timeout: float = 300, scheduler: str = "default"
+    command: list[str],
+    cwd: Path,
+    size: int = 3,
+    timeout: float = 300,
+    scheduler: str = "default",
+    options: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        in_flux(command, size, scheduler),
+        in_flux(command, size, scheduler, options),
         cwd=cwd,
         env=flux_env(),
         stdout=subprocess.PIPE,

@@ -1,6 +1,7 @@
 """A small fake of the flux-python API for the unit tests of the Flux backend."""
 
 import concurrent.futures
+import threading
 from types import SimpleNamespace
 
 from snakemake_executor_plugin_matensemble.allocation import NodeShare, Placement
@@ -76,6 +77,13 @@ class FakeExecutor:
         FakeExecutor.latest = self
         self.submitted = []
         self.shut_down = False
+        self._broken_event = threading.Event()
+
+    def attach(self, jobid):
+        future = FakeFuture(None)
+        future.attached = jobid
+        self.submitted.append(future)
+        return future
 
     def submit(self, jobspec, **kwargs):
         future = FakeFuture(jobspec)

@@ -197,3 +197,30 @@ def test_successful_jobs_are_purged_beyond_the_newest_kept(backend, monkeypatch)
     backend.wait(0.1)
     assert purged == [("job-manager.purge-id", 100 + k, 1) for k in (1, 3, 4, 5)]
     assert backend.purged == 4
+
+
+def test_jobs_of_an_executor_whose_thread_died_are_followed_by_a_new_one(backend):
+    """flux-python can break its executor (an error in its own callbacks): the
+    jobs are not failed but re-attached by a new executor, which reports
+    their real outcome."""
+    backend.launch(spec(key=5, walltime_s=120), on(0))
+    (future,) = backend.executor.submitted
+    future.assign(4242)
+    future.start()
+    broken = backend.executor
+    broken._broken_event.set()
+    future.set_exception(OSError(errno.ENODATA, "No data available"))
+    events = backend.wait(0.2)
+    assert [type(e).__name__ for e in events] == ["JobStarted"]
+    assert backend.executor is not broken
+    assert broken.shut_down
+    assert backend.executor_restarts == 1
+    assert backend.running_count == 1
+    (attached,) = backend.executor.submitted
+    assert attached.attached == 4242
+    attached.assign(4242)
+    attached.start()  # replayed: not said twice
+    attached.set_result(0)
+    (finished,) = backend.wait(0.5)
+    assert finished.ok
+    assert "f4242" in finished.reason

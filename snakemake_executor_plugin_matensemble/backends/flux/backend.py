@@ -43,7 +43,7 @@ from ..base import (
 )
 from .jobspec import build_jobspec, urgency
 from .options import FluxOptions
-from .outcome import outcome
+from .outcome import LOST_INSTANCE_ERRNOS, outcome
 from .resources import expiration_from_rset, nodes_from_rset, reserve_own_cores, resource_event
 
 log = logging.getLogger("snakemake.logging.matensemble.flux")
@@ -91,6 +91,11 @@ class FluxBackend(Backend):
         self._purge_handle: Any = None
         #: inactive jobs purged so far
         self.purged = 0
+        #: jobs whose future failed with the executor itself (its thread died),
+        #: to be followed again by a new executor: (spec, Flux id)
+        self._recover: list[tuple[LaunchSpec, int]] = []
+        #: executors replaced so far (each after its thread died)
+        self.executor_restarts = 0
         #: Flux ids to cancel, queued by callbacks for the dispatcher thread
         self._to_cancel: list[tuple[int, str | None]] = []
         self._journal_stop = threading.Event()
@@ -179,7 +184,55 @@ class FluxBackend(Backend):
     @property
     def running_count(self) -> int:
         with self._lock:
-            return len(self._futures) + sum(len(v) for v in self._deferred.values())
+            return (
+                len(self._futures)
+                + len(self._recover)
+                + sum(len(v) for v in self._deferred.values())
+            )
+
+    def _executor_failed(self, future: Any) -> bool:
+        """Whether ``future`` failed because the executor broke, not the job."""
+        if self._cancelling or self.executor_restarts >= 3 or future.cancelled():
+            return False
+        error = future.exception()
+        if error is None or isinstance(error, self.flux.job.JobException):
+            return False
+        if isinstance(error, OSError) and error.errno in LOST_INSTANCE_ERRNOS:
+            return False  # the instance is gone, not only the executor
+        broken = getattr(self.executor, "_broken_event", None)
+        return broken is not None and broken.is_set()
+
+    def _recover_jobs(self) -> None:
+        """A new ``FluxExecutor`` for the one whose thread died, re-attached to
+        every job the old one was following (dispatcher thread)."""
+        with self._lock:
+            jobs, self._recover = self._recover, []
+        if not jobs:
+            return
+        broken = getattr(self.executor, "_broken_event", None)
+        try:
+            if broken is not None and broken.is_set():
+                old = self.executor
+                self.executor_restarts += 1
+                self.executor = self.flux.job.FluxExecutor(poll_interval=0.002)
+                log.warning(
+                    "matensemble: the FluxExecutor's thread failed (a flux-python error); "
+                    f"a new executor follows its {len(jobs)} job(s) (restart "
+                    f"{self.executor_restarts} of at most 3)."
+                )
+                old.shutdown(wait=False)
+            for spec, jobid in jobs:
+                self._follow(spec, self.executor.attach(self.flux.job.JobID(jobid)))
+                with self._lock:
+                    self._jobids[spec.key] = jobid
+        except Exception as error:  # no new executor: the instance itself is gone
+            reason = self._lost(error)
+            for spec, _ in jobs:
+                with self._lock:
+                    followed = self._futures.pop(spec.key, None) is not None
+                    self._started.discard(spec.key)
+                del followed
+                self._push(JobFinished(spec.key, Status.FAILED, reason, time=time.time()))
 
     @property
     def supports_lookahead(self) -> bool:  # type: ignore[override]
@@ -322,6 +375,8 @@ class FluxBackend(Backend):
         if not self._current(key, future):
             return
         with self._lock:
+            if key in self._started:
+                return  # said already (a job followed again by a new executor)
             self._started.add(key)
         jobid = self.flux.job.JobID(future.jobid())
         self._push(JobStarted(key, jobid.f58, event.timestamp))
@@ -332,6 +387,15 @@ class FluxBackend(Backend):
                 return  # withdrawn: its outcome means nothing
             spec = self._specs.get(key)
             jobid = self._jobids.get(key)
+        if self._executor_failed(future) and spec is not None and jobid is not None:
+            # not the job's outcome: the executor's thread died (flux-python
+            # raises in its own callbacks, e.g. after a node failure); the job
+            # may still run: follow it again with a new executor
+            with self._lock:
+                self._futures.pop(key, None)
+                self._recover.append((spec, jobid))  # (it stays started, if it was)
+            self._wake.wake()
+            return
         result = self.outcome(key, future, spec, jobid)  # if it raises: the guard reports
         with self._lock:
             self._futures.pop(key, None)
@@ -405,6 +469,7 @@ class FluxBackend(Backend):
         self._wake.wake()
 
     def wait(self, timeout: float | None) -> list[BackendEvent]:
+        self._recover_jobs()
         self._cancel_queued()
         self._purge()
         events = self._drain()
