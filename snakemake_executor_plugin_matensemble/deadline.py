@@ -246,26 +246,23 @@ class DeadlineGuard:
         if estimate is None:
             if self.unknown == "hold":
                 return -math.inf
+            self._warn_unknown()
             return self.end - self.margin
         return self.end - self.margin - estimate
 
-    def fits(self, ticket: Any, start: float) -> bool:
-        """Whether ``ticket`` started at ``start`` (packer clock) ends in time."""
-        latest = self.latest_start(ticket)
-        if (
-            latest != math.inf
-            and self.estimate(ticket) is None
-            and self.unknown == "start"
-            and start <= latest
-            and not self._warned_unknown
-        ):
+    def _warn_unknown(self) -> None:
+        if not self._warned_unknown:
             self._warned_unknown = True
             log.warning(
-                "matensemble: jobs without a runtime (resources: runtime=<minutes>) are "
-                "started until shortly before the allocation's end, which may cut them "
-                "off; declare runtimes, or use --matensemble-unknown-runtime hold."
+                "matensemble: jobs without a runtime (resources: runtime=<minutes>, and "
+                "none known from earlier runs) are started until shortly before the "
+                "allocation's end, which may cut them off; declare runtimes, or use "
+                "--matensemble-unknown-runtime hold."
             )
-        return start <= latest
+
+    def fits(self, ticket: Any, start: float) -> bool:
+        """Whether ``ticket`` started at ``start`` (packer clock) ends in time."""
+        return start <= self.latest_start(ticket)
 
     def seconds_left(self) -> float | None:
         return None if self.end is None else self.end - self.clock()

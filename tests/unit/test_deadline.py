@@ -108,3 +108,20 @@ def test_guard_converts_the_epoch_end_to_the_packers_clock():
     fixed.set_end(NOW + 1000)  # the backend's end does not override the setting
     assert fixed.end == 10.0
     assert DeadlineGuard(override=math.inf).end is None
+
+
+def test_jobs_of_unknown_runtime_are_warned_about_once(caplog):
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_matensemble.request import ResourceRequest
+
+    unknown = SimpleNamespace(request=ResourceRequest(), rule="md")
+    guard = DeadlineGuard(clock=lambda: 0.0, wall=lambda: NOW, margin=10)
+    assert guard.latest_start(unknown) == math.inf  # no end: nothing to say
+    guard.set_end(NOW + 100)
+    assert guard.latest_start(unknown) == 90.0
+    assert guard.latest_start(unknown) == 90.0
+    warnings = [r for r in caplog.records if "without a runtime" in r.getMessage()]
+    assert len(warnings) == 1
+    held = DeadlineGuard(clock=lambda: 0.0, wall=lambda: NOW, unknown="hold", override=NOW + 100)
+    assert held.latest_start(unknown) == -math.inf
