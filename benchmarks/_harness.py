@@ -44,24 +44,35 @@ class Measurement:
         return 1000 * self.cpu_s / jobs
 
 
-def fresh_workdir(snakefile: str, prefix: str) -> Path:
+def fresh_workdir(snakefile: str, prefix: str, files: dict[str, str] | None = None) -> Path:
+    """A new directory with ``snakefile`` and ``files`` (name -> text) in it."""
     workdir = Path(tempfile.mkdtemp(prefix=f"matensemble-bench-{prefix}-"))
     (workdir / "Snakefile").write_text(textwrap.dedent(snakefile))
+    for name, text in (files or {}).items():
+        (workdir / name).write_text(text)
     return workdir
 
 
 def run_snakemake(
-    label: str, snakefile: str, args: list[str], timeout: float = 3600
+    label: str,
+    snakefile: str,
+    args: list[str],
+    timeout: float = 3600,
+    files: dict[str, str] | None = None,
 ) -> Measurement:
     """Run snakemake with ``args`` in a new directory; wall time, own CPU, peak RSS."""
-    return run_snakemake_in(label, snakefile, args, timeout)[0]
+    return run_snakemake_in(label, snakefile, args, timeout, files)[0]
 
 
 def run_snakemake_in(
-    label: str, snakefile: str, args: list[str], timeout: float = 3600
+    label: str,
+    snakefile: str,
+    args: list[str],
+    timeout: float = 3600,
+    files: dict[str, str] | None = None,
 ) -> tuple[Measurement, Path]:
     """Like :func:`run_snakemake`, also returning the working directory."""
-    workdir = fresh_workdir(snakefile, label.replace(" ", "-"))
+    workdir = fresh_workdir(snakefile, label.replace(" ", "-"), files)
     rusage = workdir / "rusage.json"
     env = {**os.environ, "MATENSEMBLE_BENCH_RUSAGE": str(rusage)}
     started = time.perf_counter()

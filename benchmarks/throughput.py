@@ -10,7 +10,11 @@ Prints wall time, jobs/s and the CPU time of the snakemake process itself
 * matensemble, direct shell path (local backend, same cores),
 * matensemble, per-job Snakemake path (local backend, same cores),
 * with Flux reachable: matensemble on the Flux backend, and raw
-  ``flux submit --cc=1-N --wait true`` in the same instance.
+  ``flux submit --cc=1-N --wait true`` in the same instance,
+
+then a table per rule kind (N trivial jobs each: ``shell:``, ``script:``
+(Python), groups of 10 chained ``shell:`` rules, ``run:``), Snakemake's local
+executor vs matensemble (local backend). ``--kinds-only`` prints just that table.
 
 All figures come from one run; compare them as ratios.
 """
@@ -33,6 +37,97 @@ rule echo:
     output: "out/{{i}}.txt"
     shell: "echo {{wildcards.i}} > {{output}}"
 """
+
+
+#: Snakefiles of the rule-kind table; ``{n}`` is the number of jobs.
+KIND_SNAKEFILES = {
+    "shell": SNAKEFILE,
+    "script": """
+rule all:
+    input: expand("out/{{i}}.txt", i=range({n}))
+
+rule echo:
+    output: "out/{{i}}.txt"
+    script: "echo.py"
+""",
+    "group of 10 shell": """
+rule all:
+    input: expand("out/{{g}}.9.txt", g=range({n} // 10))
+
+rule first:
+    output: "out/{{g}}.0.txt"
+    group: "chain"
+    shell: "echo {{wildcards.g}} > {{output}}"
+
+rule next:
+    input: lambda wc: f"out/{{wc.g}}.{{int(wc.k) - 1}}.txt"
+    output: "out/{{g}}.{{k}}.txt"
+    wildcard_constraints: k="[1-9]"
+    group: "chain"
+    shell: "cat {{input}} > {{output}}"
+""",
+    "run": """
+rule all:
+    input: expand("out/{{i}}.txt", i=range({n}))
+
+rule echo:
+    output: "out/{{i}}.txt"
+    run:
+        with open(output[0], "w") as stream:
+            stream.write(wildcards.i + "\\n")
+""",
+}
+#: Files next to the Snakefile, per kind.
+KIND_FILES = {
+    "script": {"echo.py": "open(snakemake.output[0], 'w').write(snakemake.wildcards.i + '\\n')\n"}
+}
+#: Goal for matensemble / local executor, per kind (issue: shell, script, group
+#: within 1.25x; run: within 2x).
+KIND_GOALS = {"shell": 1.25, "script": 1.25, "group of 10 shell": 1.25, "run": 2.0}
+
+
+def rule_kinds(n: int, cores: int) -> None:
+    """The rule-kind table: local executor vs matensemble, N jobs each."""
+    rows = []
+    for kind, template in KIND_SNAKEFILES.items():
+        snakefile = template.format(n=n)
+        files = KIND_FILES.get(kind, {})
+        local = run_snakemake(f"local {kind}", snakefile, ["--cores", str(cores)], files=files)
+        plugin = run_snakemake(
+            f"matensemble {kind}",
+            snakefile,
+            ["-j", "unlimited", "--executor", "matensemble", "--matensemble-backend", "local"],
+            files=files,
+        )
+        ratio = plugin.wall_s / local.wall_s
+        rows.append(
+            [
+                kind,
+                f"{local.wall_s:.1f}",
+                f"{plugin.wall_s:.1f}",
+                f"{ratio:.2f}x",
+                f"<= {KIND_GOALS[kind]:.2f}x",
+                "met" if ratio <= KIND_GOALS[kind] else "NOT met",
+                f"{local.per_job_ms(n):.1f} / {plugin.per_job_ms(n):.1f}",
+                "ok" if local.returncode == plugin.returncode == 0 else "FAILED",
+            ]
+        )
+    print(f"{n} trivial jobs per rule kind on {cores} cores")
+    print(
+        table(
+            rows,
+            [
+                "rule kind",
+                "local executor s",
+                "matensemble s",
+                "ratio",
+                "goal",
+                "",
+                "snakemake-process CPU ms/job (local / matensemble)",
+                "status",
+            ],
+        )
+    )
 
 
 def flux_reachable() -> bool:
@@ -68,9 +163,13 @@ def main() -> None:
     parser.add_argument(
         "--skip-per-job", action="store_true", help="skip the slow per-job Snakemake path"
     )
+    parser.add_argument("--kinds-only", action="store_true", help="only the table per rule kind")
     args = parser.parse_args()
     n = args.jobs
     cores = len(os.sched_getaffinity(0))
+    if args.kinds_only:
+        rule_kinds(n, cores)
+        return
     snakefile = SNAKEFILE.format(n=n)
     common = ["-j", "unlimited", "--executor", "matensemble"]
     runs = [
@@ -153,6 +252,8 @@ def main() -> None:
             f"Snakemake's start-up): plugin {spans['plugin']:.1f} s, raw {spans['raw']:.1f} s, "
             f"ratio {spans['raw'] / spans['plugin']:.2f}"
         )
+    print()
+    rule_kinds(n, cores)
 
 
 if __name__ == "__main__":
