@@ -12,6 +12,8 @@ A case is a directory with a Snakefile (or whatever its args name) and a
     output_contains: [re]    # each regex must match the output of the first run, both sides
     nondeterministic:        # glob (relative path) -> how to compare it instead of bytes
       "bench/*.txt": tsv_header    # same first line, same row count, same column counts
+      "bench/*.jsonl": benchmark   # TSV: as tsv_header; JSON lines: records equal
+                                   # without the measured fields (s, max_rss, cpu_time...)
       "x.log": exists              # present on both sides (and same mode)
       "y.txt": lines               # same number of lines
     env: {NAME: value}       # extra environment for every Snakemake call
@@ -38,6 +40,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -162,6 +165,9 @@ def base_env(case: Case, side: Side) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SNAKEMAKE_", "FLUX_"))}
     for name in ("TMPDIR", "TMP", "TEMP", "TEMPDIR"):
         env.pop(name, None)
+    # Snakemake and its plugins are imported by every Snakemake process of the suite
+    # (hundreds): let Python cache their bytecode instead of compiling them each time.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["TMPDIR"] = str(side.systmp)
     env.update({k: expand(v, side) for k, v in case.env.items()})
     return env
@@ -189,24 +195,48 @@ def run_snakemake(case: Case, side: Side, argv_tail: list[str], *, executor: boo
     if executor:
         argv += executor_args(case, side)
     argv += expand_args(argv_tail, side)
-    try:
-        process = subprocess.run(
+    # output to a file, not a pipe: a job process Snakemake leaves behind (e.g. a pipe
+    # consumer whose producer failed, still blocked on the FIFO) would hold a pipe open
+    out_path = side.systmp.parent / "run-output.txt"
+    with open(out_path, "wb") as out:
+        process = subprocess.Popen(
             argv,
             cwd=side.workdir,
-            stdout=subprocess.PIPE,
+            stdout=out,
             stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            timeout=case.timeout,
             env=base_env(case, side),
             stdin=subprocess.DEVNULL,
         )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout or ""
-        if isinstance(out, bytes):
-            out = out.decode(errors="replace")
-        return Result(argv, -9, out + f"\n[differential: timed out after {case.timeout} s]")
-    return Result(argv, process.returncode, process.stdout)
+        try:
+            code = process.wait(timeout=case.timeout)
+            note = ""
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+            note = f"\n[differential: timed out after {case.timeout} s]"
+    return Result(argv, code, out_path.read_text(errors="replace") + note)
+
+
+def kill_leftovers(root: Path) -> list[str]:
+    """Kill processes still running in a directory under ``root`` (job processes a
+    run left behind); return their command lines."""
+    killed = []
+    prefix = str(root.resolve()) + os.sep
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if (cwd + os.sep).startswith(prefix):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                continue
+            killed.append(cmdline.decode(errors="replace").strip())
+    return killed
 
 
 def forked_checks(case: Case, sides: list[Side], argv_tail: list[str]) -> dict[str, Result]:
@@ -217,7 +247,7 @@ def forked_checks(case: Case, sides: list[Side], argv_tail: list[str]) -> dict[s
     DIFFERENTIAL_NO_FORK=1 runs them as ``python -m snakemake`` subprocesses instead."""
     if os.environ.get("DIFFERENTIAL_NO_FORK") == "1" or not hasattr(os, "fork"):
         return both(lambda side: run_snakemake(case, side, argv_tail, executor=False), sides)
-    import snakemake.cli  # noqa: F401 - imported once here, inherited by the children
+    _warm_up_snakemake()
 
     children = {}
     for side in sides:
@@ -244,6 +274,20 @@ def forked_checks(case: Case, sides: list[Side], argv_tail: list[str]) -> dict[s
                 time.sleep(0.02)
         results[name] = Result(argv, code, out_path.read_text(errors="replace"))
     return results
+
+
+_WARM = False
+
+
+def _warm_up_snakemake() -> None:
+    """Import Snakemake and build its argument parser (which imports every plugin)
+    once in this process, so that forked children start with all of it loaded."""
+    global _WARM
+    if not _WARM:
+        import snakemake.cli
+
+        snakemake.cli.get_argument_parser()
+        _WARM = True
 
 
 def _forked_main(argv: list[str], cwd: Path, env: dict[str, str], out_path: Path) -> None:
@@ -368,6 +412,40 @@ def tsv_shape(data: bytes) -> tuple:
     return header, len(lines), [len(line.split("\t")) for line in lines]
 
 
+# benchmark fields that are measurements (differ from run to run by nature)
+BENCHMARK_MEASURES = {
+    "s",
+    "h:m:s",
+    "max_rss",
+    "max_vms",
+    "max_uss",
+    "max_pss",
+    "io_in",
+    "io_out",
+    "mean_load",
+    "cpu_time",
+    "cpu_usage",
+}
+
+
+def benchmark_shape(data: bytes) -> object:
+    """A benchmark file without its measurements: for TSV, the header and the number
+    of rows and columns; for JSON lines, every record without its measured fields."""
+    text = data.decode(errors="replace")
+    lines = text.splitlines()
+    if lines and lines[0].lstrip().startswith("{"):
+        records = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                records.append(("unparsable", line))
+                continue
+            records.append({k: v for k, v in record.items() if k not in BENCHMARK_MEASURES})
+        return records
+    return tsv_shape(data)
+
+
 def text_diff(a: bytes, b: bytes, name: str) -> str:
     try:
         a_text, b_text = a.decode(), b.decode()
@@ -416,6 +494,14 @@ def compare_snapshots(case: Case, local: dict[str, Entry], plugin: dict[str, Ent
                 diffs.append(
                     f"{rel}: table shape (header, rows, columns per row) differs: "
                     f"{tsv_shape(a.data)} with local, {tsv_shape(b.data)} with matensemble"
+                )
+            continue
+        if kind == "benchmark":
+            if benchmark_shape(a.data) != benchmark_shape(b.data):
+                diffs.append(
+                    f"{rel}: benchmark records without measurements differ: "
+                    f"{benchmark_shape(a.data)} with local, "
+                    f"{benchmark_shape(b.data)} with matensemble"
                 )
             continue
         if kind == "lines":
@@ -552,9 +638,11 @@ def run_case(case: Case, tmp_path: Path) -> tuple[list[str], dict[str, list[str]
 
     def record(what: str, results: dict[str, Result]) -> None:
         for name, result in results.items():
+            leftovers = kill_leftovers(by_name[name].workdir.parent)
             transcript[name].append(
                 f"$ {' '.join(result.argv)}   # {what}, exit {result.returncode}\n"
                 + tail(by_name[name].normalize_text(result.output))
+                + "".join(f"\n[differential: left running, killed: {c}]" for c in leftovers)
             )
 
     for command in case.prepare:
@@ -615,7 +703,8 @@ def run_case(case: Case, tmp_path: Path) -> tuple[list[str], dict[str, list[str]
             extra = ["--dry-run"] if kind == "dryrun" else ["--summary"]
             results = forked_checks(case, sides, ["--cores", "1", *extra, *case.args, *args])
             record(what, results)
-            diffs += exit_diffs(what, results, "success")
+            # a failed first run may leave a workflow that cannot even be planned again
+            diffs += exit_diffs(what, results, "any" if case.expect == "failure" else "success")
             texts = {n: by_name[n].normalize_text(r.output) for n, r in results.items()}
             if kind == "dryrun":
                 nothing = {n: nothing_to_be_done(t) for n, t in texts.items()}
