@@ -18,14 +18,25 @@ metadata, retries, checkpoints) run in the main process for both paths.
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
+import os
+import shlex
+import sys
+import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
+from .snakemake_boundary import NotDirect
+
 log = logging.getLogger("snakemake.logging.matensemble.command")
+
+#: The script that runs a group's members inside its packed job.
+GROUP_RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "group_runner.py")
 
 #: Resource a rule sets to 0 to always run through a per-job Snakemake process.
 OPT_OUT_RESOURCE = "matensemble_direct"
@@ -82,7 +93,45 @@ def per_job_reason(job: Any, boundary: Any, direct_enabled: bool) -> str | None:
     if not direct_enabled:
         return "the direct path is turned off (--matensemble-per-job-snakemake)"
     if job.is_group():
-        return "group jobs run through Snakemake"
+        return _group_reason(job, boundary)
+    return _single_reason(job, boundary)
+
+
+def _group_reason(group: Any, boundary: Any) -> str | None:
+    """Why a group job runs through one Snakemake process (None: members run directly)."""
+    for job in group.jobs:
+        reason = _single_reason(job, boundary) or _input_dependent(job)
+        if reason is not None:
+            return f"its member {job.rule.name} {reason.removeprefix('it ')}"
+    return None
+
+
+def _input_dependent(job: Any) -> str | None:
+    """Params, threads or resources computed from input files, which inside a
+    group may be made by an earlier member: those are evaluated when the
+    member is ready, so the group runs through Snakemake."""
+    rule = job.rule
+    values = [*getattr(rule, "params", [])]
+    resources = getattr(rule, "resources", {})
+    values.append(resources.get("_cores"))
+    if "resources" in str(getattr(rule, "shellcmd", None) or ""):
+        # Snakemake's default resources (mem_mb, disk_mb) are computed from the
+        # input's size; they only matter where the command reads them
+        values += list(resources.values())
+    for value in values:
+        if callable(value) and _takes_input(value):
+            return "has params, threads or resources computed from its input"
+    return None
+
+
+def _takes_input(function: Any) -> bool:
+    try:
+        return "input" in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return True  # cannot tell: assume it does
+
+
+def _single_reason(job: Any, boundary: Any) -> str | None:
     for flag, what in _PER_JOB_KINDS:
         if getattr(job, flag, False):
             return f"it has {what}"
@@ -129,32 +178,67 @@ class CommandBuilder:
     def build(self, job: Any, cores: int, tasks: int, has_mpi: bool) -> JobCommand:
         reason = per_job_reason(job, self.boundary, self.direct_enabled)
         if reason is None:
-            from .snakemake_boundary import NotDirect
-
             try:
                 with self.snakemake_work():
-                    process = self.boundary.capture_command(job)
+                    if job.is_group():
+                        command = self._group_command(job)
+                    else:
+                        command = self._direct_command(job, per_task=tasks > 1 and not has_mpi)
             except NotDirect as error:
                 reason = str(error)
             else:
                 self._announce(job, None)
-                return JobCommand(
-                    command=process.command,
-                    shell=process.executable,
-                    path="direct",
-                    env=process.env,
-                    per_task=tasks > 1 and not has_mpi,
-                    cleanup=tuple(process.cleanup),
-                )
+                return command
         self._announce(job, reason)
         return JobCommand(self.per_job_command(job, cores))
+
+    def _direct_command(self, job: Any, per_task: bool) -> JobCommand:
+        process = self.boundary.capture_command(job)
+        return JobCommand(
+            command=process.command,
+            shell=process.executable,
+            path="direct",
+            env=process.env,
+            per_task=per_task,
+            cleanup=tuple(process.cleanup),
+        )
+
+    def _group_command(self, group: Any) -> JobCommand:
+        """The members of ``group`` in Snakemake's order, run by :mod:`.group_runner`."""
+        members, cleanup = [], []
+        for job, process in self.boundary.capture_group(group):
+            cleanup.extend(process.cleanup)
+            members.append(
+                {
+                    "name": f"{job.rule.name} (jobid {job.jobid})",
+                    "command": process.command,
+                    "shell": process.executable,
+                    "env": process.env,
+                }
+            )
+        os.makedirs(".snakemake", exist_ok=True)
+        handle, spec = tempfile.mkstemp(
+            dir=".snakemake", prefix="matensemble_group.", suffix=".json"
+        )
+        with os.fdopen(handle, "w") as stream:
+            json.dump({"members": members}, stream)
+        spec = os.path.abspath(spec)
+        return JobCommand(
+            command=shlex.join([sys.executable, GROUP_RUNNER, spec]),
+            shell="/bin/sh",
+            path="direct",
+            env=dict(os.environ),
+            cleanup=(*cleanup, spec),
+        )
 
     def _announce(self, job: Any, reason: str | None) -> None:
         name = f"group {job.groupid}" if job.is_group() else job.rule.name
         if name in self._announced:
             return
         self._announced.add(name)
-        if reason is None:
+        if reason is None and job.is_group():
+            log.info(f"matensemble: {name} runs its members' commands directly, in order.")
+        elif reason is None:
             log.info(f"matensemble: rule {name} ({rule_kind(job)}) runs its command directly.")
         else:
             log.info(f"matensemble: {name} runs through a per-job Snakemake process: {reason}.")

@@ -84,7 +84,8 @@ class Intake:
         """
         rule = naming.rule_of(job)
         resources = self.resources_of(job)
-        threads = job.threads
+        # a group's cores are Snakemake's layered "_cores", not its members' sum
+        threads = resources.get("_cores", job.threads) if job.is_group() else job.threads
         if known_only:
             resources = {k: v for k, v in resources.items() if not is_unknown_yet(v)}
             threads = 1 if is_unknown_yet(threads) else threads

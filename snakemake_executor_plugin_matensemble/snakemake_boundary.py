@@ -53,6 +53,8 @@ class Capabilities:
 
     #: run jobs without a per-job Snakemake process (capture of shell())
     direct: bool = False
+    #: run a group's members directly (prepared together, in Snakemake's order)
+    group_capture: bool = False
     #: check every job of the DAG before anything starts
     upfront_check: bool = False
     #: evaluate ``tmpdir`` and the other resources as the local executor does
@@ -114,8 +116,16 @@ def probe() -> Capabilities:
         names = inspect.signature(GroupResources.basic_layered).parameters
         return {"toposorted_jobs", "constraints", "run_local"} <= set(names)
 
+    def group_capture_ok() -> bool:
+        jobs_module = importlib.import_module("snakemake.jobs")
+        names = inspect.signature(jobs_module.wait_for_files).parameters
+        return direct and next(iter(names)) == "files"
+
     return Capabilities(
         direct=direct,
+        group_capture=_check(
+            problems, "snakemake.jobs.wait_for_files(files, ...)", group_capture_ok
+        ),
         upfront_check=_check(problems, "DAG.needrun_jobs", needrun_ok),
         local_resources=_check(problems, "Rule.expand_resources(skip_evaluation)", expand_ok),
         group_layering=_check(problems, "GroupResources.basic_layered", layering_ok),
@@ -334,6 +344,31 @@ class SnakemakeBoundary:
         )
 
     # -- the direct path ---------------------------------------------------------
+    def capture_group(self, group: Any) -> list[tuple[Any, CapturedProcess]]:
+        """Prepare and capture every member of ``group``, in Snakemake's order.
+
+        Snakemake's ``job.prepare()`` waits for a job's input files; inside a
+        group, a member's inputs are made by earlier members when the group
+        runs, so that wait is skipped for the group's own products (all other
+        inputs are waited for as usual). Raises :class:`NotDirect` as
+        :meth:`capture_command` does.
+        """
+        if not self.caps.group_capture:
+            raise NotDirect(f"Snakemake {self.version} cannot prepare group members here")
+        jobs_module = importlib.import_module("snakemake.jobs")
+        produced = {str(f) for job in group.jobs for f in job.output}
+        original = jobs_module.wait_for_files
+
+        async def wait_for_outside_files(files: Any, *args: Any, **kwargs: Any) -> Any:
+            outside = [f for f in files if str(f) not in produced]
+            return await original(outside, *args, **kwargs)
+
+        jobs_module.wait_for_files = wait_for_outside_files
+        try:
+            return [(job, self.capture_command(job)) for level in group.toposorted for job in level]
+        finally:
+            jobs_module.wait_for_files = original
+
     def capture_command(self, job: Any) -> CapturedProcess:
         """Prepare ``job`` and build its process exactly as Snakemake's local
         executor would, without starting it.
