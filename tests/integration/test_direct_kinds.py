@@ -1,0 +1,98 @@
+"""The direct path for every kind of rule it takes: script:, groups, and the fallback.
+
+Each test runs real snakemake processes (this executor) and checks the files,
+the path the log says each rule took, and what a second run decides.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ..helpers import run_snakemake, write_snakefile
+
+CHAIN = """
+rule all:
+    input: expand("out/{g}.2.txt", g=range(2))
+
+rule first:
+    output: "out/{g}.0.txt"
+    group: "chain"
+    log: "logs/{g}.log"
+    shell: "echo {wildcards.g} > {output}; echo first-ran > {log}"
+
+rule next:
+    input: lambda wc: f"out/{wc.g}.{int(wc.k) - 1}.txt"
+    output: "out/{g}.{k}.txt"
+    wildcard_constraints: k="[1-9]"
+    group: "chain"
+    shell:
+        "test {wildcards.g} != {FAIL} || test {wildcards.k} != 2; "
+        "cat {input} > {output}; echo {wildcards.k} >> {output}"
+"""
+
+
+def test_group_members_run_directly_in_order(tmp_path):
+    write_snakefile(tmp_path, CHAIN.replace("{FAIL}", "none"))
+    run = run_snakemake(tmp_path)
+    assert run.returncode == 0, run.output
+    assert "group chain runs its members' commands directly" in run.output
+    assert "per-job Snakemake process" not in run.output
+    assert (tmp_path / "out/1.2.txt").read_text() == "1\n1\n2\n"
+    assert (tmp_path / "logs/0.log").read_text() == "first-ran\n"
+    group_logs = sorted(
+        (tmp_path / ".snakemake/matensemble_logs/group_chain").glob("*/attempt1.log")
+    )
+    assert len(group_logs) == 2  # one per group job
+    assert "group member next" in group_logs[0].read_text()
+    assert "Nothing to be done" in run_snakemake(tmp_path).output
+
+
+def test_failing_group_member_fails_the_group_with_reason_and_log(tmp_path):
+    write_snakefile(tmp_path, CHAIN.replace("{FAIL}", "1"))
+    run = run_snakemake(tmp_path, "--keep-going")
+    assert run.returncode != 0
+    assert (tmp_path / "out/0.2.txt").exists()
+    assert not (tmp_path / "out/1.2.txt").exists()
+    assert not (tmp_path / "out/1.1.txt").exists()  # Snakemake removes a failed group's outputs
+    (message,) = [line for line in run.output.splitlines() if "matensemble: group-chain" in line]
+    assert "exited with code 1" in message
+    assert "Log: " in message
+    log = message.split("Log: ")[1].strip()
+    assert "group member next" in (tmp_path / log).read_text()
+    assert "failed (1)" in (tmp_path / log).read_text()
+
+
+def test_script_rules_run_directly_with_snakemakes_object(tmp_path):
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: expand("out/{i}.txt", i=range(2))
+
+        rule py:
+            output: "out/{i}.txt"
+            params: double=lambda wc: 2 * int(wc.i)
+            threads: 2
+            script: "make.py"
+        """,
+    )
+    (tmp_path / "make.py").write_text(
+        "import os\n"
+        "with open(snakemake.output[0], 'w') as out:\n"
+        "    out.write(f'{snakemake.params.double} {snakemake.threads} "
+        '{os.environ["OMP_NUM_THREADS"]}\\n\')\n'
+    )
+    run = run_snakemake(tmp_path)
+    assert run.returncode == 0, run.output
+    assert "rule py (script) runs its command directly" in run.output
+    assert (tmp_path / "out/1.txt").read_text() == "2 2 2\n"
+    assert not list((tmp_path / ".snakemake/scripts").glob("*")), "scripts are cleaned up"
+
+
+@pytest.mark.parametrize("flag", ["--matensemble-per-job-snakemake"])
+def test_opting_out_still_gives_the_same_files(tmp_path, flag):
+    write_snakefile(tmp_path, CHAIN.replace("{FAIL}", "none"))
+    run = run_snakemake(tmp_path, flag)
+    assert run.returncode == 0, run.output
+    assert "runs through a per-job Snakemake process" in run.output
+    assert (tmp_path / "out/1.2.txt").read_text() == "1\n1\n2\n"
