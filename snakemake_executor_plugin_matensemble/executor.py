@@ -23,6 +23,7 @@ from snakemake_interface_executor_plugins.executors.real import RealExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import ExecMode
 
+from . import naming
 from .allocation import Allocation
 from .backends import LaunchSpec, create_backend
 from .command import CommandBuilder
@@ -137,6 +138,12 @@ class Executor(RealExecutor):
         try:
             ticket = self.intake.ticket_for(job, self.report_job_submission)
         except Exception as error:  # bad request, unformattable command, ...
+            self.journal.refused(
+                self.intake.new_key(),
+                naming.journal_record(job),
+                str(naming.log_path(self.settings.log_dir, job)),
+                str(error),
+            )
             self.report_job_error(SubmittedJobInfo(job), msg=f"matensemble: {error}")
             return None
         self.observer.queued(ticket)
@@ -177,7 +184,7 @@ class Executor(RealExecutor):
         pass
 
     def handle_job_error(self, job: JobExecutorInterface) -> None:
-        pass
+        self.observer.snakemake_failed(job)
 
     # -- helpers ---------------------------------------------------------------
     @contextlib.contextmanager

@@ -152,12 +152,16 @@ class Intake:
         with self.snakemake_work():
             report_submission(submission.job_info)
         return JobTicket(
-            key=next(self._keys),
+            key=self.new_key(),
             request=request,
             priority=_priority(job),
             payload=submission,
             attach=running,
         )
+
+    def new_key(self) -> int:
+        """A key for the journal and the packer, unique within the run."""
+        return next(self._keys)
 
     def _still_running(self, job: Any) -> RunningJob | None:
         """The backend job an earlier, killed run started for ``job``, if it runs."""

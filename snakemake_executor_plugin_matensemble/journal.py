@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from .allocation import Allocation, Placement
+from .backends.base import Status
 from .request import ResourceRequest
 
 END_EVENTS = frozenset({"finished", "failed", "cancelled"})
 #: Job statuses (``status`` of an end line) that count as failures: the values
 #: of ``backends.base.Status`` other than success and cancelled.
-FAILED_STATUSES = frozenset({"failed", "timeout", "launch_error"})
+FAILED_STATUSES = frozenset(status.value for status in Status if status.failed)
 
 
 def job_label(rule: str, wildcards: dict[str, Any]) -> str:

@@ -40,6 +40,16 @@ def display_name(job: Any) -> str:
     return f"{job.rule.name}[{wildcards}]" if wildcards else job.rule.name
 
 
+def journal_record(job: Any) -> dict[str, Any]:
+    """What the journal records of a job: rule, wildcards, job id, attempt."""
+    return {
+        "rule": rule_of(job),
+        "wildcards": wildcards_of(job),
+        "jobid": str(job.jobid),
+        "attempt": job.attempt,
+    }
+
+
 def _safe(text: str) -> str:
     """A readable file name for ``text``, distinct for distinct texts.
 

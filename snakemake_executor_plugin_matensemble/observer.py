@@ -22,8 +22,7 @@ from .intake import Submission
 from .journal import Journal
 from .packer import JobTicket, Packer
 from .snakemake_boundary import SnakemakeBoundary
-from .status import Status as RunStatus
-from .status import StatusReporter
+from .status import RunStatus, StatusReporter
 
 log = logging.getLogger("snakemake.logging.matensemble.observer")
 
@@ -65,26 +64,21 @@ class Observer:
         self.backend_name = backend_name
         #: called when a failed job will not be retried and the run must stop
         self.halt: Any = lambda: None
+        #: (jobid, attempt) -> journal key of attempts the backend finished well
+        self._succeeded: dict[tuple[str, int], int] = {}
 
     # -- journal on intake (Snakemake's thread) ---------------------------------
     def queued(self, ticket: JobTicket) -> None:
         submission: Submission = ticket.payload
         job = submission.job
         self.journal.queued(
-            ticket.key,
-            {
-                "rule": naming.rule_of(job),
-                "wildcards": naming.wildcards_of(job),
-                "jobid": str(job.jobid),
-                "attempt": job.attempt,
-            },
-            ticket.request,
-            submission.log_path,
+            ticket.key, naming.journal_record(job), ticket.request, submission.log_path
         )
 
     # -- dispatcher events ---------------------------------------------------------
     def on_started(self, ticket: JobTicket, backend_id: str, time: float) -> None:
-        """``time``: when the job started, monotonic seconds (the packer's clock)."""
+        """``time``: when the job started, epoch seconds (``JobStarted.time``, the
+        journal's clock)."""
         submission: Submission = ticket.payload
         submission.job_info.external_jobid = backend_id
         if self.backend_name == "flux":
@@ -106,16 +100,28 @@ class Observer:
             ticket.key,
             _end_event(result.status),
             result.status.value,
+            end=result.time,
             exit_code=result.exit_code,
             signal=result.signal,
             reason=result.reason,
         )
+        job = submission.job
+        self.status.finished(str(job.jobid), result.ok)
         if result.ok:
-            self.status.done += 1
+            self._succeeded[(str(job.jobid), job.attempt)] = ticket.key
             self.snakemake.report_job_success(submission.job_info)
             return
-        self.status.failed += 1
         self._report_failure(submission, result)
+
+    def snakemake_failed(self, job: Any) -> None:
+        """Snakemake failed an attempt the backend finished well (e.g. its
+        output files are missing): the journal and the counters say so."""
+        key = self._succeeded.pop((str(job.jobid), job.attempt), None)
+        if key is not None:
+            self.journal.verdict(
+                key, "failed", "Snakemake failed it after it ended (e.g. missing output files)"
+            )
+            self.status.finished(str(job.jobid), False)
 
     def _report_failure(self, submission: Submission, result: JobFinished) -> None:
         job = submission.job
@@ -159,4 +165,4 @@ class Observer:
 def _end_event(status: BackendStatus) -> str:
     if status is BackendStatus.SUCCESS:
         return "finished"
-    return "cancelled" if status is BackendStatus.CANCELLED else "failed"
+    return "failed" if status.failed else "cancelled"

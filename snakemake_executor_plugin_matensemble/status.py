@@ -39,7 +39,6 @@ class RunStatus:
 
 
 #: Old name, kept until every importer uses :class:`RunStatus`.
-Status = RunStatus
 
 
 class StatusReporter:

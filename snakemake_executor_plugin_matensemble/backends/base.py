@@ -47,6 +47,11 @@ class Status(enum.Enum):
     CANCELLED = "cancelled"
     LAUNCH_ERROR = "launch_error"
 
+    @property
+    def failed(self) -> bool:
+        """The job ran (or tried to) and did not succeed; cancelled is not failed."""
+        return self in (Status.FAILED, Status.TIMEOUT, Status.LAUNCH_ERROR)
+
 
 @dataclass(frozen=True)
 class JobStarted:

@@ -153,12 +153,6 @@ def test_every_kind_of_job_fault_is_reported_and_others_finish(tmp_path):
     assert statuses["good"] == "success"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a job refused before launch (Snakemake's shell check) is reported to "
-    "Snakemake but never journaled, so the summary says 0 failed; the observer "
-    "should journal it as a launch_error",
-)
 def test_a_job_refused_before_launch_is_counted_as_failed(tmp_path):
     write_snakefile(
         tmp_path,

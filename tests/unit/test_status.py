@@ -4,8 +4,9 @@ import json
 import logging
 import time
 
+from snakemake_executor_plugin_matensemble import status as status_module
 from snakemake_executor_plugin_matensemble.backends.base import Status as BackendStatus
-from snakemake_executor_plugin_matensemble.status import RunStatus, Status, StatusReporter
+from snakemake_executor_plugin_matensemble.status import RunStatus, StatusReporter
 
 
 def status(**changes) -> RunStatus:
@@ -22,9 +23,9 @@ def test_status_line():
     assert "1/4 GPUs free" in status(free_gpus=1, total_gpus=4).line()
 
 
-def test_run_status_is_not_the_backend_status_and_the_old_name_still_works():
-    assert Status is RunStatus
+def test_run_status_is_not_the_backend_status():
     assert RunStatus is not BackendStatus
+    assert not hasattr(status_module, "Status")
 
 
 def test_a_job_that_failed_then_succeeded_on_retry_is_counted_once_as_done():
