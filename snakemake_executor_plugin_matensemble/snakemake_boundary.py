@@ -98,6 +98,9 @@ def _direct_available(problems: list[str]) -> bool:
 def probe() -> Capabilities:
     """Check the Snakemake internals this module uses; never raises."""
     problems: list[str] = []
+    # import Snakemake's modules in their own order (a cold "snakemake.dag" first
+    # would be a circular import); in a run they are all loaded already
+    _check(problems, "snakemake.api", lambda: importlib.import_module("snakemake.api"))
     direct = _direct_available(problems)
 
     def needrun_ok() -> bool:

@@ -1,0 +1,174 @@
+"""The boundary to Snakemake's internals: start-up probe, fallback, and the
+capture of the process Snakemake's ``shell()`` would start.
+
+The capture is compared with what Snakemake itself starts: the same ``shell()``
+call is made once with ``subprocess.Popen`` recorded (Snakemake's real call)
+and once captured by the boundary; command, shell and environment must match.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import threading
+
+import pytest
+from snakemake.common import RULEFUNC_CONTEXT_MARKER
+from snakemake.shell import shell
+
+from snakemake_executor_plugin_matensemble import snakemake_boundary
+from snakemake_executor_plugin_matensemble.snakemake_boundary import (
+    Capabilities,
+    SnakemakeBoundary,
+    probe,
+)
+
+_RULE_FUNCTION = f"""
+def rule_function({RULEFUNC_CONTEXT_MARKER}, conda_env, container_img, env_modules,
+                  threads, resources, jobid, is_shell, singularity_args, runtime_paths,
+                  conda_base_path, shadow_dir, command):
+    shell(command)
+"""
+
+
+def call_like_a_rule(command: str, **context) -> None:
+    """Call shell() from a function whose locals look like a rule function's."""
+    namespace = {"shell": shell}
+    exec(_RULE_FUNCTION, namespace)
+    arguments = {
+        RULEFUNC_CONTEXT_MARKER: True,
+        "conda_env": None,
+        "container_img": None,
+        "env_modules": None,
+        "threads": 3,
+        "resources": {"tmpdir": "/scratch/job"},
+        "jobid": 1,
+        "is_shell": True,
+        "singularity_args": "",
+        "runtime_paths": None,
+        "conda_base_path": None,
+        "shadow_dir": None,
+        **context,
+    }
+    namespace["rule_function"](command=command, **arguments)
+
+
+class RecordedPopen:
+    """Stands in for subprocess.Popen: records Snakemake's real call."""
+
+    calls: list[tuple] = []
+
+    def __init__(self, cmd, **kwargs):
+        RecordedPopen.calls.append((cmd, kwargs))
+        self.pid = -1
+
+    def wait(self, timeout=None):
+        return 0
+
+
+def snakemakes_own_call(monkeypatch, command: str, **context):
+    RecordedPopen.calls = []
+    with monkeypatch.context() as patch:
+        patch.setattr(subprocess, "Popen", RecordedPopen)
+        call_like_a_rule(command, **context)
+    ((cmd, kwargs),) = RecordedPopen.calls
+    return cmd, kwargs.get("executable") or "/bin/sh", kwargs["env"]
+
+
+def captured_call(command: str, **context):
+    capture = snakemake_boundary._install_capture()
+    with capture.capturing() as captured:
+        call_like_a_rule(command, **context)
+    (process,) = captured
+    return process.command, process.executable, process.env
+
+
+def env_modules():
+    from snakemake.deployment.env_modules import EnvModules
+
+    return EnvModules("gcc/13", "lammps")
+
+
+CASES = {
+    "plain": {},
+    "container": {"container_img": "/images/md.sif", "singularity_args": "--nv"},
+    "env-modules": {"env_modules": "env_modules"},
+    "conda": {"conda_env": "/envs/ase"},
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_captured_process_is_what_snakemake_starts(monkeypatch, case):
+    if case == "conda" and shutil.which("conda") is None:
+        pytest.skip("conda is not installed here; Snakemake's Conda() needs it")
+    context = dict(CASES[case])
+    if context.get("env_modules") == "env_modules":
+        context["env_modules"] = env_modules()
+    command = "echo 'a b' > out.txt"
+    expected = snakemakes_own_call(monkeypatch, command, **context)
+    assert captured_call(command, **context) == expected
+    if case == "container":
+        assert "/images/md.sif" in expected[0]
+    if case == "env-modules":
+        assert "module load gcc/13 lammps" in expected[0]
+    cmd, _, env = expected
+    assert "set -euo pipefail" in cmd
+    assert env["OMP_NUM_THREADS"] == "3"
+    assert env["TMPDIR"] == "/scratch/job"
+
+
+def test_other_threads_are_not_captured(tmp_path):
+    capture = snakemake_boundary._install_capture()
+    results = []
+
+    def run_elsewhere():
+        results.append(capture.Popen(["true"]).wait())
+
+    with capture.capturing() as captured:
+        thread = threading.Thread(target=run_elsewhere)
+        thread.start()
+        thread.join()
+    assert results == [0]
+    assert captured == []
+
+
+def test_a_long_command_keeps_its_script_for_the_launch(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".snakemake").mkdir()  # as in every run's working directory
+    command = "echo " + "x" * (70 * 1024)
+    cmd, _, _ = captured_call(command)
+    script = cmd.split('"')[-2]
+    assert script.startswith(str(tmp_path / ".snakemake/matensemble_sh."))
+    with open(script) as stream:
+        assert "x" * 1000 in stream.read()
+
+
+def test_probe_finds_every_internal_of_this_snakemake():
+    capabilities = probe()
+    assert capabilities.problems == ()
+    assert capabilities.direct
+    assert capabilities.group_capture
+    assert capabilities.upfront_check
+
+
+def test_a_changed_internal_switches_the_direct_path_off(monkeypatch):
+    import snakemake.executors.local as local
+
+    monkeypatch.setattr(local, "run_wrapper", lambda job_rule, input, output: None)
+    capabilities = probe()
+    assert not capabilities.direct
+    assert not capabilities.group_capture
+    assert any("run_wrapper" in problem for problem in capabilities.problems)
+
+
+def test_one_warning_names_the_snakemake_version(caplog):
+    capabilities = Capabilities(problems=("snakemake.thing",))
+    with caplog.at_level(logging.WARNING):
+        boundary = SnakemakeBoundary(workflow=None, capabilities=capabilities)
+    (record,) = [r for r in caplog.records if "differs" in r.getMessage()]
+    assert boundary.version in record.getMessage()
+    assert "snakemake.thing" in record.getMessage()
+    assert "per-job command" in record.getMessage()
+    with pytest.raises(snakemake_boundary.NotDirect):
+        boundary.capture_command(job=None)
