@@ -6,6 +6,10 @@ the path the log says each rule took, and what a second run decides.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from importlib import metadata
+
 import pytest
 
 from ..helpers import run_snakemake, write_snakefile
@@ -95,4 +99,33 @@ def test_opting_out_still_gives_the_same_files(tmp_path, flag):
     run = run_snakemake(tmp_path, flag)
     assert run.returncode == 0, run.output
     assert "runs through a per-job Snakemake process" in run.output
+    assert (tmp_path / "out/1.2.txt").read_text() == "1\n1\n2\n"
+
+
+def test_a_changed_snakemake_internal_falls_back_to_the_per_job_command(tmp_path):
+    """A Snakemake whose run_wrapper changed: one warning naming the version,
+    every job through Snakemake's per-job command, the same files."""
+    write_snakefile(tmp_path, CHAIN.replace("{FAIL}", "none"))
+    changed = (
+        "import snakemake.executors.local as local\n"
+        "original = local.run_wrapper\n"
+        "local.run_wrapper = lambda *args: original(*args)  # same work, other signature\n"
+        "from snakemake.cli import main\n"
+        "import sys\n"
+        "sys.argv = ['snakemake', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    process = subprocess.run(
+        [sys.executable, "-c", changed, "--executor", "matensemble", "-j", "unlimited"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    output = process.stdout + process.stderr
+    assert process.returncode == 0, output
+    (warning,) = [line for line in output.splitlines() if "differs from what this plugin" in line]
+    assert metadata.version("snakemake") in warning
+    assert "run_wrapper" in warning
+    assert "group chain runs through a per-job Snakemake process" in output
     assert (tmp_path / "out/1.2.txt").read_text() == "1\n1\n2\n"
