@@ -84,8 +84,7 @@ class Intake:
         """
         rule = naming.rule_of(job)
         resources = self.resources_of(job)
-        # a group's cores are Snakemake's layered "_cores", not its members' sum
-        threads = resources.get("_cores", job.threads) if job.is_group() else job.threads
+        threads = self._group_cores(resources) if job.is_group() else job.threads
         if known_only:
             resources = {k: v for k, v in resources.items() if not is_unknown_yet(v)}
             threads = 1 if is_unknown_yet(threads) else threads
@@ -110,6 +109,17 @@ class Intake:
         node_cores = max(len(spec.cores) for spec in self.allocation.specs)
         resources = self.boundary.group_resources(job, node_cores)
         return {k: v for k, v in resources.items() if k not in _PER_MEMBER_FIELDS}
+
+    def _group_cores(self, resources: Mapping[str, Any]) -> Any:
+        """A group's cores: Snakemake's layered ``_cores``, at most one node's.
+
+        Members that must run together (pipes) may add up to more; the group's
+        own Snakemake process then caps each member's threads at the cores it
+        is given, as Snakemake's local executor caps them at ``--cores``.
+        """
+        cores = resources.get("_cores", 1)
+        node_cores = max(len(spec.cores) for spec in self.allocation.specs)
+        return min(cores, node_cores) if isinstance(cores, int) else cores
 
     def check_all(self, jobs: list[Any]) -> dict[str, str]:
         """Check ``jobs`` up front: ``{rule: message}`` for every rule that is
