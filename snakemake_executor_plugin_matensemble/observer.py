@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from . import naming
 from .allocation import Allocation
-from .backends.base import JobFinished
+from .backends.base import JobFinished, ResourceEvent
 from .backends.base import Status as BackendStatus
 from .intake import Submission
 from .journal import Journal
@@ -140,6 +140,14 @@ class Observer:
         for ticket in tickets:
             self.journal.ended(ticket.key, "cancelled", "cancelled", reason=f"not started: {why}")
             self.boundary.job_not_started(ticket.payload.job)
+
+    def on_resource_event(self, event: ResourceEvent) -> None:
+        """The allocation changed (drained, undrained, lost or returned ranks, a
+        new end): the journal keeps it for the summary and the report."""
+        fields = {"expiration": event.expiration} if event.kind == "expiration" else {}
+        self.journal.resource_event(
+            event.kind, list(event.ranks), event.reason, at=event.time or None, **fields
+        )
 
     def on_tick(self) -> None:
         self.status.report(self.current_status())
