@@ -225,8 +225,18 @@ class Executor(RealExecutor):
         )
 
     def _check_all_jobs_up_front(self) -> None:
-        """Check every job of the DAG now, so bad input fails before anything runs."""
+        """Limit threads to one node, as ``--cores`` would, then check every job
+        of the DAG now, so bad input fails before anything runs."""
         jobs = self.boundary.needrun_jobs()
+        node_cores = max(len(spec.cores) for spec in self.allocation.specs)
+        lowered = self.boundary.limit_threads(node_cores, jobs or [])
+        if lowered:
+            self.logger.info(
+                f"matensemble: threads lowered to {node_cores}, the cores of the largest "
+                "node, as Snakemake's --cores lowers them: "
+                + ", ".join(f"{rule} (threads: {n})" for rule, n in sorted(lowered.items()))
+                + "."
+            )
         problems = self.intake.check_all(jobs) if jobs is not None else {}
         if problems:
             self.backend.close()  # nothing was started: let go of Flux / the guard

@@ -308,6 +308,31 @@ class SnakemakeBoundary:
         return bool(settings is not None and settings.cache is not None and cache)
 
     # -- resources -------------------------------------------------------------
+    def limit_threads(self, node_cores: int, jobs: list[Any]) -> dict[str, int]:
+        """Lower every job's threads to at most ``node_cores``, as Snakemake's
+        ``--cores N`` lowers them to N (a job's threads run on one node).
+
+        Snakemake constrains threads by the workflow's ``_cores`` resource
+        (also for remote jobs); with ``-j unlimited`` that is unset. It is set
+        here, after Snakemake's scheduler took its own copy of the limits, and
+        ``jobs`` (evaluated before) are evaluated again. Returns ``{rule:
+        threads asked}`` for the rules whose threads were lowered.
+        """
+        resources = self.workflow.global_resources
+        current = resources.get("_cores")
+        current = getattr(current, "value", current)
+        if isinstance(current, int) and current <= node_cores:
+            return {}
+        asked = {}
+        for job in jobs:
+            threads = job.threads
+            if isinstance(threads, int) and threads > node_cores:
+                asked[job.rule.name] = threads
+        resources["_cores"] = node_cores
+        for job in jobs:
+            job._resources = None  # evaluated again, within the new limit
+        return asked
+
     def resources_as_local(self, job: Any) -> Any:
         """The job's resources as Snakemake's local executor evaluates them.
 
@@ -385,6 +410,10 @@ class SnakemakeBoundary:
         from snakemake.executors.local import Executor as LocalExecutor
         from snakemake.executors.local import run_wrapper
 
+        resources = self.resources_as_local(job)
+        unknown = sorted(name for name, value in resources.items() if is_unknown_yet(value))
+        if unknown:  # e.g. computed from inputs an earlier member of its group makes
+            raise NotDirect(f"its resources {', '.join(unknown)} are not known before it runs")
         context = _LocalExecutorContext(self.workflow)
         args = LocalExecutor.job_args_and_prepare(context, job)
         bound = inspect.signature(run_wrapper).bind(*args)
@@ -397,7 +426,7 @@ class SnakemakeBoundary:
             raise NotDirect("it has a benchmark, a shadow directory or an edited notebook")
         cleanup_scripts = bool(arguments["cleanup_scripts"])
         arguments["cleanup_scripts"] = False  # the plugin removes them after the job
-        arguments["resources"] = self.resources_as_local(job)
+        arguments["resources"] = resources
         capture = _install_capture()
         with capture.capturing() as captured:
             run_wrapper(**arguments)

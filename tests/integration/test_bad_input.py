@@ -76,9 +76,9 @@ RESOURCE_CASES = [
     (
         "cpus-per-task-conflict",
         "cpus_per_task",
-        "threads: 4\n    resources: cpus_per_task=2",
+        "threads: 2\n    resources: cpus_per_task=1",
         (),
-        ["cpus_per_task=2", "conflicts with threads=4"],
+        ["cpus_per_task=1", "conflicts with threads=2"],
     ),
     (
         "cpus-per-task-zero",
@@ -88,11 +88,11 @@ RESOURCE_CASES = [
         ["cpus_per_task=0", "at least 1"],
     ),
     (
-        "threads-over-machine",
-        "threads",
-        "threads: 4096",
+        "cpus-per-task-over-machine",
+        "cpus_per_task",
+        "resources: cpus_per_task=4096",
         (),
-        ["threads=4096", "more cores than any node has"],
+        ["cpus_per_task=4096", "more cores than any node has"],
     ),
     (
         "gpu-without-gpus",
