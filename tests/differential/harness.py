@@ -43,6 +43,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -190,11 +191,17 @@ def expand_args(args: list[str], side: Side) -> list[str]:
     return [expand(a, side) for a in args]
 
 
+def extra_args() -> list[str]:
+    """DIFFERENTIAL_ARGS: more arguments for every Snakemake call of both sides
+    (e.g. "--scheduler greedy" where a Snakemake release's ILP solver cannot run)."""
+    return shlex.split(os.environ.get("DIFFERENTIAL_ARGS", ""))
+
+
 def run_snakemake(case: Case, side: Side, argv_tail: list[str], *, executor: bool) -> Result:
     argv = [*SNAKEMAKE]
     if executor:
         argv += executor_args(case, side)
-    argv += expand_args(argv_tail, side)
+    argv += [*extra_args(), *expand_args(argv_tail, side)]
     # output to a file, not a pipe: a job process Snakemake leaves behind (e.g. a pipe
     # consumer whose producer failed, still blocked on the FIFO) would hold a pipe open
     out_path = side.systmp.parent / "run-output.txt"
@@ -251,7 +258,7 @@ def forked_checks(case: Case, sides: list[Side], argv_tail: list[str]) -> dict[s
 
     children = {}
     for side in sides:
-        argv = expand_args(argv_tail, side)
+        argv = [*extra_args(), *expand_args(argv_tail, side)]
         out_path = side.systmp.parent / "check-output.txt"
         env = base_env(case, side)
         pid = os.fork()
