@@ -27,6 +27,8 @@ A case is a directory with a Snakefile (or whatever its args name) and a
     requires:                # skip the case (with reason) unless present
       commands: [conda]
       modules: [nbformat]
+      snakemake: ">=9.21.1"  # a version range, with
+      why: "..."             # why (Snakemake's own local run fails outside it)
     timeout: 120
 
 Each side runs with TMPDIR set to its own empty system temporary directory. In args
@@ -92,10 +94,20 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     prepare: list[str] = field(default_factory=list)
     steps: list[dict] = field(default_factory=lambda: [dict(s) for s in DEFAULT_STEPS])
-    requires: dict[str, list[str]] = field(default_factory=dict)
+    requires: dict = field(default_factory=dict)
     timeout: float = 150
 
     def missing_requirement(self) -> str | None:
+        wanted = self.requires.get("snakemake")
+        if wanted:
+            from importlib.metadata import version
+
+            from packaging.specifiers import SpecifierSet
+
+            have = version("snakemake")
+            if have not in SpecifierSet(wanted):
+                why = self.requires.get("why", "")
+                return f"needs Snakemake {wanted}, this is {have}" + (f": {why}" if why else "")
         for command in self.requires.get("commands", []):
             if shutil.which(command) is None:
                 return f"{command} is not installed"
