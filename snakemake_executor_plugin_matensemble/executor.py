@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
@@ -23,21 +20,20 @@ from snakemake_interface_executor_plugins.executors.real import RealExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import ExecMode
 
-from . import naming
 from .allocation import Allocation
-from .backends import LaunchSpec, create_backend
+from .backends import create_backend
 from .command import CommandBuilder
+from .deadline import DeadlineGuard
 from .dispatcher import Dispatcher
 from .errors import JobsCannotRunError
-from .intake import Intake, Submission
-from .journal import Journal, read_journal
-from .observer import Observer
+from .intake import Intake
+from .observer import Observer, open_run_journal
 from .packer import JobTicket, Packer
 from .policies import make_policy
 from .settings import ExecutorSettings
+from .signals import cancel_on_sigterm
 from .snakemake_boundary import SnakemakeBoundary
 from .status import StatusReporter
-from .summary import summarize, summary_lines
 
 
 class Executor(RealExecutor):
@@ -48,7 +44,6 @@ class Executor(RealExecutor):
         self.settings.check()
         self.boundary = SnakemakeBoundary(self.workflow)
         self._job_cores: int | None = None
-        self._sigterm_installed = False
         self._stopped = False
         #: CPU seconds (thread time) of Snakemake's thread inside the plugin's calls
         self._scheduler_cpu_s = 0.0
@@ -76,16 +71,16 @@ class Executor(RealExecutor):
             commands,
             self.settings.log_dir,
             self.snakemake_work,
+            base_env={**os.environ, **self.envvars()},
         )
-        self.base_env = {**os.environ, **self.envvars()}
-        self.workdir = os.getcwd()
         self._check_all_jobs_up_front()
         self.packer = Packer(
-            self.allocation, make_policy(self.settings.policy, self.settings.reserve_after)
+            self.allocation,
+            make_policy(self.settings.policy, self.settings.reserve_after),
+            deadline=DeadlineGuard.from_settings(self.settings),
         )
-        self.journal = Journal(Path(self.settings.journal_dir) / self.run_id)
-        self.journal.run_started(
-            self.run_id, self.backend.name, self.settings.policy, self.allocation
+        self.journal = open_run_journal(
+            self.settings, self.run_id, self.backend.name, self.allocation
         )
         status = StatusReporter(self.settings.status_interval, self.settings.status_file)
         self.observer = Observer(
@@ -101,7 +96,7 @@ class Executor(RealExecutor):
             self.packer,
             self.backend,
             self.observer,
-            self._launch_spec,
+            self.intake.launch_spec,
             tick_interval=status.tick_interval,
         )
         self.observer.halt = self.dispatcher.halt
@@ -125,7 +120,7 @@ class Executor(RealExecutor):
     def run_jobs(self, jobs: list[JobExecutorInterface]) -> None:
         started = time.thread_time()
         try:
-            self._install_sigterm_handler()
+            cancel_on_sigterm()
             tickets = [t for t in map(self._ticket_or_error, jobs) if t is not None]
             if tickets:
                 self.dispatcher.submit(tickets)
@@ -138,12 +133,7 @@ class Executor(RealExecutor):
         try:
             ticket = self.intake.ticket_for(job, self.report_job_submission)
         except Exception as error:  # bad request, unformattable command, ...
-            self.journal.refused(
-                self.intake.new_key(),
-                naming.journal_record(job),
-                str(naming.log_path(self.settings.log_dir, job)),
-                str(error),
-            )
+            self.observer.refused(self.intake.new_key(), job, self.settings.log_dir, error)
             self.report_job_error(SubmittedJobInfo(job), msg=f"matensemble: {error}")
             return None
         self.observer.queued(ticket)
@@ -157,21 +147,13 @@ class Executor(RealExecutor):
             return
         self._stopped = True
         self.dispatcher.stop()
-        status = self.observer.status
-        if status.status_file is not None:
-            status.write_file(self.observer.current_status())
         own = self._scheduler_cpu_s - self._snakemake_cpu_s
-        self.journal.close(
+        self.observer.run_ended(
+            deadline_withdrawn=self.dispatcher.deadline_withdrawn,
             plugin_cpu_s=round(own + self.dispatcher.cpu_s, 6),
             scheduler_thread_cpu_s=round(own, 6),
             dispatcher_thread_cpu_s=round(self.dispatcher.cpu_s, 6),
             snakemake_work_cpu_s=round(self._snakemake_cpu_s, 6),
-        )
-        for line in summary_lines(summarize(read_journal(self.journal.path))):
-            self.logger.info(line)
-        self.logger.info(
-            f"matensemble: journal {self.journal.path} "
-            f"(matensemble-report {self.journal.path} draws the timeline)."
         )
 
     def print_job_error(self, job_info: SubmittedJobInfo, msg: str | None = None, **kwargs):
@@ -206,53 +188,10 @@ class Executor(RealExecutor):
         finally:
             self._job_cores = None
 
-    def _launch_spec(self, ticket: JobTicket) -> LaunchSpec:
-        submission: Submission = ticket.payload
-        command = submission.command
-        env = command.env if command.path == "direct" else {**self.base_env, **command.env}
-        return LaunchSpec(
-            key=ticket.key,
-            command=command.command,
-            name=submission.name,
-            cwd=self.workdir,
-            env=env,
-            log_path=submission.log_path,
-            request=ticket.request,
-            shell=command.shell,
-            per_task=command.per_task,
-            priority=ticket.priority,
-            attributes={"workdir": self.workdir, "jobid": str(submission.job.jobid)},
-        )
-
     def _check_all_jobs_up_front(self) -> None:
-        """Limit threads to one node, as ``--cores`` would, then check every job
-        of the DAG now, so bad input fails before anything runs."""
-        jobs = self.boundary.needrun_jobs()
-        node_cores = max(len(spec.cores) for spec in self.allocation.specs)
-        lowered = self.boundary.limit_threads(node_cores, jobs or [])
-        if lowered:
-            self.logger.info(
-                f"matensemble: threads lowered to {node_cores}, the cores of the largest "
-                "node, as Snakemake's --cores lowers them: "
-                + ", ".join(f"{rule} (threads: {n})" for rule, n in sorted(lowered.items()))
-                + "."
-            )
-        problems = self.intake.check_all(jobs) if jobs is not None else {}
-        if problems:
+        """Bad input fails before anything runs (see :meth:`.intake.Intake.check_up_front`)."""
+        try:
+            self.intake.check_up_front(self.boundary.needrun_jobs())
+        except JobsCannotRunError:
             self.backend.close()  # nothing was started: let go of Flux / the guard
-            raise JobsCannotRunError(list(problems.values()))
-
-    def _install_sigterm_handler(self) -> None:
-        """SIGTERM cancels like Ctrl-C: every job is stopped, none left running.
-
-        Snakemake's own handler would wait for running jobs, which for a packer
-        holding a queue means starting all of them.
-        """
-        if self._sigterm_installed or threading.current_thread() is not threading.main_thread():
-            return
-        self._sigterm_installed = True
-
-        def interrupt(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt(f"received signal {signal.Signals(signum).name}")
-
-        signal.signal(signal.SIGTERM, interrupt)
+            raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +20,9 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 
 from . import naming
 from .allocation import Allocation
-from .backends.base import Backend, RunningJob
+from .backends.base import Backend, LaunchSpec, RunningJob
 from .command import CommandBuilder, JobCommand
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, JobsCannotRunError
 from .packer import JobTicket
 from .request import (
     CONFUSABLE_RESOURCES,
@@ -64,6 +65,7 @@ class Intake:
         commands: CommandBuilder,
         log_dir: str,
         snakemake_work: Callable[[], Any],
+        base_env: Mapping[str, str],
     ):
         self.boundary = boundary
         self.allocation = allocation
@@ -71,6 +73,10 @@ class Intake:
         self.commands = commands
         self.log_dir = log_dir
         self.snakemake_work = snakemake_work
+        #: the environment of per-job Snakemake commands (direct ones carry their own)
+        self.base_env = dict(base_env)
+        #: where jobs run: Snakemake's working directory
+        self.workdir = os.getcwd()
         self._keys = itertools.count(1)
         self._noted: set[tuple[str, str]] = set()
 
@@ -121,6 +127,23 @@ class Intake:
         node_cores = max(len(spec.cores) for spec in self.allocation.specs)
         return min(cores, node_cores) if isinstance(cores, int) else cores
 
+    def check_up_front(self, jobs: list[Any] | None) -> None:
+        """Lower threads to one node, as ``--cores`` would, then check every job
+        of the DAG (None: Snakemake cannot list them); raises
+        :class:`.errors.JobsCannotRunError` naming each rule that is certainly wrong."""
+        node_cores = max(len(spec.cores) for spec in self.allocation.specs)
+        lowered = self.boundary.limit_threads(node_cores, jobs or [])
+        if lowered:
+            log.info(
+                f"matensemble: threads lowered to {node_cores}, the cores of the largest "
+                "node, as Snakemake's --cores lowers them: "
+                + ", ".join(f"{rule} (threads: {n})" for rule, n in sorted(lowered.items()))
+                + "."
+            )
+        problems = self.check_all(jobs) if jobs is not None else {}
+        if problems:
+            raise JobsCannotRunError(list(problems.values()))
+
     def check_all(self, jobs: list[Any]) -> dict[str, str]:
         """Check ``jobs`` up front: ``{rule: message}`` for every rule that is
         certainly wrong (values not known yet are checked later)."""
@@ -163,10 +186,30 @@ class Intake:
             report_submission(submission.job_info)
         return JobTicket(
             key=self.new_key(),
+            rule=naming.rule_of(job),
             request=request,
             priority=_priority(job),
             payload=submission,
             attach=running,
+        )
+
+    def launch_spec(self, ticket: JobTicket) -> LaunchSpec:
+        """What the backend needs to start ``ticket`` (dispatcher thread)."""
+        submission: Submission = ticket.payload
+        command = submission.command
+        env = command.env if command.path == "direct" else {**self.base_env, **command.env}
+        return LaunchSpec(
+            key=ticket.key,
+            command=command.command,
+            name=submission.name,
+            cwd=self.workdir,
+            env=env,
+            log_path=submission.log_path,
+            request=ticket.request,
+            shell=command.shell,
+            per_task=command.per_task,
+            priority=ticket.priority,
+            attributes={"workdir": self.workdir, "jobid": str(submission.job.jobid)},
         )
 
     def new_key(self) -> int:

@@ -12,17 +12,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from pathlib import Path
 from typing import Any, Protocol
 
 from . import naming
 from .allocation import Allocation
 from .backends.base import JobFinished, ResourceEvent
 from .backends.base import Status as BackendStatus
+from .deadline import resume_command
 from .intake import Submission
-from .journal import Journal
+from .journal import Journal, find_previous_journal, read_journal
 from .packer import JobTicket, Packer
 from .snakemake_boundary import SnakemakeBoundary
 from .status import RunStatus, StatusReporter
+from .summary import chain_lines, resource_lines, summarize, summary_lines
 
 log = logging.getLogger("snakemake.logging.matensemble.observer")
 
@@ -32,6 +35,26 @@ _WITHDRAWN_BECAUSE = {
     "interrupted": "the run was interrupted",
     "deadline": "they could not finish before the allocation ends",
 }
+
+#: What the journal says of withdrawn jobs, where it differs from the above.
+_JOURNALED_BECAUSE = {"deadline": "cannot finish before the allocation ends"}
+
+
+def open_run_journal(settings: Any, run_id: str, backend: str, allocation: Allocation) -> Journal:
+    """The run's journal, started, and linked to the previous run's when that
+    one left jobs undone (e.g. the previous allocation ended first)."""
+    journal = Journal(Path(settings.journal_dir) / run_id)
+    journal.run_started(run_id, backend, settings.policy, allocation)
+    previous = find_previous_journal(settings.journal_dir, journal.path)
+    if previous is not None:
+        try:
+            earlier = summarize(read_journal(previous))
+        except OSError:
+            return journal
+        left = earlier.not_started + earlier.failed + earlier.cancelled + earlier.unfinished
+        if left:
+            journal.previous_run(previous.parent.name, previous, earlier.done, left)
+    return journal
 
 
 class SnakemakeReports(Protocol):
@@ -74,6 +97,11 @@ class Observer:
         self.journal.queued(
             ticket.key, naming.journal_record(job), ticket.request, submission.log_path
         )
+
+    def refused(self, key: int, job: Any, log_dir: str, error: BaseException) -> None:
+        """``job`` could not be queued (its command could not be prepared)."""
+        log_path = str(naming.log_path(log_dir, job))
+        self.journal.refused(key, naming.journal_record(job), log_path, str(error))
 
     # -- dispatcher events ---------------------------------------------------------
     def on_started(self, ticket: JobTicket, backend_id: str, time: float) -> None:
@@ -136,9 +164,11 @@ class Observer:
 
     def on_withdrawn(self, tickets: list[JobTicket], reason: str) -> None:
         why = _WITHDRAWN_BECAUSE.get(reason, reason)
-        log.info(f"matensemble: {len(tickets)} queued job(s) were not started ({why}).")
+        if reason != "deadline":  # the dispatcher said it, with the resume command
+            log.info(f"matensemble: {len(tickets)} queued job(s) were not started ({why}).")
+        journaled = _JOURNALED_BECAUSE.get(reason, f"not started: {why}")
         for ticket in tickets:
-            self.journal.ended(ticket.key, "cancelled", "cancelled", reason=f"not started: {why}")
+            self.journal.ended(ticket.key, "cancelled", "cancelled", reason=journaled)
             self.boundary.job_not_started(ticket.payload.job)
 
     def on_resource_event(self, event: ResourceEvent) -> None:
@@ -156,6 +186,24 @@ class Observer:
         self.boundary.executor_failed(error)
         for ticket in tickets:
             self.boundary.job_not_started(ticket.payload.job)
+
+    def run_ended(self, deadline_withdrawn: int, **cpu_figures: float) -> None:
+        """Close the journal and tell the user how the run went (Snakemake's
+        thread, after the dispatcher stopped); the resume command comes last."""
+        if self.status.status_file is not None:
+            self.status.write_file(self.current_status())
+        self.journal.close(**cpu_figures)
+        path = self.journal.path
+        lines = summary_lines(summarize(read_journal(path)))
+        lines += resource_lines(path) + chain_lines(path)
+        lines.append(f"matensemble: journal {path} (matensemble-report {path} draws the timeline).")
+        for line in lines:
+            log.info(line)
+        if deadline_withdrawn:
+            log.warning(
+                f"matensemble: {deadline_withdrawn} job(s) could not finish before the "
+                f"allocation ended. Resume in the next allocation with:\n  {resume_command()}"
+            )
 
     def current_status(self) -> RunStatus:
         return RunStatus(
