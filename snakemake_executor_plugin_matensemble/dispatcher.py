@@ -178,8 +178,19 @@ class Dispatcher:
                 self._next_tick = now + self.tick_interval
             until_tick = self._next_tick - now
             timeout = until_tick if timeout is None else min(timeout, until_tick)
+        succeeded: list[tuple[JobTicket, JobFinished]] = []
         for event in self.backend.wait(timeout):
-            self._handle(event)
+            self._handle(event, succeeded)
+        if succeeded:
+            # Refill the freed cores before Snakemake's own work on the finished
+            # jobs (checking outputs, writing metadata: for a group, per member),
+            # which runs in this thread through the listener.
+            with self._lock:
+                halted = self._halted or self._stopping
+            if not halted:
+                self._launch(self.packer.admit(self.packer.clock()))
+            for ticket, result in succeeded:
+                self.listener.on_finished(ticket, result)
         return True
 
     def _attach(self, tickets: list[JobTicket]) -> None:
@@ -199,7 +210,13 @@ class Dispatcher:
                     JobFinished(ticket.key, Status.LAUNCH_ERROR, str(error), time=time.time()),
                 )
 
-    def _handle(self, event: JobStarted | JobFinished | ResourceEvent) -> None:
+    def _handle(
+        self,
+        event: JobStarted | JobFinished | ResourceEvent,
+        succeeded: list[tuple[JobTicket, JobFinished]] | None = None,
+    ) -> None:
+        """Apply one backend event; successes go to ``succeeded`` (reported by
+        the caller after refilling), everything else is reported at once."""
         if isinstance(event, ResourceEvent):
             self._resource_event(event)
             return
@@ -210,9 +227,14 @@ class Dispatcher:
             self._started.add(event.key)
             self.listener.on_started(ticket, event.backend_id, event.time)
         else:
-            self._finish(ticket, event)
+            self._finish(ticket, event, succeeded)
 
-    def _finish(self, ticket: JobTicket, result: JobFinished) -> None:
+    def _finish(
+        self,
+        ticket: JobTicket,
+        result: JobFinished,
+        succeeded: list[tuple[JobTicket, JobFinished]] | None = None,
+    ) -> None:
         if result.lost_ranks and not self._stopping:
             # Flux reports a job's node failure before the rank's "offline"
             # event: take the rank out now, or the retry may be placed there
@@ -223,7 +245,10 @@ class Dispatcher:
         self.packer.finish(ticket)
         self._tickets.pop(ticket.key, None)
         self._started.discard(ticket.key)
-        self.listener.on_finished(ticket, result)
+        if succeeded is not None and result.ok:
+            succeeded.append((ticket, result))
+        else:
+            self.listener.on_finished(ticket, result)
 
     # -- the allocation's end ------------------------------------------------------
     def _withdraw_for_deadline(self, tickets: list[JobTicket]) -> None:

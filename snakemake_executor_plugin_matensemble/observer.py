@@ -12,6 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,6 +60,40 @@ def open_run_journal(settings: Any, run_id: str, backend: str, allocation: Alloc
     return journal
 
 
+class Reports:
+    """Outcomes reported to Snakemake in order, from a thread of their own.
+
+    Snakemake's scheduler takes its lock in every callback, and holds it while
+    it post-processes finished jobs (checking outputs, writing metadata; for
+    a group, every member). Reporting from the dispatcher thread would stop
+    the dispatcher for that long: finished jobs unnoticed, free cores idle.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple, dict] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name="matensemble-reports", daemon=True)
+        self._thread.start()
+
+    def post(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self._queue.put((call, args, kwargs))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued, then stop (seconds to wait; a run that is
+        being cancelled no longer needs late reports)."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            call, args, kwargs = item
+            try:
+                call(*args, **kwargs)
+            except Exception:  # never lose the following reports
+                log.exception("matensemble: could not report a job's outcome to Snakemake.")
+
+
 class SnakemakeReports(Protocol):
     """The executor's reporting half of Snakemake's executor interface."""
 
@@ -87,6 +124,8 @@ class Observer:
         self.backend_name = backend_name
         #: called when a failed job will not be retried and the run must stop
         self.halt: Any = lambda: None
+        #: hands outcomes to Snakemake from its own thread (see :class:`Reports`)
+        self.reports = Reports()
         #: (jobid, attempt) -> journal key of attempts the backend finished well
         self._succeeded: dict[tuple[str, int], int] = {}
 
@@ -137,7 +176,7 @@ class Observer:
         self.status.finished(str(job.jobid), result.ok)
         if result.ok:
             self._succeeded[(str(job.jobid), job.attempt)] = ticket.key
-            self.snakemake.report_job_success(submission.job_info)
+            self.reports.post(self.snakemake.report_job_success, submission.job_info)
             return
         self._report_failure(submission, result)
 
@@ -155,8 +194,12 @@ class Observer:
         job = submission.job
         message = f"matensemble: {submission.name} {result.reason}. Log: {submission.log_path}"
         details = {"exit_code": result.exit_code} if result.exit_code is not None else {}
-        self.snakemake.report_job_error(
-            submission.job_info, msg=message, aux_logs=[submission.log_path], **details
+        self.reports.post(
+            self.snakemake.report_job_error,
+            submission.job_info,
+            msg=message,
+            aux_logs=[submission.log_path],
+            **details,
         )
         retried = getattr(job, "restart_times", 0) > job.attempt - 1
         if not retried and not self.boundary.keep_going():
@@ -169,7 +212,7 @@ class Observer:
         journaled = _JOURNALED_BECAUSE.get(reason, f"not started: {why}")
         for ticket in tickets:
             self.journal.ended(ticket.key, "cancelled", "cancelled", reason=journaled)
-            self.boundary.job_not_started(ticket.payload.job)
+            self.reports.post(self.boundary.job_not_started, ticket.payload.job)
 
     def on_resource_event(self, event: ResourceEvent) -> None:
         """The allocation changed (drained, undrained, lost or returned ranks, a
@@ -183,13 +226,14 @@ class Observer:
         self.status.report(self.current_status())
 
     def on_crash(self, error: BaseException, tickets: list[JobTicket]) -> None:
-        self.boundary.executor_failed(error)
+        self.reports.post(self.boundary.executor_failed, error)
         for ticket in tickets:
-            self.boundary.job_not_started(ticket.payload.job)
+            self.reports.post(self.boundary.job_not_started, ticket.payload.job)
 
     def run_ended(self, deadline_withdrawn: int, **cpu_figures: float) -> None:
         """Close the journal and tell the user how the run went (Snakemake's
         thread, after the dispatcher stopped); the resume command comes last."""
+        self.reports.close()
         if self.status.status_file is not None:
             self.status.write_file(self.current_status())
         self.journal.close(**cpu_figures)
