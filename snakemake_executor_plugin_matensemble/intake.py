@@ -152,7 +152,8 @@ class Intake:
             if job.is_local or job.rule.name in problems:
                 continue
             try:
-                self.request_for(job, known_only=True)
+                with self.boundary.evaluated_early(job):
+                    self.request_for(job, known_only=True)
             except InvalidRequestError as error:
                 problems[job.rule.name] = str(error)
             except Exception as error:  # resources that need inputs not made yet

@@ -324,14 +324,33 @@ class SnakemakeBoundary:
         if isinstance(current, int) and current <= node_cores:
             return {}
         asked = {}
-        for job in jobs:
-            threads = job.threads
-            if isinstance(threads, int) and threads > node_cores:
-                asked[job.rule.name] = threads
         resources["_cores"] = node_cores
         for job in jobs:
-            job._resources = None  # evaluated again, within the new limit
+            try:
+                with self.evaluated_early(job):
+                    threads = job.threads
+            except Exception:  # known when the job is ready (e.g. from its input)
+                continue
+            if isinstance(threads, int) and threads > node_cores:
+                asked[job.rule.name] = threads
+                # evaluated again within the new limit; only these: the others
+                # keep what Snakemake left unevaluated (resources of inputs not
+                # made yet are evaluated when the job is ready)
+                job._resources = None
         return asked
+
+    @contextlib.contextmanager
+    def evaluated_early(self, job: Any) -> Iterator[None]:
+        """Read ``job``'s resources before Snakemake would, leaving no trace:
+        what is evaluated here is forgotten afterwards, so that Snakemake still
+        evaluates them itself when the job is ready (resource functions may
+        read files that earlier jobs make)."""
+        saved = getattr(job, "_resources", None)
+        try:
+            yield
+        finally:
+            if hasattr(job, "_resources"):
+                job._resources = saved
 
     def resources_as_local(self, job: Any) -> Any:
         """The job's resources as Snakemake's local executor evaluates them.
