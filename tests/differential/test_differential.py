@@ -14,8 +14,22 @@ from .harness import all_cases, report, run_case
 
 CASES = all_cases()
 
+#: Known differences, each with the reason; strict: a fix makes them fail.
+KNOWN_DIFFERENCES = {
+    "snakemake_tests/test_core_dependent_threads": (
+        "threads: workflow.cores * 0.75 needs a total of cores, which -j unlimited "
+        "leaves unset; Snakemake raises while it builds the DAG, before any executor "
+        "plugin runs (give the rule a fixed number, or --max-threads)"
+    ),
+}
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+
+def _marks(case):
+    reason = KNOWN_DIFFERENCES.get(case.name)
+    return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=_marks(c)) for c in CASES])
 def test_same_as_local_executor(case, tmp_path):
     missing = case.missing_requirement()
     if missing:
