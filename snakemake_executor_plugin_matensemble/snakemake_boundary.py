@@ -323,8 +323,7 @@ class SnakemakeBoundary:
         current = getattr(current, "value", current)
         if isinstance(current, int) and current <= node_cores:
             return {}
-        asked = {}
-        resources["_cores"] = node_cores
+        asked, lowered = {}, []
         for job in jobs:
             try:
                 with self.evaluated_early(job):
@@ -333,10 +332,13 @@ class SnakemakeBoundary:
                 continue
             if isinstance(threads, int) and threads > node_cores:
                 asked[job.rule.name] = threads
-                # evaluated again within the new limit; only these: the others
-                # keep what Snakemake left unevaluated (resources of inputs not
-                # made yet are evaluated when the job is ready)
-                job._resources = None
+                lowered.append(job)
+        resources["_cores"] = node_cores
+        for job in lowered:
+            # evaluated again within the new limit; only these: the others keep
+            # what Snakemake left unevaluated (resources of inputs not made yet
+            # are evaluated when the job is ready)
+            job._resources = None
         return asked
 
     @contextlib.contextmanager

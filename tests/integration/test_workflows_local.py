@@ -244,6 +244,23 @@ def test_job_over_its_runtime_is_killed_and_reported_as_timeout(tmp_path):
     assert not (tmp_path / "slow.txt").exists()
 
 
+def test_threads_above_the_machine_are_lowered_as_cores_lowers_them(tmp_path):
+    write_snakefile(
+        tmp_path,
+        """
+        rule wide:
+            output: "wide.txt"
+            threads: 4096
+            shell: "echo {threads} $OMP_NUM_THREADS > {output}"
+        """,
+    )
+    run = run_snakemake(tmp_path, "--matensemble-local-cores", "2")
+    assert run.returncode == 0, run.output
+    assert (tmp_path / "wide.txt").read_text() == "2 2\n"
+    assert "threads lowered to 2" in run.output
+    assert "wide (threads: 4096)" in run.output
+
+
 def test_job_larger_than_the_machine_fails_at_once_before_anything_runs(tmp_path):
     write_snakefile(
         tmp_path,
@@ -257,7 +274,7 @@ def test_job_larger_than_the_machine_fails_at_once_before_anything_runs(tmp_path
 
         rule huge:
             output: "huge.txt"
-            threads: 4096
+            resources: cpus_per_task=4096
             shell: "touch {output}"
         """,
     )
@@ -266,7 +283,7 @@ def test_job_larger_than_the_machine_fails_at_once_before_anything_runs(tmp_path
     assert run.returncode != 0
     assert time.time() - started < 30
     assert "rule 'huge'" in run.output
-    assert "threads=4096" in run.output
+    assert "cpus_per_task=4096" in run.output
     assert "more cores than any node has" in run.output
     assert "Fix:" in run.output
     assert not (tmp_path / "small.txt").exists(), "a job started before the error"
