@@ -103,10 +103,12 @@ KIND_GOALS = {
 }
 
 
-def rule_kinds(n: int, cores: int) -> None:
+def rule_kinds(n: int, cores: int, only: list[str] | None = None) -> None:
     """The rule-kind table: local executor vs matensemble, N jobs each."""
     rows = []
     for kind, template in KIND_SNAKEFILES.items():
+        if only and kind not in only:
+            continue
         snakefile = template.format(n=n)
         files = KIND_FILES.get(kind, {})
         local = run_snakemake(f"local {kind}", snakefile, ["--cores", str(cores)], files=files)
@@ -185,7 +187,7 @@ def main() -> None:
     n = args.jobs
     cores = len(os.sched_getaffinity(0))
     if args.kinds_only:
-        rule_kinds(n, cores)
+        rule_kinds(n, cores, args.kind)
         return
     snakefile = SNAKEFILE.format(n=n)
     common = ["-j", "unlimited", "--executor", "matensemble"]
