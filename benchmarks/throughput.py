@@ -183,6 +183,9 @@ def main() -> None:
         "--skip-per-job", action="store_true", help="skip the slow per-job Snakemake path"
     )
     parser.add_argument("--kinds-only", action="store_true", help="only the table per rule kind")
+    parser.add_argument(
+        "--kind", action="append", choices=list(KIND_SNAKEFILES), help="only these rule kinds"
+    )
     args = parser.parse_args()
     n = args.jobs
     cores = len(os.sched_getaffinity(0))
