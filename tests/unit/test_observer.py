@@ -1,0 +1,164 @@
+"""The observer with a fake Snakemake: outcomes reported in order from their own
+thread, journal verdicts, withdrawn reasons, halting after a failure."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+from snakemake_executor_plugin_matensemble.allocation import Allocation, NodeSpec
+from snakemake_executor_plugin_matensemble.backends.base import JobFinished, Status
+from snakemake_executor_plugin_matensemble.command import JobCommand
+from snakemake_executor_plugin_matensemble.intake import Submission
+from snakemake_executor_plugin_matensemble.journal import Journal, read_journal
+from snakemake_executor_plugin_matensemble.observer import Observer, Reports
+from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
+from snakemake_executor_plugin_matensemble.policies import BackfillPolicy
+from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.status import StatusReporter
+
+
+class FakeSnakemake:
+    """Records what the plugin reports, and from which thread."""
+
+    def __init__(self, keep_going=False):
+        self.calls: list[tuple[str, int, str]] = []
+        self.keep_going_flag = keep_going
+        self.not_started: list[int] = []
+
+    def report_job_success(self, job_info):
+        self.calls.append(("success", job_info.job.jobid, threading.current_thread().name))
+
+    def report_job_error(self, job_info, msg=None, **kwargs):
+        self.calls.append(("error", job_info.job.jobid, msg))
+
+    # the boundary's part
+    def keep_going(self):
+        return self.keep_going_flag
+
+    def job_not_started(self, job):
+        self.not_started.append(job.jobid)
+
+
+def make_job(jobid, restart_times=0, attempt=1):
+    return SimpleNamespace(
+        jobid=jobid,
+        attempt=attempt,
+        restart_times=restart_times,
+        is_group=lambda: False,
+        rule=SimpleNamespace(name="r"),
+        wildcards_dict={"i": str(jobid)},
+        register=lambda external_jobid=None: None,
+    )
+
+
+def make_ticket(key, job, tmp_path):
+    cleanup = tmp_path / f"script{key}.py"
+    cleanup.write_text("")
+    submission = Submission(
+        job_info=SimpleNamespace(job=job, external_jobid=None),
+        command=JobCommand("true", path="direct", cleanup=(str(cleanup),)),
+        name=f"r[i={job.jobid}]",
+        log_path=f"logs/{key}.log",
+    )
+    return JobTicket(key=key, request=ResourceRequest(), payload=submission)
+
+
+def make_observer(tmp_path, snakemake):
+    allocation = Allocation([NodeSpec(0, "n0", (0, 1), ())])
+    journal = Journal(tmp_path / "run")
+    halted = []
+    observer = Observer(
+        snakemake,
+        snakemake,
+        journal,
+        StatusReporter(0, None),
+        Packer(allocation, BackfillPolicy()),
+        allocation,
+        "local",
+    )
+    observer.halt = lambda: halted.append(True)
+    return observer, journal, halted
+
+
+def finish(observer, ticket, status=Status.SUCCESS, code=0):
+    observer.on_finished(ticket, JobFinished(ticket.key, status, "exited", exit_code=code))
+
+
+def test_outcomes_reach_snakemake_in_order_from_the_reports_thread(tmp_path):
+    snakemake = FakeSnakemake()
+    observer, _, _ = make_observer(tmp_path, snakemake)
+    tickets = [make_ticket(k, make_job(k), tmp_path) for k in range(1, 6)]
+    for ticket in tickets:
+        observer.queued(ticket)
+        finish(observer, ticket)
+    observer.reports.close()
+    assert [c[1] for c in snakemake.calls] == [1, 2, 3, 4, 5]
+    assert {c[2] for c in snakemake.calls} == {"matensemble-reports"}
+    assert not any((tmp_path / f"script{k}.py").exists() for k in range(1, 6))
+    assert observer.status.done == 5
+
+
+def test_a_failure_is_reported_with_reason_and_log_and_halts_without_retries(tmp_path):
+    snakemake = FakeSnakemake()
+    observer, _, halted = make_observer(tmp_path, snakemake)
+    ticket = make_ticket(1, make_job(1), tmp_path)
+    observer.queued(ticket)
+    finish(observer, ticket, Status.FAILED, 3)
+    observer.reports.close()
+    ((kind, jobid, message),) = snakemake.calls
+    assert (kind, jobid) == ("error", 1)
+    assert "exited" in message
+    assert "Log: logs/1.log" in message
+    assert halted == [True]
+
+
+def test_a_failure_that_will_be_retried_does_not_halt(tmp_path):
+    observer, _, halted = make_observer(tmp_path, FakeSnakemake())
+    ticket = make_ticket(1, make_job(1, restart_times=2, attempt=1), tmp_path)
+    observer.queued(ticket)
+    finish(observer, ticket, Status.FAILED, 1)
+    observer.reports.close()
+    assert halted == []
+
+
+def test_snakemakes_own_failure_after_success_is_journaled_as_failed(tmp_path):
+    observer, journal, _ = make_observer(tmp_path, FakeSnakemake())
+    job = make_job(1)
+    ticket = make_ticket(1, job, tmp_path)
+    observer.queued(ticket)
+    finish(observer, ticket)
+    observer.snakemake_failed(job)  # e.g. missing output files
+    observer.reports.close()
+    journal.close()
+    (record,) = read_journal(journal.path).jobs
+    assert record.status == "failed"
+    assert observer.status.failed == 1
+    assert observer.status.done == 0
+
+
+def test_withdrawn_jobs_say_why_and_are_handed_back_to_snakemake(tmp_path, caplog):
+    snakemake = FakeSnakemake()
+    observer, _, _ = make_observer(tmp_path, snakemake)
+    tickets = [make_ticket(k, make_job(k), tmp_path) for k in (1, 2)]
+    for ticket in tickets:
+        observer.queued(ticket)
+    with caplog.at_level("INFO"):
+        observer.on_withdrawn(tickets, "interrupted")
+    observer.reports.close()
+    assert "the run was interrupted" in caplog.text
+    assert "--keep-going" not in caplog.text
+    assert snakemake.not_started == [1, 2]
+
+
+def test_a_report_that_raises_does_not_stop_the_following_ones():
+    reports = Reports()
+    delivered = []
+
+    def broken():
+        raise RuntimeError("snakemake said no")
+
+    reports.post(broken)
+    reports.post(delivered.append, "next")
+    reports.close()
+    assert delivered == ["next"]
