@@ -161,7 +161,9 @@ class Intake:
         return problems
 
     # -- tickets -------------------------------------------------------------------
-    def ticket_for(self, job: Any, report_submission: Callable[[SubmittedJobInfo], None]):
+    def ticket_for(
+        self, job: Any, report_submission: Callable[[SubmittedJobInfo], None]
+    ) -> JobTicket[Submission]:
         """The ticket of a ready ``job``; raises on bad input (nothing started)."""
         request = self.request_for(job)
         log_path = str(naming.log_path(self.log_dir, job))
@@ -194,9 +196,10 @@ class Intake:
             attach=running,
         )
 
-    def launch_spec(self, ticket: JobTicket) -> LaunchSpec:
+    def launch_spec(self, ticket: JobTicket[Submission]) -> LaunchSpec:
         """What the backend needs to start ``ticket`` (dispatcher thread)."""
-        submission: Submission = ticket.payload
+        submission = ticket.payload
+        assert submission is not None
         command = submission.command
         env = command.env if command.path == "direct" else {**self.base_env, **command.env}
         return LaunchSpec(

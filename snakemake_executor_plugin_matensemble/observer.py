@@ -130,8 +130,9 @@ class Observer:
         self._succeeded: dict[tuple[str, int], int] = {}
 
     # -- journal on intake (Snakemake's thread) ---------------------------------
-    def queued(self, ticket: JobTicket) -> None:
-        submission: Submission = ticket.payload
+    def queued(self, ticket: JobTicket[Submission]) -> None:
+        submission = ticket.payload
+        assert submission is not None
         job = submission.job
         self.journal.queued(
             ticket.key, naming.journal_record(job), ticket.request, submission.log_path
@@ -143,10 +144,11 @@ class Observer:
         self.journal.refused(key, naming.journal_record(job), log_path, str(error))
 
     # -- dispatcher events ---------------------------------------------------------
-    def on_started(self, ticket: JobTicket, backend_id: str, time: float) -> None:
+    def on_started(self, ticket: JobTicket[Submission], backend_id: str, time: float) -> None:
         """``time``: when the job started, epoch seconds (``JobStarted.time``, the
         journal's clock)."""
-        submission: Submission = ticket.payload
+        submission = ticket.payload
+        assert submission is not None
         submission.job_info.external_jobid = backend_id
         if self.backend_name == "flux":
             # Record the Flux id with Snakemake's incomplete markers, so that a
@@ -158,8 +160,9 @@ class Observer:
             f"{backend_id} on {ticket.placement.describe()}; log {submission.log_path}"
         )
 
-    def on_finished(self, ticket: JobTicket, result: JobFinished) -> None:
-        submission: Submission = ticket.payload
+    def on_finished(self, ticket: JobTicket[Submission], result: JobFinished) -> None:
+        submission = ticket.payload
+        assert submission is not None
         for path in submission.command.cleanup:
             with contextlib.suppress(OSError):
                 os.remove(path)
@@ -205,7 +208,7 @@ class Observer:
         if not retried and not self.boundary.keep_going():
             self.halt()
 
-    def on_withdrawn(self, tickets: list[JobTicket], reason: str) -> None:
+    def on_withdrawn(self, tickets: list[JobTicket[Submission]], reason: str) -> None:
         why = _WITHDRAWN_BECAUSE.get(reason, reason)
         if reason != "deadline":  # the dispatcher said it, with the resume command
             log.info(f"matensemble: {len(tickets)} queued job(s) were not started ({why}).")
@@ -225,7 +228,7 @@ class Observer:
     def on_tick(self) -> None:
         self.status.report(self.current_status())
 
-    def on_crash(self, error: BaseException, tickets: list[JobTicket]) -> None:
+    def on_crash(self, error: BaseException, tickets: list[JobTicket[Submission]]) -> None:
         self.reports.post(self.boundary.executor_failed, error)
         for ticket in tickets:
             self.reports.post(self.boundary.job_not_started, ticket.payload.job)

@@ -20,22 +20,26 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .allocation import Allocation, Placement
 from .deadline import DeadlineGuard
 from .request import ResourceRequest
 
+#: What the caller keeps with a ticket (the executor: its ``intake.Submission``).
+PayloadT = TypeVar("PayloadT")
+
 
 @dataclass(eq=False)
-class JobTicket:
-    """One job in the packer, from queued to finished."""
+class JobTicket(Generic[PayloadT]):
+    """One job in the packer, from queued to finished; ``payload`` is the
+    caller's, typed by the caller (``JobTicket[Submission]``)."""
 
     key: int
     request: ResourceRequest
     priority: int = 0
-    #: Whatever the caller needs back (the Snakemake job, its command, ...).
-    payload: Any = None
+    #: What the caller needs back (the Snakemake job, its command, ...).
+    payload: PayloadT | None = None
     #: The rule's name (for runtime estimates from earlier runs' journals).
     rule: str = ""
     #: When it was queued (packer clock, monotonic seconds).
