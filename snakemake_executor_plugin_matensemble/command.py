@@ -206,6 +206,7 @@ class CommandBuilder:
     def _group_command(self, group: Any) -> JobCommand:
         """The members of ``group`` in Snakemake's order, run by :mod:`.group_runner`."""
         members, cleanup = [], []
+        base = dict(os.environ)  # the group job's own environment, before the backend's
         for job, process in self.boundary.capture_group(group):
             cleanup.extend(process.cleanup)
             members.append(
@@ -213,7 +214,10 @@ class CommandBuilder:
                     "name": f"{job.rule.name} (jobid {job.jobid})",
                     "command": process.command,
                     "shell": process.executable,
-                    "env": process.env,
+                    # what shell() changed, applied on top of the job's environment
+                    # (which has the backend's GPU and task variables)
+                    "env": {k: v for k, v in process.env.items() if base.get(k) != v},
+                    "unset": [k for k in base if k not in process.env],
                 }
             )
         os.makedirs(".snakemake", exist_ok=True)

@@ -129,3 +129,35 @@ def test_a_changed_snakemake_internal_falls_back_to_the_per_job_command(tmp_path
     assert "run_wrapper" in warning
     assert "group chain runs through a per-job Snakemake process" in output
     assert (tmp_path / "out/1.2.txt").read_text() == "1\n1\n2\n"
+
+
+def test_group_members_see_the_gpus_the_backend_gave_the_group(tmp_path):
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: "b.txt"
+
+        rule a:
+            output: "a.txt"
+            group: "g"
+            resources: gpu=1
+            shell: "echo $CUDA_VISIBLE_DEVICES $OMP_NUM_THREADS > {output}"
+
+        rule b:
+            input: "a.txt"
+            output: "b.txt"
+            group: "g"
+            threads: 2
+            shell: "cat {input} > {output}; echo $CUDA_VISIBLE_DEVICES $OMP_NUM_THREADS >> {output}"
+        """,
+    )
+    run = run_snakemake(tmp_path, "--matensemble-local-gpus", "2")
+    assert run.returncode == 0, run.output
+    assert "group g runs its members' commands directly" in run.output
+    first, second = (tmp_path / "b.txt").read_text().splitlines()
+    gpu_a, threads_a = first.split()
+    gpu_b, threads_b = second.split()
+    assert gpu_a == gpu_b
+    assert gpu_a in {"0", "1"}  # one of the two declared GPUs, the group's
+    assert (threads_a, threads_b) == ("1", "2")  # each member's own threads
