@@ -314,8 +314,9 @@ class SnakemakeBoundary:
 
         Snakemake constrains threads by the workflow's ``_cores`` resource
         (also for remote jobs); with ``-j unlimited`` that is unset. It is set
-        here, after Snakemake's scheduler took its own copy of the limits, and
-        ``jobs`` (evaluated before) are evaluated again. Returns ``{rule:
+        here, after Snakemake's scheduler took its own copy of the limits (so
+        it never limits how many jobs run at once), and the jobs of ``jobs``
+        whose threads were above it are evaluated again. Returns ``{rule:
         threads asked}`` for the rules whose threads were lowered.
         """
         resources = self.workflow.global_resources
