@@ -80,6 +80,11 @@ class Intake:
         self._keys = itertools.count(1)
         self._noted: set[tuple[str, str]] = set()
 
+    @property
+    def node_cores(self) -> int:
+        """The cores of the allocation's largest node."""
+        return max(len(spec.cores) for spec in self.allocation.specs)
+
     # -- requests ----------------------------------------------------------------
     def request_for(self, job: Any, *, known_only: bool = False) -> ResourceRequest:
         """The checked request of ``job``; raises :class:`InvalidRequestError`.
@@ -112,8 +117,7 @@ class Intake:
         """The job's resources; a group's as Snakemake layers them for one node."""
         if not job.is_group():
             return job.resources
-        node_cores = max(len(spec.cores) for spec in self.allocation.specs)
-        resources = self.boundary.group_resources(job, node_cores)
+        resources = self.boundary.group_resources(job, self.node_cores)
         return {k: v for k, v in resources.items() if k not in _PER_MEMBER_FIELDS}
 
     def _group_cores(self, resources: Mapping[str, Any]) -> Any:
@@ -124,14 +128,13 @@ class Intake:
         is given, as Snakemake's local executor caps them at ``--cores``.
         """
         cores = resources.get("_cores", 1)
-        node_cores = max(len(spec.cores) for spec in self.allocation.specs)
-        return min(cores, node_cores) if isinstance(cores, int) else cores
+        return min(cores, self.node_cores) if isinstance(cores, int) else cores
 
     def check_up_front(self, jobs: list[Any] | None) -> None:
         """Lower threads to one node, as ``--cores`` would, then check every job
         of the DAG (None: Snakemake cannot list them); raises
         :class:`.errors.JobsCannotRunError` naming each rule that is certainly wrong."""
-        node_cores = max(len(spec.cores) for spec in self.allocation.specs)
+        node_cores = self.node_cores
         lowered = self.boundary.limit_threads(node_cores, jobs or [])
         if lowered:
             log.info(
