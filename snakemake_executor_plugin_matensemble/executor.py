@@ -34,6 +34,7 @@ from .settings import ExecutorSettings
 from .signals import cancel_on_sigterm
 from .snakemake_boundary import SnakemakeBoundary
 from .status import StatusReporter
+from .timestamps import level_pause
 
 
 class Executor(RealExecutor):
@@ -43,6 +44,7 @@ class Executor(RealExecutor):
         self.settings: ExecutorSettings = self.workflow.executor_settings or ExecutorSettings()
         self.settings.check()
         self.boundary = SnakemakeBoundary(self.workflow)
+        self._shorten_group_level_pause()
         self._job_cores: int | None = None
         self._stopped = False
         #: CPU seconds (thread time) of Snakemake's thread inside the plugin's calls
@@ -102,6 +104,14 @@ class Executor(RealExecutor):
         self.observer.halt = self.dispatcher.halt
         self.dispatcher.start()
 
+    def _shorten_group_level_pause(self) -> None:
+        pause = self.boundary.shorten_group_level_pause(level_pause(os.getcwd()))
+        if pause is not None:
+            self.logger.debug(
+                f"matensemble: {pause * 1000:.1f} ms between a group job's levels when "
+                "Snakemake touches their outputs (twice this file system's mtime step)."
+            )
+
     # -- RealExecutor interface -------------------------------------------------
     @property
     def cores(self) -> int | str:
@@ -147,6 +157,7 @@ class Executor(RealExecutor):
             return
         self._stopped = True
         self.dispatcher.stop()
+        self.boundary.shorten_group_level_pause(None)
         own = self._scheduler_cpu_s - self._snakemake_cpu_s
         self.observer.run_ended(
             deadline_withdrawn=self.dispatcher.deadline_withdrawn,

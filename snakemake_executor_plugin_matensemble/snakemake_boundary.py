@@ -19,6 +19,7 @@ started, and the backend launches it on the job's cores and GPUs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import importlib
@@ -61,6 +62,9 @@ class Capabilities:
     local_resources: bool = False
     #: compute group resources against the allocation's largest node
     group_layering: bool = False
+    #: shorten the pause between a group job's levels in its post-processing
+    #: (absent: Snakemake's own 0.1 s per level stays; slower, same results)
+    group_level_pause: bool = False
     #: what is missing, one line each (empty when everything is there)
     problems: tuple[str, ...] = ()
 
@@ -124,6 +128,15 @@ def probe() -> Capabilities:
         names = inspect.signature(jobs_module.wait_for_files).parameters
         return direct and next(iter(names)) == "files"
 
+    def level_pause_ok() -> bool:
+        jobs_module = importlib.import_module("snakemake.jobs")
+        postprocess = inspect.getsource(jobs_module.GroupJob.postprocess)
+        return (
+            jobs_module.asyncio in (asyncio, _group_asyncio)
+            and inspect.getsource(jobs_module).count("asyncio.sleep(") == 1
+            and "await asyncio.sleep(0.1)" in postprocess
+        )
+
     return Capabilities(
         direct=direct,
         group_capture=_check(
@@ -132,6 +145,7 @@ def probe() -> Capabilities:
         upfront_check=_check(problems, "DAG.needrun_jobs", needrun_ok),
         local_resources=_check(problems, "Rule.expand_resources(skip_evaluation)", expand_ok),
         group_layering=_check(problems, "GroupResources.basic_layered", layering_ok),
+        group_level_pause=_check([], "GroupJob.postprocess's level pause", level_pause_ok),
         problems=tuple(problems),
     )
 
@@ -260,6 +274,25 @@ def _written_scripts(command: str) -> list[str]:
     return sorted({path for path in _SCRIPT_PATH.findall(command) if os.path.isfile(path)})
 
 
+class _AsyncioWithLevelPause:
+    """``asyncio`` as ``snakemake.jobs`` sees it, its one ``sleep`` (the pause
+    between a group job's levels, checked by :func:`probe`) at most ``pause``."""
+
+    def __init__(self) -> None:
+        self.pause: float | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    async def sleep(self, delay: float, result: Any = None) -> Any:
+        if self.pause is not None:
+            delay = min(delay, self.pause)
+        return await asyncio.sleep(delay, result)
+
+
+_group_asyncio = _AsyncioWithLevelPause()
+
+
 class NotDirect(Exception):
     """The job cannot run directly; the reason says why (it runs per job instead)."""
 
@@ -306,6 +339,19 @@ class SnakemakeBoundary:
         settings = getattr(self.workflow, "workflow_settings", None)
         cache = getattr(job.rule, "cache", None)
         return bool(settings is not None and settings.cache is not None and cache)
+
+    def shorten_group_level_pause(self, pause: float | None) -> float | None:
+        """Pause ``pause`` seconds (None: Snakemake's own) between the levels of
+        a group job when Snakemake post-processes it (it touches each level's
+        outputs after the one before). Returns the pause now in force, None
+        where this Snakemake's pause is kept."""
+        if not self.caps.group_level_pause:
+            return None
+        jobs_module = importlib.import_module("snakemake.jobs")
+        with _install_lock:
+            _group_asyncio.pause = pause
+            jobs_module.asyncio = asyncio if pause is None else _group_asyncio
+        return pause
 
     # -- resources -------------------------------------------------------------
     def limit_threads(self, node_cores: int, jobs: list[Any]) -> dict[str, int]:

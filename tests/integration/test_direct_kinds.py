@@ -6,6 +6,7 @@ the path the log says each rule took, and what a second run decides.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from importlib import metadata
@@ -161,3 +162,35 @@ def test_group_members_see_the_gpus_the_backend_gave_the_group(tmp_path):
     assert gpu_a == gpu_b
     assert gpu_a in {"0", "1"}  # one of the two declared GPUs, the group's
     assert (threads_a, threads_b) == ("1", "2")  # each member's own threads
+
+
+LONG_CHAIN = """
+rule all:
+    input: "out/9.txt"
+
+rule first:
+    output: "out/0.txt"
+    group: "chain"
+    shell: "echo 0 > {output}"
+
+rule next:
+    input: lambda wc: f"out/{int(wc.k) - 1}.txt"
+    output: "out/{k}.txt"
+    wildcard_constraints: k="[1-9]"
+    group: "chain"
+    shell: "cat {input} > {output}; echo {wildcards.k} >> {output}"
+"""
+
+
+def test_a_group_of_ten_levels_leaves_mtimes_in_order(tmp_path):
+    """Snakemake touches a group's outputs level by level with a pause between
+    levels; the plugin shortens the pause to the file system's mtime step, and
+    every level must still be strictly newer than the one before."""
+    write_snakefile(tmp_path, LONG_CHAIN)
+    run = run_snakemake(tmp_path, "--verbose")
+    assert run.returncode == 0, run.output
+    assert "between a group job's levels" in run.output
+    mtimes = [(tmp_path / f"out/{k}.txt").stat().st_mtime_ns for k in range(10)]
+    assert all(later > earlier for earlier, later in itertools.pairwise(mtimes)), mtimes
+    assert (tmp_path / "out/9.txt").read_text().split() == [str(k) for k in range(10)]
+    assert "Nothing to be done" in run_snakemake(tmp_path).output

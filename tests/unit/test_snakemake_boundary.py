@@ -150,6 +150,47 @@ def test_probe_finds_every_internal_of_this_snakemake():
     assert capabilities.direct
     assert capabilities.group_capture
     assert capabilities.upfront_check
+    assert capabilities.group_level_pause
+
+
+def test_the_group_level_pause_is_shortened_and_given_back(monkeypatch):
+    import asyncio
+
+    import snakemake.jobs
+
+    delays = []
+
+    async def recorded_sleep(delay, result=None):
+        delays.append(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", recorded_sleep)
+    boundary = SnakemakeBoundary(workflow=None)
+    try:
+        assert boundary.shorten_group_level_pause(0.004) == 0.004
+        asyncio.run(snakemake.jobs.asyncio.sleep(0.1))  # the call in GroupJob.postprocess
+        assert snakemake.jobs.asyncio.TaskGroup is asyncio.TaskGroup  # the rest unchanged
+    finally:
+        assert boundary.shorten_group_level_pause(None) is None
+    assert snakemake.jobs.asyncio is asyncio
+    asyncio.run(snakemake.jobs.asyncio.sleep(0.1))
+    assert delays == [0.004, 0.1]
+
+
+def test_a_changed_group_postprocess_keeps_snakemakes_pause(monkeypatch):
+    import asyncio
+
+    import snakemake.jobs
+
+    async def postprocess(self, error=False, **kwargs):  # no level pause any more
+        pass
+
+    monkeypatch.setattr(snakemake.jobs.GroupJob, "postprocess", postprocess)
+    capabilities = probe()
+    assert not capabilities.group_level_pause
+    assert capabilities.problems == ()  # nothing falls back: Snakemake's pause stays
+    boundary = SnakemakeBoundary(workflow=None, capabilities=capabilities)
+    assert boundary.shorten_group_level_pause(0.004) is None
+    assert snakemake.jobs.asyncio is asyncio
 
 
 def test_a_changed_internal_switches_the_direct_path_off(monkeypatch):
