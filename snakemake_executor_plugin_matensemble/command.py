@@ -25,6 +25,7 @@ import os
 import shlex
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -100,7 +101,7 @@ def per_job_reason(job: Any, boundary: Any, direct_enabled: bool) -> str | None:
 def _group_reason(group: Any, boundary: Any) -> str | None:
     """Why a group job runs through one Snakemake process (None: members run directly)."""
     for job in group.jobs:
-        reason = _single_reason(job, boundary) or _input_dependent(job)
+        reason = _single_reason(job, boundary, in_group=True) or _input_dependent(job)
         if reason is not None:
             return f"its member {job.rule.name} {reason.removeprefix('it ')}"
     return None
@@ -131,7 +132,7 @@ def _takes_input(function: Any) -> bool:
         return True  # cannot tell: assume it does
 
 
-def _single_reason(job: Any, boundary: Any) -> str | None:
+def _single_reason(job: Any, boundary: Any, in_group: bool = False) -> str | None:
     for flag, what in _PER_JOB_KINDS:
         if getattr(job, flag, False):
             return f"it has {what}"
@@ -149,7 +150,8 @@ def _single_reason(job: Any, boundary: Any) -> str | None:
         return "it uses the between-workflow output cache"
     if any(f.is_storage for f in chain(job.input, job.output, job.log)):
         return "it reads or writes remote storage"
-    if job.is_pipe or job.is_service:
+    if not in_group and (job.is_pipe or job.is_service):
+        # Snakemake groups every pipe group; a lone one is unexpected
         return "it has pipe or service outputs"
     return None
 
@@ -204,28 +206,34 @@ class CommandBuilder:
         )
 
     def _group_command(self, group: Any) -> JobCommand:
-        """The members of ``group`` in Snakemake's order, run by :mod:`.group_runner`."""
-        members, cleanup = [], []
+        """The members of ``group`` in Snakemake's order, run by :mod:`.group_runner`
+        (one after another; the members of a pipe group together)."""
+        order = self.boundary.run_order(group)  # before preparing: may raise NotDirect
+        cleanup, members = [], {}
+        served = {str(f) for job in group.jobs if job.is_service for f in job.output}
         base = dict(os.environ)  # the group job's own environment, before the backend's
         for job, process in self.boundary.capture_group(group):
             cleanup.extend(process.cleanup)
-            members.append(
-                {
-                    "name": f"{job.rule.name} (jobid {job.jobid})",
-                    "command": process.command,
-                    "shell": process.executable,
-                    # what shell() changed, applied on top of the job's environment
-                    # (which has the backend's GPU and task variables)
-                    "env": {k: v for k, v in process.env.items() if base.get(k) != v},
-                    "unset": [k for k in base if k not in process.env],
-                }
-            )
+            members[job] = {
+                "name": f"{job.rule.name} (jobid {job.jobid})",
+                "command": process.command,
+                "shell": process.executable,
+                # what shell() changed, applied on top of the job's environment
+                # (which has the backend's GPU and task variables)
+                "env": {k: v for k, v in process.env.items() if base.get(k) != v},
+                "unset": [k for k in base if k not in process.env],
+                "service": bool(job.is_service),
+                # Snakemake starts a service's consumer once the service's
+                # output is there (it waits for a job's input before it starts)
+                "wait_for": sorted(str(f) for f in job.input if str(f) in served),
+            }
+        sets = [[members[job] for job in jobs] for jobs in order]
         os.makedirs(".snakemake", exist_ok=True)
         handle, spec = tempfile.mkstemp(
             dir=".snakemake", prefix="matensemble_group.", suffix=".json"
         )
         with os.fdopen(handle, "w") as stream:
-            json.dump({"members": members}, stream)
+            json.dump({"sets": sets, "latency_wait": self.boundary.latency_wait()}, stream)
         spec = os.path.abspath(spec)
         return JobCommand(
             command=shlex.join([sys.executable, GROUP_RUNNER, spec]),
@@ -236,13 +244,25 @@ class CommandBuilder:
         )
 
     def _announce(self, job: Any, reason: str | None) -> None:
-        name = f"group {job.groupid}" if job.is_group() else job.rule.name
+        name = _group_name(job) if job.is_group() else job.rule.name
         if name in self._announced:
             return
         self._announced.add(name)
         if reason is None and job.is_group():
-            log.info(f"matensemble: {name} runs its members' commands directly, in order.")
+            together = any(member.is_pipe or member.is_service for member in job.jobs)
+            how = "in order, pipe() and service() members together" if together else "in order"
+            log.info(f"matensemble: {name} runs its members' commands directly, {how}.")
         elif reason is None:
             log.info(f"matensemble: rule {name} ({rule_kind(job)}) runs its command directly.")
         else:
             log.info(f"matensemble: {name} runs through a per-job Snakemake process: {reason}.")
+
+
+def _group_name(group: Any) -> str:
+    """``group NAME`` for a group the workflow names; ``group of rules a, b``
+    for the groups Snakemake makes itself (pipe groups, with a random id)."""
+    try:
+        uuid.UUID(str(group.groupid))
+    except ValueError:
+        return f"group {group.groupid}"
+    return "group of rules " + ", ".join(sorted({job.rule.name for job in group.jobs}))

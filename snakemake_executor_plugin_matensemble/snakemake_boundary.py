@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import heapq
 import importlib
 import inspect
 import logging
@@ -62,6 +63,8 @@ class Capabilities:
     local_resources: bool = False
     #: compute group resources against the allocation's largest node
     group_layering: bool = False
+    #: run a group's pipe() and service() members together (Snakemake's pipe groups)
+    pipe_groups: bool = False
     #: shorten the pause between a group job's levels in its post-processing
     #: (absent: Snakemake's own 0.1 s per level stays; slower, same results)
     group_level_pause: bool = False
@@ -128,6 +131,10 @@ def probe() -> Capabilities:
         names = inspect.signature(jobs_module.wait_for_files).parameters
         return direct and next(iter(names)) == "files"
 
+    def pipe_groups_ok() -> bool:
+        jobs_module = importlib.import_module("snakemake.jobs")
+        return direct and "self.pipe_group = None" in inspect.getsource(jobs_module.Job.__init__)
+
     def level_pause_ok() -> bool:
         jobs_module = importlib.import_module("snakemake.jobs")
         postprocess = inspect.getsource(jobs_module.GroupJob.postprocess)
@@ -145,6 +152,7 @@ def probe() -> Capabilities:
         upfront_check=_check(problems, "DAG.needrun_jobs", needrun_ok),
         local_resources=_check(problems, "Rule.expand_resources(skip_evaluation)", expand_ok),
         group_layering=_check(problems, "GroupResources.basic_layered", layering_ok),
+        pipe_groups=_check(problems, "Job.pipe_group", pipe_groups_ok),
         group_level_pause=_check([], "GroupJob.postprocess's level pause", level_pause_ok),
         problems=tuple(problems),
     )
@@ -324,6 +332,10 @@ class SnakemakeBoundary:
             return None
         return list(self.workflow.dag.needrun_jobs())
 
+    def latency_wait(self) -> float:
+        """``--latency-wait``: how long Snakemake waits for a job's missing input."""
+        return float(getattr(self.workflow.execution_settings, "latency_wait", 5))
+
     def job_not_started(self, job: Any) -> None:
         """Tell Snakemake's scheduler that ``job`` was handed over but will not run."""
         self.workflow.scheduler.error_callback(job)
@@ -465,6 +477,28 @@ class SnakemakeBoundary:
         finally:
             jobs_module.wait_for_files = original
 
+    def run_order(self, group: Any) -> list[list[Any]]:
+        """The members of ``group`` as Snakemake runs them: sets run one after
+        another, the members of one set together. A set is one member, or one
+        of Snakemake's pipe groups (members joined by ``pipe()`` or
+        ``service()`` files), which Snakemake starts all at once. Sets are in
+        dependency order, ties in Snakemake's topological order."""
+        order = [job for level in group.toposorted for job in level]
+        if not self.caps.pipe_groups:
+            if any(job.is_pipe or job.is_service for job in order):
+                raise NotDirect(f"Snakemake {self.version}'s pipe groups are unknown here")
+            return [[job] for job in order]
+        sets: dict[Any, list[Any]] = {}
+        for job in order:
+            sets.setdefault(job if job.pipe_group is None else job.pipe_group, []).append(job)
+        made_by = {str(f): key for key, jobs in sets.items() for job in jobs for f in job.output}
+        needs = {
+            key: {made_by[str(f)] for job in jobs for f in job.input if str(f) in made_by} - {key}
+            for key, jobs in sets.items()
+        }
+        ordered = _in_dependency_order(list(sets), needs)
+        return [sets[key] for key in ordered]
+
     def capture_command(self, job: Any) -> CapturedProcess:
         """Prepare ``job`` and build its process exactly as Snakemake's local
         executor would, without starting it.
@@ -508,6 +542,29 @@ class SnakemakeBoundary:
         if cleanup_scripts:
             process.cleanup.extend(_written_scripts(process.command))
         return process
+
+
+def _in_dependency_order(keys: list[Any], needs: dict[Any, set[Any]]) -> list[Any]:
+    """``keys``, each after all it needs; ties in the order of ``keys``."""
+    position = {key: index for index, key in enumerate(keys)}
+    waiting = {key: len(needs[key]) for key in keys}
+    needed_by: dict[Any, list[Any]] = {key: [] for key in keys}
+    for key in keys:
+        for other in needs[key]:
+            needed_by[other].append(key)
+    ready = [position[key] for key in keys if not waiting[key]]
+    heapq.heapify(ready)
+    ordered = []
+    while ready:
+        key = keys[heapq.heappop(ready)]
+        ordered.append(key)
+        for user in needed_by[key]:
+            waiting[user] -= 1
+            if not waiting[user]:
+                heapq.heappush(ready, position[user])
+    if len(ordered) < len(keys):  # pragma: no cover - Snakemake's DAG has no cycles
+        raise NotDirect("its members' pipe groups depend on each other in a cycle")
+    return ordered
 
 
 class _LocalExecutorContext:

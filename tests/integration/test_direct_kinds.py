@@ -194,3 +194,75 @@ def test_a_group_of_ten_levels_leaves_mtimes_in_order(tmp_path):
     assert all(later > earlier for earlier, later in itertools.pairwise(mtimes)), mtimes
     assert (tmp_path / "out/9.txt").read_text().split() == [str(k) for k in range(10)]
     assert "Nothing to be done" in run_snakemake(tmp_path).output
+
+
+PIPES_AND_SERVICE = """
+rule all:
+    input: "counted.txt", "asked.txt"
+
+rule produce:
+    output: pipe("numbers.pipe")
+    shell: "for n in 3 1 2; do echo $n; done > {output}"
+
+rule count:
+    input: "numbers.pipe"
+    output: "counted.txt"
+    shell: "sort {input} > {output}; test {FAIL} = none"
+
+rule serve:
+    output: service("served.link")
+    shell:
+        "echo served > served.data; sleep 0.5; ln -s served.data {output}; "
+        "sleep 120 & wait  # MARKER-{MARKER}"
+
+rule ask:
+    input: "served.link"
+    output: "asked.txt"
+    shell: "cat {input} > {output}"
+"""
+
+
+def _still_running(marker: str) -> list[str]:
+    import psutil
+
+    return [
+        " ".join(p.info["cmdline"] or [])
+        for p in psutil.process_iter(["cmdline"])
+        if marker in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+def test_pipe_and_service_groups_run_directly_and_leave_nothing_running(tmp_path):
+    """Members joined by pipe() run together; a service's consumers start once
+    its output is there (it appears late here), and the service, with the
+    process it started, is terminated once they are done."""
+    marker = tmp_path.name
+    write_snakefile(
+        tmp_path, PIPES_AND_SERVICE.replace("{FAIL}", "none").replace("{MARKER}", marker)
+    )
+    run = run_snakemake(tmp_path)
+    assert run.returncode == 0, run.output
+    assert "per-job Snakemake process" not in run.output
+    assert run.output.count("runs its members' commands directly") == 2, run.output
+    assert (
+        "group of rules count, produce runs its members' commands directly, "
+        "in order, pipe() and service() members together"
+    ) in run.output
+    assert (tmp_path / "counted.txt").read_text() == "1\n2\n3\n"
+    assert (tmp_path / "asked.txt").read_text() == "served\n"
+    assert not (tmp_path / "served.link").exists()  # Snakemake removes service outputs
+    assert not (tmp_path / "numbers.pipe").exists()
+    assert _still_running(f"MARKER-{marker}") == []
+    assert "Nothing to be done" in run_snakemake(tmp_path).output
+
+
+def test_a_failing_pipe_consumer_fails_its_group_and_stops_the_producer(tmp_path):
+    marker = tmp_path.name
+    snakefile = PIPES_AND_SERVICE.replace("{FAIL}", "fail").replace("{MARKER}", marker)
+    write_snakefile(tmp_path, snakefile)
+    run = run_snakemake(tmp_path, "--keep-going")
+    assert run.returncode != 0
+    assert not (tmp_path / "counted.txt").exists()
+    assert (tmp_path / "asked.txt").exists()  # the other group is not affected
+    assert "count (jobid" in run.output or "rule count" in run.output
+    assert _still_running(f"MARKER-{marker}") == []

@@ -213,3 +213,51 @@ def test_one_warning_names_the_snakemake_version(caplog):
     assert "per-job command" in record.getMessage()
     with pytest.raises(snakemake_boundary.NotDirect):
         boundary.capture_command(job=None)
+
+
+class FakeMember:
+    def __init__(self, name, input=(), output=(), pipe_group=None, service=False):
+        self.name, self.input, self.output = name, list(input), list(output)
+        self.pipe_group, self.is_service = pipe_group, service
+        self.is_pipe = pipe_group is not None and not service
+
+    def __repr__(self):
+        return self.name
+
+
+class FakeGroup:
+    def __init__(self, *levels):
+        self.toposorted = [list(level) for level in levels]
+
+
+def names(order):
+    return [[job.name for job in jobs] for jobs in order]
+
+
+def test_run_order_keeps_snakemakes_order_without_pipes():
+    a, b = FakeMember("a", output=["a"]), FakeMember("b", input=["a"], output=["b"])
+    c = FakeMember("c", output=["c"])
+    boundary = SnakemakeBoundary(workflow=None)
+    assert names(boundary.run_order(FakeGroup([a, c], [b]))) == [["a"], ["c"], ["b"]]
+
+
+def test_a_pipe_group_starts_after_everything_its_members_read():
+    # x is at the producer's level, but the consumer reads it: the pipe group
+    # (producer and consumer together) must wait for x
+    pipe = object()
+    producer = FakeMember("producer", output=["p.pipe"], pipe_group=pipe)
+    x = FakeMember("x", output=["x"])
+    consumer = FakeMember("consumer", input=["p.pipe", "x"], output=["c"], pipe_group=pipe)
+    after = FakeMember("after", input=["c"], output=["d"])
+    boundary = SnakemakeBoundary(workflow=None)
+    order = boundary.run_order(FakeGroup([producer, x], [consumer], [after]))
+    assert names(order) == [["x"], ["producer", "consumer"], ["after"]]
+
+
+def test_without_pipe_groups_a_group_with_pipes_is_not_direct():
+    pipe = object()
+    producer = FakeMember("producer", output=["p.pipe"], pipe_group=pipe)
+    consumer = FakeMember("consumer", input=["p.pipe"], pipe_group=pipe)
+    boundary = SnakemakeBoundary(workflow=None, capabilities=Capabilities(direct=True))
+    with pytest.raises(snakemake_boundary.NotDirect, match="pipe groups"):
+        boundary.run_order(FakeGroup([producer], [consumer]))
