@@ -70,7 +70,7 @@ def test_interrupt_at_a_random_moment_then_rerun_incomplete(tmp_path, clean_resu
     )
     first = (tmp_path / "first.log").read_text()
     if signum != signal.SIGKILL:
-        assert process.returncode != 0
+        assert process.returncode != 0, first
         # stopped at once: nothing of the run is left
         assert not processes_with_marker(f"sleep {marker}"), first
         assert not processes_with_marker(str(tmp_path)), first
