@@ -25,13 +25,13 @@ import os
 import shlex
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
+from .naming import rule_of
 from .snakemake_boundary import NotDirect
 
 log = logging.getLogger("snakemake.logging.matensemble.command")
@@ -244,7 +244,7 @@ class CommandBuilder:
         )
 
     def _announce(self, job: Any, reason: str | None) -> None:
-        name = _group_name(job) if job.is_group() else job.rule.name
+        name = rule_of(job)
         if name in self._announced:
             return
         self._announced.add(name)
@@ -256,13 +256,3 @@ class CommandBuilder:
             log.info(f"matensemble: rule {name} ({rule_kind(job)}) runs its command directly.")
         else:
             log.info(f"matensemble: {name} runs through a per-job Snakemake process: {reason}.")
-
-
-def _group_name(group: Any) -> str:
-    """``group NAME`` for a group the workflow names; ``group of rules a, b``
-    for the groups Snakemake makes itself (pipe groups, with a random id)."""
-    try:
-        uuid.UUID(str(group.groupid))
-    except ValueError:
-        return f"group {group.groupid}"
-    return "group of rules " + ", ".join(sorted({job.rule.name for job in group.jobs}))

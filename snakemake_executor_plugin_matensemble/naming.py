@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,18 @@ def wildcards_of(job: Any) -> dict[str, str]:
 
 
 def rule_of(job: Any) -> str:
-    """The rule name, or the group id for a group job."""
-    return f"group {job.groupid}" if job.is_group() else job.rule.name
+    """The rule name, or the group's name for a group job."""
+    return group_name(job) if job.is_group() else job.rule.name
+
+
+def group_name(group: Any) -> str:
+    """``group NAME`` for a group the workflow names; ``group of rules a, b``
+    for the groups Snakemake makes itself (pipe groups, with a random id)."""
+    try:
+        uuid.UUID(str(group.groupid))
+    except ValueError:
+        return f"group {group.groupid}"
+    return "group of rules " + ", ".join(sorted({job.rule.name for job in group.jobs}))
 
 
 def where(job: Any) -> str:

@@ -162,6 +162,38 @@ def test_failure_names_the_flux_job_exit_code_and_log(tmp_path):
     assert "about-to-fail" in log.read_text()
 
 
+def test_groups_run_as_one_flux_job_each_pipe_groups_together(tmp_path):
+    """A chain group and Snakemake's pipe groups (a pipe, a service and its
+    consumer): one Flux job per group job, of the group's cores; members run
+    directly inside it, a pipe group's together; the service is stopped with
+    the process it started once its consumer is done."""
+    from ..integration.test_direct_kinds import LONG_CHAIN, PIPES_AND_SERVICE
+
+    marker = f"MARKER-{tmp_path.name}"
+    pipes = PIPES_AND_SERVICE.replace("{FAIL}", "none").replace("{MARKER}", tmp_path.name)
+    chain = LONG_CHAIN.replace('rule all:\n    input: "out/9.txt"\n', "")
+    snakefile = pipes.replace(
+        'input: "counted.txt", "asked.txt"', 'input: "counted.txt", "asked.txt", "out/9.txt"'
+    )
+    write_snakefile(tmp_path, snakefile + chain)
+    process, jobs = snakemake_in_flux(tmp_path, "--matensemble-flux-reserve-cores", "0")
+    assert process.returncode == 0, process.stdout
+    assert process.stdout.count("runs its members' commands directly") == 3, process.stdout
+    assert "per-job Snakemake" not in process.stdout
+    assert (tmp_path / "counted.txt").read_text() == "1\n2\n3\n"
+    assert (tmp_path / "asked.txt").read_text() == "served\n"
+    assert (tmp_path / "out/9.txt").read_text().split() == [str(k) for k in range(10)]
+    assert sorted(job["ncores"] for job in jobs) == [1, 2, 2]  # chain; pipe groups summed
+    assert all(job["result"] == "COMPLETED" for job in jobs)
+    assert not [p for p in _processes() if marker in p]
+
+
+def _processes() -> list[str]:
+    import psutil
+
+    return [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+
+
 @pytest.mark.slow
 def test_flux_timeout_is_reported_not_crashed_on(tmp_path):
     write_snakefile(

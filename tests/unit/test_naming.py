@@ -54,3 +54,12 @@ def test_each_group_job_has_its_own_log():
     other = naming.log_path("logs", group_job("g", "9f8e"))
     assert one != other
     assert one.parts[:2] == ("logs", "group_g")
+
+
+def test_groups_snakemake_makes_are_named_by_their_rules():
+    named = group_job("chain", "j1")
+    assert naming.group_name(named) == "group chain"
+    pipe = group_job("2e102179-8793-479c-a1da-6818ca42a236", "j2")
+    pipe.jobs = [single_job("produce"), single_job("count"), single_job("count")]
+    assert naming.group_name(pipe) == "group of rules count, produce"
+    assert naming.rule_of(pipe) == "group of rules count, produce"
