@@ -183,7 +183,7 @@ class CommandBuilder:
             try:
                 with self.snakemake_work():
                     if job.is_group():
-                        command = self._group_command(job)
+                        command = self._group_command(job, cores)
                     else:
                         command = self._direct_command(job, per_task=tasks > 1 and not has_mpi)
             except NotDirect as error:
@@ -205,9 +205,11 @@ class CommandBuilder:
             cleanup=tuple(process.cleanup),
         )
 
-    def _group_command(self, group: Any) -> JobCommand:
-        """The members of ``group`` in Snakemake's order, run by :mod:`.group_runner`
-        (one after another; the members of a pipe group together)."""
+    def _group_command(self, group: Any, cores: int) -> JobCommand:
+        """The members of ``group``, run by :mod:`.group_runner` on the group's
+        ``cores`` as Snakemake runs them: each once those it reads from are
+        done, as many at once as their threads fit the cores; the members of a
+        pipe group together."""
         order = self.boundary.run_order(group)  # before preparing: may raise NotDirect
         cleanup, members = [], {}
         served = {str(f) for job in group.jobs if job.is_service for f in job.output}
@@ -223,17 +225,22 @@ class CommandBuilder:
                 "env": {k: v for k, v in process.env.items() if base.get(k) != v},
                 "unset": [k for k in base if k not in process.env],
                 "service": bool(job.is_service),
+                "threads": job.threads if isinstance(job.threads, int) else 1,
                 # Snakemake starts a service's consumer once the service's
                 # output is there (it waits for a job's input before it starts)
                 "wait_for": sorted(str(f) for f in job.input if str(f) in served),
             }
-        sets = [[members[job] for job in jobs] for jobs in order]
+        sets = [
+            {"members": [members[job] for job in run_set.jobs], "after": list(run_set.after)}
+            for run_set in order
+        ]
         os.makedirs(".snakemake", exist_ok=True)
         handle, spec = tempfile.mkstemp(
             dir=".snakemake", prefix="matensemble_group.", suffix=".json"
         )
         with os.fdopen(handle, "w") as stream:
-            json.dump({"sets": sets, "latency_wait": self.boundary.latency_wait()}, stream)
+            latency_wait = self.boundary.latency_wait()
+            json.dump({"sets": sets, "cores": cores, "latency_wait": latency_wait}, stream)
         spec = os.path.abspath(spec)
         return JobCommand(
             command=shlex.join([sys.executable, GROUP_RUNNER, spec]),

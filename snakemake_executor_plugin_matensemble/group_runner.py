@@ -1,23 +1,27 @@
-"""Runs the members of one group job in Snakemake's order, inside the group's packed job.
+"""Runs the members of one group job as Snakemake runs them, inside the group's packed job.
 
 Started by the backend as ``python group_runner.py SPEC`` (as a script, so that
 it imports only the standard library, and psutil where the interpreter has it:
 Snakemake's own interpreter does). ``SPEC`` is a JSON file written by
-:mod:`.command`: ``sets`` of members in dependency order, each member with the
-command, shell and the environment changes Snakemake's ``shell()`` made for it
-(applied on top of the group job's own environment, which carries the backend's
-GPU and task variables).
+:mod:`.command`: the group's ``cores``, and ``sets`` of members in dependency
+order, each set with the sets it waits for (``after``), each member with its
+command, shell, threads and the environment changes Snakemake's ``shell()``
+made for it (applied on top of the group job's own environment, which carries
+the backend's GPU and task variables).
 
-Sets run one after another, as Snakemake runs a group's jobs. A set of one
+A set starts once the sets it waits for are done, as many at once as their
+threads fit the group's cores (one always runs), in Snakemake's order, as
+Snakemake's own scheduler runs a group's jobs on the group's cores. A set of one
 member runs alone; a larger set is one of Snakemake's pipe groups, run as
 Snakemake's local executor runs it: ``service()`` members first, then the
 others, all at once (a member that reads a service's output starts once that
 output is there, as Snakemake waits for a job's input); when one of the others
 fails, every member of the set is killed; when all of them are done, the
 services are terminated (SIGTERM, then SIGKILL after a grace), with the
-processes they started. The first failing member stops the group: the runner
-exits with its exit code (128 + N for a signal). Each member's output goes to
-the group's log under a header. SIGTERM/SIGINT are passed on to the running members.
+processes they started. After a failure no further set starts; the runner waits
+for those running, as Snakemake does, and exits with the first failure's exit
+code (128 + N for a signal). Each member's output goes to the group's log under
+a header. SIGTERM/SIGINT are passed on to the running members.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ from typing import Any
 
 #: seconds a terminated service gets before SIGKILL
 SERVICE_GRACE_S = 10.0
-#: seconds between checks of members running together
+#: seconds between checks while waiting for a service's output
 POLL_S = 0.02
 
-_running: list[subprocess.Popen[bytes]] = []
+Process = subprocess.Popen  # one member's shell
+
+_running: list[Process] = []
 
 
 def _forward(signum: int, frame: Any) -> None:
@@ -50,7 +56,11 @@ def _exit_code(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def start_member(member: dict[str, Any]) -> subprocess.Popen[bytes]:
+def _print(text: str) -> None:
+    print(f"[matensemble] {text}", flush=True)
+
+
+def start_member(member: dict[str, Any]) -> Process:
     env = {**os.environ, **member["env"]}
     for name in member["unset"]:
         env.pop(name, None)
@@ -59,22 +69,7 @@ def start_member(member: dict[str, Any]) -> subprocess.Popen[bytes]:
     return process
 
 
-def run_member(member: dict[str, Any]) -> int:
-    """Run one member; its exit code (128 + N when killed by signal N)."""
-    print(f"[matensemble] group member {member['name']}", flush=True)
-    process = start_member(member)
-    code = _exit_code(process.wait())
-    _running.remove(process)
-    if code:
-        _print_failed(member, code)
-    return code
-
-
-def _print_failed(member: dict[str, Any], code: int) -> None:
-    print(f"[matensemble] group member {member['name']} failed ({code})", flush=True)
-
-
-def _family(process: subprocess.Popen[bytes]) -> list[int]:
+def _family(process: Process) -> list[int]:
     """``process`` and every process it started (itself only without psutil)."""
     try:
         import psutil
@@ -85,13 +80,13 @@ def _family(process: subprocess.Popen[bytes]) -> list[int]:
         return [process.pid]
 
 
-def _signal_all(processes: list[subprocess.Popen[bytes]], signum: int) -> None:
+def _signal_all(processes: list[Process], signum: int) -> None:
     for pid in [pid for process in processes for pid in _family(process)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
 
 
-def _stop(processes: list[subprocess.Popen[bytes]], grace_s: float) -> None:
+def _stop(processes: list[Process], grace_s: float) -> None:
     """SIGTERM ``processes`` and what they started; SIGKILL after ``grace_s``."""
     _signal_all(processes, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -100,7 +95,6 @@ def _stop(processes: list[subprocess.Popen[bytes]], grace_s: float) -> None:
     _signal_all([p for p in processes if p.poll() is None], signal.SIGKILL)
     for process in processes:
         process.wait()
-        _running.remove(process)
 
 
 def _wait_for(paths: list[str], latency_wait: float) -> list[str]:
@@ -113,57 +107,96 @@ def _wait_for(paths: list[str], latency_wait: float) -> list[str]:
     return missing
 
 
-def _start_all(
-    members: list[dict[str, Any]], latency_wait: float
-) -> tuple[list[tuple[dict[str, Any], subprocess.Popen[bytes]]], str | None]:
-    """Start services, then the others, each once the services' outputs it
-    reads are there; what was started, and why not all (None: all started)."""
-    started = []
-    for member in sorted(members, key=lambda member: not member["service"]):
-        missing = _wait_for(member["wait_for"], latency_wait)
-        if missing:
-            return started, (
-                f"group member {member['name']}: missing input after {latency_wait:g} s "
-                f"(--latency-wait): {', '.join(missing)}"
-            )
-        started.append((member, start_member(member)))
-    return started, None
+class SetRun:
+    """One set of members, started together; :meth:`poll` says when it is done."""
 
+    def __init__(self, members: list[dict[str, Any]], latency_wait: float):
+        self.members = sorted(members, key=lambda member: not member["service"])
+        self.started: list[tuple[dict[str, Any], Process]] = []
+        self.code: int | None = None
+        if len(members) > 1 or members[0]["service"]:
+            names = ", ".join(member["name"] for member in members)
+            _print(f"group members together: {names}")
+        else:
+            _print(f"group member {members[0]['name']}")
+        for member in self.members:
+            missing = _wait_for(member["wait_for"], latency_wait)
+            if missing:
+                _print(
+                    f"group member {member['name']}: missing input after {latency_wait:g} s "
+                    f"(--latency-wait): {', '.join(missing)}"
+                )
+                self._end(1)
+                return
+            self.started.append((member, start_member(member)))
 
-def run_together(members: list[dict[str, Any]], latency_wait: float) -> int:
-    """Run a pipe group: services first, then the others, all at once."""
-    names = ", ".join(member["name"] for member in members)
-    print(f"[matensemble] group members together: {names}", flush=True)
-    started, not_started = _start_all(members, latency_wait)
-    if not_started is not None:
-        print(f"[matensemble] {not_started}", flush=True)
-        _stop([process for _, process in started], grace_s=0)
-        return 1
-    services = [process for member, process in started if member["service"]]
-    others = [(member, process) for member, process in started if not member["service"]]
-    while True:
-        codes = [(member, process.poll()) for member, process in others]
-        failed = [(member, code) for member, code in codes if code]
+    def poll(self) -> int | None:
+        """None while running; then the exit code (0: every member succeeded)."""
+        if self.code is not None:
+            return self.code
+        codes = [(member, process.poll()) for member, process in self.started]
+        others = [(member, code) for member, code in codes if not member["service"]]
+        failed = [(member, code) for member, code in others if code]
         if failed:
             member, code = failed[0]
-            _print_failed(member, _exit_code(code))
-            _stop([process for _, process in started], grace_s=0)
-            return _exit_code(code)
-        if all(code == 0 for _, code in codes):
-            break
+            _print(f"group member {member['name']} failed ({_exit_code(code)})")
+            self._end(_exit_code(code))
+        elif all(code == 0 for _, code in others):
+            self._end(0)
+        return self.code
+
+    def _end(self, code: int) -> None:
+        """Stop what is left of the set: the services once their consumers are
+        done (with a grace), every member at once after a failure."""
+        alive = [process for _, process in self.started if process.poll() is None]
+        if alive and code == 0:
+            _print("terminating the services: their consumers are done")
+        _stop(alive, SERVICE_GRACE_S if code == 0 else 0)
+        for _, process in self.started:
+            _running.remove(process)
+        self.code = code
+
+
+def _threads(members: list[dict[str, Any]]) -> int:
+    return sum(member.get("threads", 1) for member in members)
+
+
+def _wait_for_a_child() -> None:
+    """Block until a child process has ended (without reaping it: the
+    member's Popen does), or briefly where that cannot be waited for."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+    except (ChildProcessError, AttributeError):
         time.sleep(POLL_S)
-    for _, process in others:
-        _running.remove(process)
-    if services:
-        print("[matensemble] terminating the services: their consumers are done", flush=True)
-        _stop(services, SERVICE_GRACE_S)
-    return 0
 
 
-def run_set(members: list[dict[str, Any]], latency_wait: float) -> int:
-    if len(members) == 1 and not members[0]["service"]:
-        return run_member(members[0])
-    return run_together(members, latency_wait)
+def run_sets(sets: list[dict[str, Any]], cores: int, latency_wait: float) -> int:
+    """Run every set as soon as the sets it waits for are done and its threads
+    fit; the first failure's exit code (0: all succeeded)."""
+    waiting = list(range(len(sets)))
+    running: dict[int, SetRun] = {}
+    done: set[int] = set()
+    failure = 0
+    while waiting or running:
+        used = sum(_threads(sets[i]["members"]) for i in running)
+        for index in list(waiting) if not failure else []:
+            threads = _threads(sets[index]["members"])
+            ready = all(other in done for other in sets[index]["after"])
+            if ready and (not running or used + threads <= cores):
+                waiting.remove(index)
+                running[index] = SetRun(sets[index]["members"], latency_wait)
+                used += threads
+        ended = [(index, run.poll()) for index, run in running.items()]
+        ended = [(index, code) for index, code in ended if code is not None]
+        for index, code in ended:
+            del running[index]
+            done.add(index)
+            failure = failure or code
+        if failure and not running:
+            return failure
+        if running and not ended:
+            _wait_for_a_child()
+    return failure
 
 
 def main(argv: list[str]) -> int:
@@ -171,11 +204,7 @@ def main(argv: list[str]) -> int:
         spec = json.load(stream)
     signal.signal(signal.SIGTERM, _forward)
     signal.signal(signal.SIGINT, _forward)
-    for members in spec["sets"]:
-        code = run_set(members, spec["latency_wait"])
-        if code:
-            return code
-    return 0
+    return run_sets(spec["sets"], max(1, spec.get("cores", 1)), spec["latency_wait"])
 
 
 if __name__ == "__main__":

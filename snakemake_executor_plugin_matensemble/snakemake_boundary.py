@@ -301,6 +301,15 @@ class _AsyncioWithLevelPause:
 _group_asyncio = _AsyncioWithLevelPause()
 
 
+@dataclass(frozen=True)
+class RunSet:
+    """Members of a group that Snakemake starts together, and the positions
+    (in the group's run order) of the sets they wait for."""
+
+    jobs: list[Any]
+    after: tuple[int, ...]
+
+
 class NotDirect(Exception):
     """The job cannot run directly; the reason says why (it runs per job instead)."""
 
@@ -477,27 +486,33 @@ class SnakemakeBoundary:
         finally:
             jobs_module.wait_for_files = original
 
-    def run_order(self, group: Any) -> list[list[Any]]:
-        """The members of ``group`` as Snakemake runs them: sets run one after
-        another, the members of one set together. A set is one member, or one
-        of Snakemake's pipe groups (members joined by ``pipe()`` or
-        ``service()`` files), which Snakemake starts all at once. Sets are in
-        dependency order, ties in Snakemake's topological order."""
+    def run_order(self, group: Any) -> list[RunSet]:
+        """The members of ``group`` as Snakemake runs them, in sets: a set is
+        one member, or one of Snakemake's pipe groups (members joined by
+        ``pipe()`` or ``service()`` files), whose members Snakemake starts all
+        at once. Sets are in dependency order (ties in Snakemake's topological
+        order), each with the sets whose outputs it reads."""
         order = [job for level in group.toposorted for job in level]
         if not self.caps.pipe_groups:
             if any(job.is_pipe or job.is_service for job in order):
                 raise NotDirect(f"Snakemake {self.version}'s pipe groups are unknown here")
-            return [[job] for job in order]
-        sets: dict[Any, list[Any]] = {}
-        for job in order:
-            sets.setdefault(job if job.pipe_group is None else job.pipe_group, []).append(job)
+            sets = {job: [job] for job in order}
+        else:
+            sets = {}
+            for job in order:
+                key = job if job.pipe_group is None else job.pipe_group
+                sets.setdefault(key, []).append(job)
         made_by = {str(f): key for key, jobs in sets.items() for job in jobs for f in job.output}
         needs = {
             key: {made_by[str(f)] for job in jobs for f in job.input if str(f) in made_by} - {key}
             for key, jobs in sets.items()
         }
         ordered = _in_dependency_order(list(sets), needs)
-        return [sets[key] for key in ordered]
+        index = {key: position for position, key in enumerate(ordered)}
+        return [
+            RunSet(sets[key], tuple(sorted(index[other] for other in needs[key])))
+            for key in ordered
+        ]
 
     def capture_command(self, job: Any) -> CapturedProcess:
         """Prepare ``job`` and build its process exactly as Snakemake's local

@@ -14,7 +14,7 @@ import pytest
 from snakemake_executor_plugin_matensemble.command import GROUP_RUNNER
 
 
-def member(name, command, service=False, wait_for=()):
+def member(name, command, service=False, wait_for=(), threads=1):
     return {
         "name": name,
         "command": command,
@@ -22,8 +22,18 @@ def member(name, command, service=False, wait_for=()):
         "env": {},
         "unset": [],
         "service": service,
+        "threads": threads,
         "wait_for": list(wait_for),
     }
+
+
+def in_order(*sets):
+    """Sets that each wait for the one before (a chain)."""
+    return [{"members": members, "after": [i - 1] if i else []} for i, members in enumerate(sets)]
+
+
+def independent(*sets):
+    return [{"members": members, "after": []} for members in sets]
 
 
 def sleeper(marker):
@@ -31,9 +41,14 @@ def sleeper(marker):
     return f"{sys.executable} -c 'import time; time.sleep(120)' {marker}"
 
 
-def run_runner(tmp_path, sets, latency_wait=5.0, timeout=60):
+def write_spec(tmp_path, sets, cores=1, latency_wait=5.0):
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"sets": sets, "latency_wait": latency_wait}))
+    spec.write_text(json.dumps({"sets": sets, "cores": cores, "latency_wait": latency_wait}))
+    return spec
+
+
+def run_runner(tmp_path, sets, cores=1, latency_wait=5.0, timeout=60):
+    spec = write_spec(tmp_path, sets, cores, latency_wait)
     return subprocess.run(
         [sys.executable, GROUP_RUNNER, str(spec)],
         cwd=tmp_path,
@@ -54,11 +69,12 @@ def running(marker):
 def test_sets_run_in_order_and_stop_at_the_first_failure(tmp_path):
     done = run_runner(
         tmp_path,
-        [
+        in_order(
             [member("a", "echo a >> order")],
             [member("b", "echo b >> order; exit 3")],
             [member("c", "echo c >> order")],
-        ],
+        ),
+        cores=4,
     )
     assert done.returncode == 3
     assert (tmp_path / "order").read_text() == "a\nb\n"
@@ -71,7 +87,7 @@ def test_a_pipe_group_runs_together(tmp_path):
     subprocess.run(["mkfifo", str(tmp_path / "p")], check=True)
     done = run_runner(
         tmp_path,
-        [[member("produce", "seq 3 > p"), member("consume", "sort -r p > out")]],
+        independent([member("produce", "seq 3 > p"), member("consume", "sort -r p > out")]),
         timeout=30,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -87,7 +103,7 @@ def test_services_start_first_and_are_stopped_with_their_children(tmp_path):
     )
     consumer = member("ask", "cat served > asked", wait_for=["served"])
     started = time.monotonic()
-    done = run_runner(tmp_path, [[consumer, service]])
+    done = run_runner(tmp_path, independent([consumer, service]), cores=2)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "asked").read_text() == "up\n"
     assert time.monotonic() - started < 60  # not the service's 120 s
@@ -99,7 +115,9 @@ def test_a_failing_member_kills_the_others_of_its_set(tmp_path):
     marker = f"long-{tmp_path.name}"
     done = run_runner(
         tmp_path,
-        [[member("long", f"{sleeper(marker)}; true"), member("bad", "sleep 0.5; exit 5")]],
+        independent(
+            [member("long", f"{sleeper(marker)}; true"), member("bad", "sleep 0.5; exit 5")]
+        ),
     )
     assert done.returncode == 5
     assert "group member bad failed (5)" in done.stdout
@@ -110,7 +128,7 @@ def test_a_service_output_that_never_comes_fails_after_the_latency_wait(tmp_path
     marker = f"idle-{tmp_path.name}"
     service = member("serve", f"{sleeper(marker)}; true", service=True)
     consumer = member("ask", "cat served", wait_for=["served"])
-    done = run_runner(tmp_path, [[service, consumer]], latency_wait=0.5)
+    done = run_runner(tmp_path, independent([service, consumer]), cores=2, latency_wait=0.5)
     assert done.returncode == 1
     assert "missing input after 0.5 s (--latency-wait): served" in done.stdout
     assert running(marker) == []
@@ -119,9 +137,8 @@ def test_a_service_output_that_never_comes_fails_after_the_latency_wait(tmp_path
 @pytest.mark.parametrize("signum", ["TERM", "INT"])
 def test_a_signal_reaches_the_running_members(tmp_path, signum):
     marker = f"sig-{signum}-{tmp_path.name}"
-    spec = tmp_path / "spec.json"
-    sets = [[member("a", sleeper(marker)), member("b", sleeper(marker))]]
-    spec.write_text(json.dumps({"sets": sets, "latency_wait": 5}))
+    sets = independent([member("a", sleeper(marker))], [member("b", sleeper(marker))])
+    spec = write_spec(tmp_path, sets, cores=2)
     runner = subprocess.Popen([sys.executable, GROUP_RUNNER, str(spec)], cwd=tmp_path)
     deadline = time.monotonic() + 20
     while len(running(marker)) < 2 and time.monotonic() < deadline:
@@ -133,3 +150,63 @@ def test_a_signal_reaches_the_running_members(tmp_path, signum):
     while running(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert running(marker) == []
+
+
+def intervals(path):
+    """(start, end) of each member that logged ``start NS`` and ``end NS`` lines."""
+    spans = {}
+    for line in path.read_text().splitlines():
+        name, what, stamp = line.split()
+        spans.setdefault(name, {})[what] = int(stamp)
+    return [(span["start"], span["end"]) for span in spans.values()]
+
+
+def most_at_once(spans):
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def timed(name, seconds=0.4):
+    return (
+        f"echo {name} start $(date +%s%N) >> spans; sleep {seconds}; "
+        f"echo {name} end $(date +%s%N) >> spans"
+    )
+
+
+def test_independent_members_run_at_once_as_far_as_their_threads_fit(tmp_path):
+    sets = independent(*([member(f"m{i}", timed(f"m{i}"))] for i in range(4)))
+    sets.append({"members": [member("two", timed("two"), threads=2)], "after": []})
+    done = run_runner(tmp_path, sets, cores=2)
+    assert done.returncode == 0, done.stdout + done.stderr
+    spans = intervals(tmp_path / "spans")
+    assert len(spans) == 5
+    assert most_at_once(spans) == 2  # two 1-thread members at a time; "two" alone
+
+
+def test_a_member_starts_after_those_it_reads_from(tmp_path):
+    sets = [
+        {"members": [member("slow", "sleep 0.4; echo made > made")], "after": []},
+        {"members": [member("reader", "cat made > read")], "after": [0]},
+        {"members": [member("other", "echo other > other")], "after": []},
+    ]
+    done = run_runner(tmp_path, sets, cores=4)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "read").read_text() == "made\n"
+
+
+def test_after_a_failure_running_members_finish_and_no_other_starts(tmp_path):
+    sets = [
+        {"members": [member("running", "sleep 0.5; echo done > finished")], "after": []},
+        {"members": [member("bad", "exit 4")], "after": []},
+        {"members": [member("later", "echo ran > later")], "after": [1]},
+        {"members": [member("queued", "echo ran > queued")], "after": []},
+    ]
+    done = run_runner(tmp_path, sets, cores=2)
+    assert done.returncode == 4
+    assert (tmp_path / "finished").exists()  # as Snakemake, waits for the running job
+    assert not (tmp_path / "later").exists()
+    assert not (tmp_path / "queued").exists()

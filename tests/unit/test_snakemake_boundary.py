@@ -231,14 +231,16 @@ class FakeGroup:
 
 
 def names(order):
-    return [[job.name for job in jobs] for jobs in order]
+    return [[job.name for job in run_set.jobs] for run_set in order]
 
 
 def test_run_order_keeps_snakemakes_order_without_pipes():
     a, b = FakeMember("a", output=["a"]), FakeMember("b", input=["a"], output=["b"])
     c = FakeMember("c", output=["c"])
     boundary = SnakemakeBoundary(workflow=None)
-    assert names(boundary.run_order(FakeGroup([a, c], [b]))) == [["a"], ["c"], ["b"]]
+    order = boundary.run_order(FakeGroup([a, c], [b]))
+    assert names(order) == [["a"], ["c"], ["b"]]
+    assert [run_set.after for run_set in order] == [(), (), (0,)]
 
 
 def test_a_pipe_group_starts_after_everything_its_members_read():
@@ -252,6 +254,7 @@ def test_a_pipe_group_starts_after_everything_its_members_read():
     boundary = SnakemakeBoundary(workflow=None)
     order = boundary.run_order(FakeGroup([producer, x], [consumer], [after]))
     assert names(order) == [["x"], ["producer", "consumer"], ["after"]]
+    assert [run_set.after for run_set in order] == [(), (0,), (1,)]
 
 
 def test_without_pipe_groups_a_group_with_pipes_is_not_direct():
