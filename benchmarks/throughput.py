@@ -75,6 +75,15 @@ rule member:
     group: "fan"
     shell: "echo {{wildcards.g}} {{wildcards.k}} > {{output}}"
 """,
+    "group of 1 shell": """
+rule all:
+    input: expand("out/{{i}}.txt", i=range({n}))
+
+rule member:
+    output: "out/{{i}}.txt"
+    group: "alone"
+    shell: "echo {{wildcards.i}} > {{output}}"
+""",
     "run": """
 rule all:
     input: expand("out/{{i}}.txt", i=range({n}))
@@ -86,6 +95,10 @@ rule echo:
             stream.write(wildcards.i + "\\n")
 """,
 }
+#: Arguments for both executors, per kind: independent jobs of one group
+#: name are one group job each unless --group-components bundles them
+#: (Snakemake's local executor forms no group jobs and ignores it).
+KIND_ARGS = {"group of 10 shell, one level": ["--group-components", "fan=10"]}
 #: Files next to the Snakefile, per kind.
 KIND_FILES = {
     "script": {"echo.py": "open(snakemake.output[0], 'w').write(snakemake.wildcards.i + '\\n')\n"}
@@ -99,6 +112,7 @@ KIND_GOALS = {
     "script": 1.25,
     "group of 10 shell": 1.25,
     "group of 10 shell, one level": 1.25,
+    "group of 1 shell": 1.25,
     "run": 2.0,
 }
 
@@ -111,11 +125,22 @@ def rule_kinds(n: int, cores: int, only: list[str] | None = None) -> None:
             continue
         snakefile = template.format(n=n)
         files = KIND_FILES.get(kind, {})
-        local = run_snakemake(f"local {kind}", snakefile, ["--cores", str(cores)], files=files)
+        extra = KIND_ARGS.get(kind, [])
+        local = run_snakemake(
+            f"local {kind}", snakefile, ["--cores", str(cores), *extra], files=files
+        )
         plugin = run_snakemake(
             f"matensemble {kind}",
             snakefile,
-            ["-j", "unlimited", "--executor", "matensemble", "--matensemble-backend", "local"],
+            [
+                "-j",
+                "unlimited",
+                "--executor",
+                "matensemble",
+                "--matensemble-backend",
+                "local",
+                *extra,
+            ],
             files=files,
         )
         ratio = plugin.wall_s / local.wall_s

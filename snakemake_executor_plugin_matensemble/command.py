@@ -211,6 +211,17 @@ class CommandBuilder:
         done, as many at once as their threads fit the cores; the members of a
         pipe group together."""
         order = self.boundary.run_order(group)  # before preparing: may raise NotDirect
+        if len(order) == 1 and len(order[0].jobs) == 1 and not order[0].jobs[0].is_service:
+            # one member (a rule with group: but nothing to group it with):
+            # its own command, with no runner around it
+            ((job, process),) = self.boundary.capture_group(group)
+            return JobCommand(
+                command=process.command,
+                shell=process.executable,
+                path="direct",
+                env=process.env,
+                cleanup=tuple(process.cleanup),
+            )
         cleanup, members = [], {}
         served = {str(f) for job in group.jobs if job.is_service for f in job.output}
         base = dict(os.environ)  # the group job's own environment, before the backend's

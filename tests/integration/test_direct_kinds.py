@@ -266,3 +266,27 @@ def test_a_failing_pipe_consumer_fails_its_group_and_stops_the_producer(tmp_path
     assert (tmp_path / "asked.txt").exists()  # the other group is not affected
     assert "count (jobid" in run.output or "rule count" in run.output
     assert _still_running(f"MARKER-{marker}") == []
+
+
+def test_a_group_of_one_runs_its_members_command_without_the_runner(tmp_path):
+    """Independent jobs with the same group: are one group job each (no
+    --group-components): each runs its own command, with no runner around it."""
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: expand("out/{i}.txt", i=range(2))
+
+        rule alone:
+            output: "out/{i}.txt"
+            group: "alone"
+            shell: "echo {wildcards.i} $MATENSEMBLE_TEST_ENV > {output}; echo logged"
+        """,
+    )
+    run = run_snakemake(tmp_path, env={"MATENSEMBLE_TEST_ENV": "kept"})
+    assert run.returncode == 0, run.output
+    assert "group alone runs its members' commands directly" in run.output
+    assert (tmp_path / "out/1.txt").read_text() == "1 kept\n"
+    logs = sorted((tmp_path / ".snakemake/matensemble_logs/group_alone").glob("*/attempt1.log"))
+    assert len(logs) == 2
+    assert all(log.read_text() == "logged\n" for log in logs)  # no runner headers
