@@ -199,7 +199,9 @@ def test_lost_rank_jobs_are_reported_lost_and_retried_on_the_other_rank(tmp_path
     failed = [e for e in events if e["event"] == "failed"]
     assert failed, "no job ran on the lost rank"
     assert all("lost" in e["reason"] for e in failed), failed
-    assert all(ranks[e["key"]] == {1} for e in failed)
+    # those that had started ran on the lost rank (a job Flux had accepted but
+    # not yet started there, e.g. submitted ahead, fails as lost too)
+    assert all(ranks[e["key"]] == {1} for e in failed if e["key"] in ranks)
     later = [key for key, start in starts.items() if start > lost_at + 1.0]
     assert later, "nothing was retried"
     assert all(ranks[key] == {0} for key in later)
