@@ -32,7 +32,7 @@ from itertools import chain
 from typing import Any
 
 from .naming import rule_of
-from .snakemake_boundary import NotDirect
+from .snakemake_boundary import CapturedProcess, NotDirect
 
 log = logging.getLogger("snakemake.logging.matensemble.command")
 
@@ -156,6 +156,18 @@ def _single_reason(job: Any, boundary: Any, in_group: bool = False) -> str | Non
     return None
 
 
+def _launched_as_is(process: CapturedProcess, per_task: bool) -> JobCommand:
+    """The process ``shell()`` would have started, as the backend starts it."""
+    return JobCommand(
+        command=process.command,
+        shell=process.executable,
+        path="direct",
+        env=process.env,
+        per_task=per_task,
+        cleanup=tuple(process.cleanup),
+    )
+
+
 class CommandBuilder:
     """Chooses the path for each job and builds its command.
 
@@ -195,15 +207,7 @@ class CommandBuilder:
         return JobCommand(self.per_job_command(job, cores))
 
     def _direct_command(self, job: Any, per_task: bool) -> JobCommand:
-        process = self.boundary.capture_command(job)
-        return JobCommand(
-            command=process.command,
-            shell=process.executable,
-            path="direct",
-            env=process.env,
-            per_task=per_task,
-            cleanup=tuple(process.cleanup),
-        )
+        return _launched_as_is(self.boundary.capture_command(job), per_task)
 
     def _group_command(self, group: Any, cores: int) -> JobCommand:
         """The members of ``group``, run by :mod:`.group_runner` on the group's
@@ -214,14 +218,8 @@ class CommandBuilder:
         if len(order) == 1 and len(order[0].jobs) == 1 and not order[0].jobs[0].is_service:
             # one member (a rule with group: but nothing to group it with):
             # its own command, with no runner around it
-            ((job, process),) = self.boundary.capture_group(group)
-            return JobCommand(
-                command=process.command,
-                shell=process.executable,
-                path="direct",
-                env=process.env,
-                cleanup=tuple(process.cleanup),
-            )
+            ((_, process),) = self.boundary.capture_group(group)
+            return _launched_as_is(process, per_task=False)
         cleanup, members = [], {}
         served = {str(f) for job in group.jobs if job.is_service for f in job.output}
         base = dict(os.environ)  # the group job's own environment, before the backend's
