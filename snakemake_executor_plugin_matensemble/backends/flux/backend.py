@@ -229,9 +229,8 @@ class FluxBackend(Backend):
             reason = self._lost(error)
             for spec, _ in jobs:
                 with self._lock:
-                    followed = self._futures.pop(spec.key, None) is not None
+                    self._futures.pop(spec.key, None)
                     self._started.discard(spec.key)
-                del followed
                 self._push(JobFinished(spec.key, Status.FAILED, reason, time=time.time()))
 
     @property
