@@ -4,8 +4,13 @@ Flux is not in the package registries; the tests run when
 
 * the ``flux`` Python bindings import and ``FLUX_URI`` names a running
   instance (tests run inside it), or
-* a ``flux`` command is on PATH: each test starts its own instance with
-  ``flux start --test-size=N``.
+* a ``flux`` command is on PATH, or installed under ``$MATENSEMBLE_FLUX_PREFIX``
+  or ``/opt/flux`` (where ``../shared/tools/install-flux.sh`` and the images put
+  it): each test starts its own instance with ``flux start --test-size=N``.
+
+Where Flux was installed for the run on purpose (CI sets
+``MATENSEMBLE_REQUIRE_FLUX=1``), a Flux test that skips fails instead
+(``tests/conftest.py``), so that the Flux path never drops out silently.
 """
 
 from __future__ import annotations
@@ -20,10 +25,20 @@ from pathlib import Path
 
 import pytest
 
+FLUX_PREFIXES = (os.environ.get("MATENSEMBLE_FLUX_PREFIX", ""), "/opt/flux")
+
 
 @functools.cache
 def flux_command() -> str | None:
-    return shutil.which("flux")
+    """The ``flux`` command: on PATH, else under a known installation prefix."""
+    found = shutil.which("flux")
+    if found:
+        return found
+    for prefix in filter(None, FLUX_PREFIXES):
+        candidate = Path(prefix) / "bin" / "flux"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
 
 
 @functools.cache
@@ -42,7 +57,10 @@ def flux_pythonpath() -> str | None:
 @functools.cache
 def skip_reason() -> str | None:
     if flux_command() is None:
-        return "no Flux: the 'flux' command is not on PATH (flux-core is not installed)"
+        return (
+            "no Flux: no 'flux' command on PATH, in $MATENSEMBLE_FLUX_PREFIX/bin or "
+            "/opt/flux/bin (flux-core is not installed)"
+        )
     probe = subprocess.run(
         [sys.executable, "-c", "import flux, flux.job"],
         env=flux_env(),
@@ -56,6 +74,9 @@ def skip_reason() -> str | None:
 
 def flux_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    flux = flux_command()
+    if flux:  # scripts inside the instance call `flux ...` by name
+        env["PATH"] = os.pathsep.join((str(Path(flux).parent), env.get("PATH", "")))
     path = flux_pythonpath()
     if path:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (path, env.get("PYTHONPATH")) if p)
@@ -112,6 +133,23 @@ def run_in_flux(
     )
 
 
+FLUXION_MISSING = "no Fluxion: the Flux test instance loads no sched-fluxion-qmanager"
+
+
+def scheduler_params() -> list:
+    """``scheduler`` parameters: sched-simple always, Fluxion where it is installed
+    (skipped with the reason, not left out, where it is not)."""
+    fluxion = skip_reason() is None and fluxion_available()
+    return [
+        "simple",
+        pytest.param(
+            "fluxion",
+            marks=pytest.mark.skipif(not fluxion, reason=skip_reason() or FLUXION_MISSING),
+        ),
+    ]
+
+
+@functools.cache
 def fluxion_available() -> bool:
     flux = flux_command()
     if flux is None:

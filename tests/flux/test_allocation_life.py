@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from ..helpers import write_snakefile
-from .fluxenv import fluxion_available, requires_flux, run_in_flux, skip_reason
+from .fluxenv import requires_flux, run_in_flux, scheduler_params
 from .scripts import DUMP, interrupt_script, snakemake_command
 
 pytestmark = [requires_flux, pytest.mark.flux]
 
-SCHEDULERS = ["simple", *(["fluxion"] if skip_reason() is None and fluxion_available() else [])]
+SCHEDULERS = scheduler_params()
 
 
 def flux_jobs(path: Path) -> list[dict]:
