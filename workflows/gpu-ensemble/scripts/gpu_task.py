@@ -76,6 +76,7 @@ def main() -> None:
         "visible": {var: os.environ.get(var) for var in VISIBILITY},
         "gpu_ids": [g for g in (os.environ.get("CUDA_VISIBLE_DEVICES") or "").split(",") if g],
         "cpus": sorted(os.sched_getaffinity(0)),
+        "flux_job_id": os.environ.get("FLUX_JOB_ID"),
         "device": device,
         "gflops": round(gflops, 2),
         "checksum": checksum,

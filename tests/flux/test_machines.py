@@ -1,0 +1,206 @@
+"""Simulated allocations of the target machines, run with the shipped profiles.
+
+A Flux test instance whose four ranks look like four nodes of the machine
+(``--test-hosts``, a resource set with the node's cores and GPUs,
+``resource.noverify``) runs the shipped gpu-ensemble workflow with the
+machine's shipped profile, by the command the docs give. Per job: the GPUs Flux
+assigned are exactly the ones the job saw, no two jobs ever held one GPU of one
+node at the same time, and every job got the cores it asked for; an MPI job
+with ``nodes=2`` spans two nodes, each task with its own GPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shlex
+import subprocess
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ..helpers import SNAKEMAKE, write_snakefile
+from .fluxenv import (
+    flux_command,
+    flux_env,
+    fluxion_available,
+    requires_flux,
+    run_in_flux,
+    skip_reason,
+)
+from .scripts import DUMP
+
+ROOT = Path(__file__).parents[2]
+pytestmark = [
+    requires_flux,
+    pytest.mark.flux,
+    pytest.mark.snakemake_independent,
+    pytest.mark.skipif(
+        skip_reason() is None and not fluxion_available(),
+        reason="no Fluxion: GPUs are scheduled by Fluxion (sched-simple has none)",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Machine:
+    profile: str
+    hosts: str
+    cores: int
+    gpus: int
+
+
+MACHINES = {
+    "frontier": Machine("frontier", "frontier[00001-00004]", 56, 8),
+    "perlmutter": Machine("perlmutter", "nid[001001-001004]", 64, 4),
+    "flux-allocation": Machine("flux-allocation", "node[1-4]", 16, 2),
+}
+
+
+def instance_options(machine: Machine, workdir: Path) -> tuple[str, ...]:
+    """``flux start`` options for four ranks that look like four nodes of ``machine``."""
+    resources = workdir / "R.json"
+    encoded = subprocess.run(
+        [
+            flux_command() or "flux",
+            "R",
+            "encode",
+            f"--hosts={machine.hosts}",
+            f"--cores=0-{machine.cores - 1}",
+            f"--gpus=0-{machine.gpus - 1}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=flux_env(),
+    )
+    resources.write_text(encoded.stdout)
+    return (
+        f"--test-hosts={machine.hosts}",
+        "--conf=resource.noverify=true",
+        f'--conf=resource.path="{resources}"',
+    )
+
+
+def run_profile(machine: Machine, workdir: Path, *args: str, timeout: float = 240):
+    """``snakemake --profile workflows/profiles/<machine> ...`` inside the simulated
+    machine (from the repository root, as the docs give it); returns (process, jobs)."""
+    dump = workdir / "flux-jobs.json"
+    command = shlex.join([*SNAKEMAKE, "--profile", f"workflows/profiles/{machine.profile}", *args])
+    script = ["bash", "-c", f"{command}; rc=$?; {sys.executable} {DUMP} {dump}; exit $rc"]
+    process = run_in_flux(
+        script,
+        cwd=ROOT,
+        size=4,
+        timeout=timeout,
+        options=instance_options(machine, workdir),
+    )
+    jobs = [json.loads(line) for line in dump.read_text().splitlines()] if dump.exists() else []
+    return process, jobs
+
+
+def assigned(job: dict) -> dict[str, set[str]]:
+    """rank -> the GPU ids Flux assigned to ``job`` there."""
+    return {
+        rank: set(_ids(item.get("gpu", "")))
+        for item in job["R_lite"]
+        for rank in _ids(item["rank"])  # R_lite joins ranks with equal children ("0-1")
+    }
+
+
+def _ids(idset: str) -> list[str]:
+    ids: list[str] = []
+    for part in filter(None, idset.split(",")):
+        first, _, last = part.partition("-")
+        ids += [str(i) for i in range(int(first), int(last or first) + 1)]
+    return ids
+
+
+def by_id(jobs: list[dict]) -> dict[str, dict]:
+    table = {}
+    for job in jobs:
+        table[str(job["id"])] = job
+        table[job["id_f58"]] = job
+    return table
+
+
+def assert_no_gpu_held_twice(jobs: list[dict]) -> None:
+    held: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for job in jobs:
+        if not job.get("t_run"):
+            continue
+        for rank, gpus in assigned(job).items():
+            for gpu in gpus:
+                held[(rank, gpu)].append((job["t_run"], job.get("t_cleanup") or job["t_run"]))
+    for (rank, gpu), spans in held.items():
+        spans.sort()
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert start >= end, f"GPU {gpu} of rank {rank} held by two jobs at once"
+
+
+@pytest.mark.parametrize("name", sorted(MACHINES))
+def test_gpu_ensemble_with_the_machines_profile(tmp_path, name):
+    machine = MACHINES[name]
+    jobs_wanted = 4 * machine.gpus + 3  # more than the GPUs: some jobs must wait for one
+    process, jobs = run_profile(
+        machine,
+        tmp_path,
+        "-s",
+        "workflows/gpu-ensemble/Snakefile",
+        "-d",
+        str(tmp_path / "run"),
+        "--config",
+        f"jobs={jobs_wanted}",
+        "matrix_size=64",
+        "repeats=1",
+    )
+    assert process.returncode == 0, process.stdout[-4000:]
+    assert (tmp_path / "run" / "gpu_binding.png").exists()
+    table = by_id(jobs)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "run" / "tasks").glob("*.json")]
+    assert len(records) == jobs_wanted
+    for record in records:
+        job = table[record["flux_job_id"]]
+        gpus = assigned(job)
+        assert len(gpus) == 1, f"a one-GPU job on {len(gpus)} ranks: {job['R_lite']}"
+        (seen,) = gpus.values()
+        assert len(seen) == 1
+        assert set(record["gpu_ids"]) == seen, (record["visible"], job["R_lite"])
+        assert record["visible"]["CUDA_VISIBLE_DEVICES"] == next(iter(seen))
+        assert [len(_ids(item["core"])) for item in job["R_lite"]] == [1]
+    assert_no_gpu_held_twice(jobs)
+
+
+def test_a_two_node_mpi_job_spans_two_nodes_with_a_gpu_per_task(tmp_path):
+    machine = MACHINES["frontier"]
+    write_snakefile(
+        tmp_path / "run",
+        """
+        rule all:
+            input: "ranks.txt"
+
+        rule mpi:
+            output: "ranks.txt"
+            threads: 7
+            resources: tasks=2, nodes=2, gpus_per_task=1, runtime=5
+            shell:
+                "echo $FLUX_JOB_ID $FLUX_TASK_RANK $CUDA_VISIBLE_DEVICES "
+                "$(nproc) >> {output}"
+        """,
+    )
+    run = tmp_path / "run"
+    process, jobs = run_profile(machine, tmp_path, "-s", str(run / "Snakefile"), "-d", str(run))
+    assert process.returncode == 0, process.stdout[-4000:]
+    lines = [line.split() for line in (tmp_path / "run" / "ranks.txt").read_text().splitlines()]
+    assert sorted(line[1] for line in lines) == ["0", "1"]
+    (job_id,) = {line[0] for line in lines}
+    job = by_id(jobs)[job_id]
+    gpus = assigned(job)
+    assert len(gpus) == 2, f"nodes=2 ran on ranks {sorted(gpus)}"
+    assert all(len(ids) == 1 for ids in gpus.values())
+    assert sorted(line[2] for line in lines) == sorted(next(iter(g)) for g in gpus.values())
+    cores = {r: len(_ids(i["core"])) for i in job["R_lite"] for r in _ids(i["rank"])}
+    assert sorted(cores.values()) == [7, 7]

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Start a real one-node Slurm cluster on this machine for tests/slurm (Debian's slurm-wlm and
+# munge; installs them with apt-get when they are missing). Needs root. Idempotent: a cluster
+# that already answers is left as it is. The node is this host with all its CPUs, partition
+# "debug", MpiDefault none (tests pass --mpi=pmi2 as the docs do). Prints `sinfo` at the end.
+#
+#   bash tests/slurm/start-slurm.sh          # then: salloc -N1 -t 2 srun --mpi=pmi2 ... flux start ...
+set -euo pipefail
+if sinfo -h -o %t 2>/dev/null | grep -q idle; then sinfo; exit 0; fi
+[ "$(id -u)" = 0 ] || { echo "start-slurm.sh: needs root (slurmctld, slurmd, munged)" >&2; exit 1; }
+export DEBIAN_FRONTEND=noninteractive
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+fi
+host=$(hostname -s); cpus=$(nproc)
+mem=$(awk '/MemTotal/ {print int($2/1024) - 512}' /proc/meminfo)
+mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge
+cat > /etc/slurm/slurm.conf <<CONF
+ClusterName=matensemble-test
+SlurmctldHost=$host
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+SlurmUser=root
+ReturnToService=2
+MpiDefault=none
+KillWait=5
+NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+CONF
+[ -s /etc/munge/munge.key ] || mungekey -c 2>/dev/null || /usr/sbin/create-munge-key -f
+chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
+pgrep -x munged >/dev/null || su -s /bin/sh munge -c /usr/sbin/munged
+pgrep -x slurmctld >/dev/null || slurmctld
+pgrep -x slurmd >/dev/null || slurmd
+for _ in $(seq 60); do sinfo -h -o %t 2>/dev/null | grep -q idle && break; sleep 1; done
+sinfo -h -o %t | grep -q idle || { echo "start-slurm.sh: the node did not become idle" >&2; sinfo >&2; exit 1; }
+sinfo
