@@ -11,6 +11,14 @@
 # finds in this task's CPU set, GPUs 0..N-1, on every node of the Slurm step (or this host
 # alone), and starts the brokers with resource.path set to it. MATENSEMBLE_GPUS_PER_NODE=0
 # leaves discovery to Flux.
+#
+# The allocation's end: inside a Slurm job, Flux learns it by asking Slurm (squeue) on rank 0.
+# In a container without Slurm's client that fails, and the instance (and the plugin, which
+# starts a job only if it can finish in time) would think the allocation never ends. So the
+# end is handed over: MATENSEMBLE_JOB_END, in Unix seconds, set outside the container from
+# Slurm (the docs' recipes do:
+#   export MATENSEMBLE_JOB_END=$(date -d "$(squeue -h -j $SLURM_JOB_ID -o %e)" +%s)
+# ), is written into the instance before COMMAND starts.
 set -euo pipefail
 
 gpus=${MATENSEMBLE_GPUS_PER_NODE:-}
@@ -39,4 +47,23 @@ if [ "$gpus" -gt 0 ]; then
     # noverify: every node is described as this one (same cores, same GPU count).
     conf=(--conf=resource.noverify=true "--conf=resource.path=\"$R\"")
 fi
-exec flux start "${conf[@]}" "$@"
+# flux start's own options come first, each as one word (--test-size=2, -o,-v); the rest
+# is COMMAND.
+opts=()
+while [ $# -gt 0 ] && [[ $1 == -* ]]; do opts+=("$1"); shift; done
+end=${MATENSEMBLE_JOB_END:-}
+if [ -n "$end" ]; then
+    [[ $end =~ ^[0-9]+(\.[0-9]+)?$ ]] || {
+        echo "MATENSEMBLE_JOB_END='$end' is not a time in Unix seconds" >&2; exit 2; }
+    # Rank 0 runs the initial program: tell the resource module the end, then run COMMAND.
+    update='import sys, flux; flux.Flux().rpc("resource.expiration-update", {"expiration": float(sys.argv[1])}, 0).get()'
+    exec flux start "${conf[@]}" "${opts[@]}" \
+        bash -c 'flux python -c "$1" "$2" && shift 2 && exec "$@"' \
+        matensemble-flux-start "$update" "$end" "$@"
+fi
+if [ -n "${SLURM_JOB_ID:-}" ] && ! command -v squeue >/dev/null; then
+    echo "matensemble-flux-start: warning: inside Slurm job $SLURM_JOB_ID without squeue, so" \
+        "Flux cannot learn when the allocation ends; set MATENSEMBLE_JOB_END outside the" \
+        "container (see the comment at the top of this script)" >&2
+fi
+exec flux start "${conf[@]}" "${opts[@]}" "$@"
