@@ -187,7 +187,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     flux_urgency: Optional[int] = setting(  # noqa: UP045
         None,
         "flux backend: urgency of every job, an integer from 0 (held) to 31.",
-        default_text="Flux's 16, moved up or down by the job's Snakemake priority",
+        default_text="Flux's 16, moved by the job's Snakemake priority",
         metavar="0-31",
         unit="urgency (0-31)",
     )

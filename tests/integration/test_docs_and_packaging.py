@@ -78,6 +78,18 @@ def test_ci_runs_the_readme_test_command():
     assert test_command in (ROOT / ".ci/run").read_text()
 
 
+@pytest.mark.snakemake_independent
+def test_readme_settings_table_lists_every_setting_with_the_codes_default():
+    readme = (ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(--matensemble-[a-z-]+)` \| ([^|]*) \|", readme, re.MULTILINE))
+    assert set(rows) == FLAGS
+    for field in dataclasses.fields(ExecutorSettings):
+        flag = "--matensemble-" + field.name.replace("_", "-")
+        cell = rows[flag].replace("`", "").strip()
+        assert cell, f"README: {flag} has no default"
+        assert field.metadata["default_text"].startswith(cell), f"README: {flag} default {cell!r}"
+
+
 # -- one launch recipe per machine -----------------------------------------------------
 
 #: Every launch recipe, and the files that must give it (others may too).
@@ -116,6 +128,7 @@ def recipes() -> dict[str, dict[str, str]]:
     return found
 
 
+@pytest.mark.snakemake_independent
 def test_each_machine_has_one_recipe_the_same_everywhere():
     found = recipes()
     assert set(found) == set(RECIPES), f"recipes: {sorted(found)}"
@@ -155,6 +168,7 @@ def code_lines() -> list[tuple[str, str]]:
     return lines
 
 
+@pytest.mark.snakemake_independent
 def test_every_srun_that_starts_flux_uses_pmi2_and_one_broker_per_node():
     sruns = [(path, line) for path, line in code_lines() if re.search(r"\bsrun\b", line)]
     assert len(sruns) >= 10, "the scan found too few srun lines: it is broken"
@@ -165,6 +179,7 @@ def test_every_srun_that_starts_flux_uses_pmi2_and_one_broker_per_node():
             assert part in line, f"{path}: {line.strip()!r} lacks {part!r}"
 
 
+@pytest.mark.snakemake_independent
 def test_gpu_recipes_start_flux_with_the_gpus_declared_and_name_the_right_variable():
     found = recipes()
     for name in ("frontier", "perlmutter"):
@@ -211,6 +226,7 @@ def test_shipped_profiles_settings_are_accepted_by_the_plugin(profile):
 # -- installing, and the quickstart's laptop example ----------------------------------
 
 
+@pytest.mark.snakemake_independent
 def test_install_from_the_repository_is_given_beside_the_pypi_name():
     repository = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"][
         "Repository"
