@@ -12,12 +12,13 @@ DOCS = Path(__file__).resolve().parent
 def settings_table() -> str:
     from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
-    rows = ["| flag | default | meaning |", "|---|---|---|"]
+    rows = ["| flag | value | meaning (and default) |", "|---|---|---|"]
     for field in dataclasses.fields(ExecutorSettings):
         flag = "--matensemble-" + field.name.replace("_", "-")
-        default = "" if field.default is None else f"`{field.default}`"
+        metavar = field.metadata.get("metavar")
+        value = "(a switch)" if metavar is None else f"`{metavar}`".replace("|", "\\|")
         text = " ".join(field.metadata["help"].split()).replace("|", "\\|")
-        rows.append(f"| `{flag}` | {default} | {text} |")
+        rows.append(f"| `{flag}` | {value} | {text} |")
     return "\n".join(rows)
 
 

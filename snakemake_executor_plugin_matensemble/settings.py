@@ -5,9 +5,10 @@ at run time to build its argument parser. Boolean settings default to False
 (Snakemake's parser cannot negate a True default).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
 
@@ -17,257 +18,229 @@ from .policies import POLICIES
 BACKENDS = ("auto", "local", "flux")
 
 
+def setting(
+    default: Any,
+    help: str,
+    *,
+    default_text: str,
+    metavar: str | None = None,
+    choices: Sequence[str] | None = None,
+    unit: str | None = None,
+) -> Any:
+    """A ``--matensemble-<name>`` field whose help ends with its default (and
+    unit), and whose metavar shows its allowed values (the choices, when there
+    are some). Boolean flags take no value, so no metavar."""
+    if choices is not None:
+        metavar = "{" + ",".join(choices) + "}"
+    metadata: dict[str, Any] = {
+        "help": f"{help} Default: {default_text}.",
+        "default_text": default_text,
+        "env_var": False,
+        "required": False,
+    }
+    if metavar is not None:
+        metadata["metavar"] = metavar
+    if choices is not None:
+        metadata["choices"] = list(choices)
+    if unit is not None:
+        metadata["unit"] = unit
+    return field(default=default, metadata=metadata)
+
+
+def seconds(default: float, help: str, *, default_text: str | None = None) -> Any:
+    """A duration setting: SECONDS, and its default in seconds."""
+    text = default_text or f"{default:g} seconds"
+    return setting(default, help, default_text=text, metavar="SECONDS", unit="seconds")
+
+
 @dataclass
 class ExecutorSettings(ExecutorSettingsBase):
-    backend: str = field(
-        default="auto",
-        metadata={
-            "help": "Where jobs run: 'flux' (every job a Flux job of the enclosing "
-            "Flux instance), 'local' (process groups on this machine, pinned to "
-            "their cores and GPUs), or 'auto': flux when the flux Python bindings "
-            "import and FLUX_URI points to a running instance, else local.",
-            "choices": list(BACKENDS),
-            "env_var": False,
-            "required": False,
-        },
+    backend: str = setting(
+        "auto",
+        "Where jobs run: 'flux' (every job a Flux job of the enclosing Flux "
+        "instance), 'local' (process groups on this machine, pinned to their "
+        "cores and GPUs), or 'auto': flux when the flux Python bindings import "
+        "and FLUX_URI points to a running instance, else local.",
+        default_text="auto",
+        choices=BACKENDS,
     )
-    policy: str = field(
-        default="backfill",
-        metadata={
-            "help": "Admission policy: "
-            + "; ".join(f"'{name}': {cls.summary}" for name, cls in POLICIES.items())
-            + ".",
-            "choices": list(POLICIES),
-            "env_var": False,
-            "required": False,
-        },
+    policy: str = setting(
+        "backfill",
+        "Admission policy: "
+        + "; ".join(f"'{name}': {cls.summary}" for name, cls in POLICIES.items())
+        + ".",
+        default_text="backfill",
+        choices=tuple(POLICIES),
     )
-    reserve_after: float = field(
-        default=60.0,
-        metadata={
-            "help": "backfill policy: seconds a job may wait while others overtake "
-            "it; after that its resources are reserved (EASY backfilling), so a "
-            "big job is never starved by a stream of small ones.",
-            "env_var": False,
-            "required": False,
-        },
+    reserve_after: float = seconds(
+        60.0,
+        "backfill policy: how long, in seconds, a job may wait while others "
+        "overtake it; after that its resources are reserved (EASY backfilling), "
+        "so a big job is never starved by a stream of small ones.",
     )
-    local_cores: Optional[str] = field(  # noqa: UP045
-        default=None,
-        metadata={
-            "help": "local backend: cores jobs may use, as a count (8) or a CPU "
-            "list (0-3,6). Default: every CPU this process may run on.",
-            "env_var": False,
-            "required": False,
-        },
+    local_cores: Optional[str] = setting(  # noqa: UP045
+        None,
+        "local backend: cores jobs may use, as a count (8) or a CPU list (0-3,6).",
+        default_text="every CPU this process may run on",
+        metavar="COUNT|CPULIST",
+        unit="cores",
     )
-    local_gpus: Optional[str] = field(  # noqa: UP045
-        default=None,
-        metadata={
-            "help": "local backend: GPUs jobs may use, as a count (2), a list of "
-            "ids (0,1) or 'none'. Default: detected (CUDA_VISIBLE_DEVICES/"
-            "ROCR_VISIBLE_DEVICES if set, else nvidia-smi, /dev/nvidia*, or the "
-            "AMD KFD topology).",
-            "env_var": False,
-            "required": False,
-        },
+    local_gpus: Optional[str] = setting(  # noqa: UP045
+        None,
+        "local backend: GPUs jobs may use, as a count (2), a list of ids (0,1) or 'none'.",
+        default_text="detected (CUDA_VISIBLE_DEVICES/ROCR_VISIBLE_DEVICES if set, "
+        "else nvidia-smi, /dev/nvidia*, or the AMD KFD topology)",
+        metavar="COUNT|IDS|none",
+        unit="GPUs",
     )
-    kill_grace_seconds: float = field(
-        default=10.0,
-        metadata={
-            "help": "Seconds between SIGTERM and SIGKILL when a job exceeds its "
-            "runtime or the run is cancelled.",
-            "env_var": False,
-            "required": False,
-        },
+    kill_grace_seconds: float = seconds(
+        10.0,
+        "Time, in seconds, between SIGTERM and SIGKILL when a job exceeds its "
+        "runtime or the run is cancelled.",
     )
-    per_job_snakemake: bool = field(
-        default=False,
-        metadata={
-            "help": "Turn the direct shell path off: run every job through its own "
-            "Snakemake process. By default, plain shell: rules are run by "
-            "launching their shell command directly (formatted and prepared "
-            "exactly as Snakemake does); rules with run:/script:/wrapper:/"
-            "notebook:, conda/container/env-module deployment, shadow, benchmark, "
-            "group jobs or remote storage always use a per-job Snakemake process, "
-            "and a rule can opt out with resources: matensemble_direct=0.",
-            "env_var": False,
-            "required": False,
-        },
+    per_job_snakemake: bool = setting(
+        False,
+        "Turn the direct path off: run every job through its own Snakemake "
+        "process. By default shell:, script:, notebook: and wrapper: rules (with "
+        "conda, apptainer or env-modules deployment too) and group jobs are "
+        "launched directly, with the one command Snakemake's local executor "
+        "would run; only run: blocks, shadow:, benchmark:, remote storage, the "
+        "rare cwl:, template_engine:, handover and output-cache rules, groups "
+        "with such a member, and rules that opt out with resources: "
+        "matensemble_direct=0 go through a per-job Snakemake process.",
+        default_text="off (the direct path)",
     )
-    journal_dir: str = field(
-        default=".snakemake/matensemble",
-        metadata={
-            "help": "Directory for run journals: <journal-dir>/<run-id>/journal.jsonl, "
-            "one JSON line per job event (read by matensemble-report).",
-            "env_var": False,
-            "required": False,
-        },
+    journal_dir: str = setting(
+        ".snakemake/matensemble",
+        "Directory for run journals: <journal-dir>/<run-id>/journal.jsonl, one "
+        "JSON line per job event (read by matensemble-report).",
+        default_text=".snakemake/matensemble",
+        metavar="DIR",
     )
-    status_interval: float = field(
-        default=60.0,
-        metadata={
-            "help": "Seconds between status lines (queued, running, free cores/GPUs, "
-            "done, failed) in the Snakemake log; 0 for none.",
-            "env_var": False,
-            "required": False,
-        },
+    status_interval: float = seconds(
+        60.0,
+        "Time, in seconds, between status lines (queued, running, free "
+        "cores/GPUs, done, failed) in the Snakemake log; 0 for none.",
     )
-    status_file: Optional[str] = field(  # noqa: UP045
-        default=None,
-        metadata={
-            "help": "Keep this JSON file current with the run's status for dashboards "
-            "(replaced atomically at every status interval, or every 5 s).",
-            "env_var": False,
-            "required": False,
-        },
+    status_file: Optional[str] = setting(  # noqa: UP045
+        None,
+        "Keep this JSON file current with the run's status for dashboards "
+        "(replaced atomically at every status interval, or every 5 seconds).",
+        default_text="none (no status file)",
+        metavar="FILE",
     )
-    log_dir: str = field(
-        default=".snakemake/matensemble_logs",
-        metadata={
-            "help": "Directory (relative to the working directory) for the "
-            "stdout/stderr log of every job and attempt.",
-            "env_var": False,
-            "required": False,
-        },
+    log_dir: str = setting(
+        ".snakemake/matensemble_logs",
+        "Directory (relative to the working directory) for the stdout/stderr "
+        "log of every job and attempt.",
+        default_text=".snakemake/matensemble_logs",
+        metavar="DIR",
     )
 
-    deadline: Optional[str] = field(  # noqa: UP045
-        default=None,
-        metadata={
-            "help": "When the allocation ends, overriding what the backend says "
-            "(Flux: the instance's expiration): an ISO time ('2026-11-23T18:00', "
-            "'18:00' for today), epoch seconds, or a duration from now ('90m', "
-            "'2h30m', '45s'). Jobs are started only if they can finish before "
-            "it; near it the run stops starting jobs, lets running ones finish and "
-            "says how to resume in the next allocation. 'none' ignores the "
-            "backend's end.",
-            "env_var": False,
-            "required": False,
-        },
+    deadline: Optional[str] = setting(  # noqa: UP045
+        None,
+        "When the allocation ends, overriding what the backend says (Flux: the "
+        "instance's expiration): an ISO time ('2026-11-23T18:00', '18:00' for "
+        "today), epoch seconds, or a duration from now ('90m', '2h30m', '45s'). "
+        "Jobs are started only if they can finish before it; near it the run "
+        "stops starting jobs, lets running ones finish and says how to resume in "
+        "the next allocation. 'none' ignores the backend's end.",
+        default_text="the allocation's end as the backend reports it (none on the local backend)",
+        metavar="TIME|EPOCH|DURATION|none",
     )
-    deadline_margin: float = field(
-        default=30.0,
-        metadata={
-            "help": "Seconds kept free before the allocation's end: a job starts "
-            "only if it ends (by its estimated runtime) this long before the end.",
-            "env_var": False,
-            "required": False,
-        },
+    deadline_margin: float = seconds(
+        30.0,
+        "Time, in seconds, kept free before the allocation's end: a job starts "
+        "only if it ends (by its estimated runtime) this long before the end.",
     )
-    runtime_estimate: str = field(
-        default="journal",
-        metadata={
-            "help": "How long a job is expected to run, for the allocation's end: "
-            "'declared' (its runtime resource only) or 'journal' (its runtime "
-            "resource, else the longest successful run of the same rule in the "
-            "journals of earlier runs in --matensemble-journal-dir).",
-            "choices": ["declared", "journal"],
-            "env_var": False,
-            "required": False,
-        },
+    runtime_estimate: str = setting(
+        "journal",
+        "How long a job is expected to run, for the allocation's end: 'declared' "
+        "(its runtime resource only) or 'journal' (its runtime resource, else "
+        "the longest successful run of the same rule in the journals of earlier "
+        "runs in --matensemble-journal-dir).",
+        default_text="journal",
+        choices=("declared", "journal"),
     )
-    unknown_runtime: str = field(
-        default="start",
-        metadata={
-            "help": "Jobs with no runtime estimate when the allocation has an end: "
-            "'start' (start them until the end minus the margin; the end may cut "
-            "them off, and the log says so once) or 'hold' (start none of them; "
-            "they wait for the next allocation).",
-            "choices": ["start", "hold"],
-            "env_var": False,
-            "required": False,
-        },
+    unknown_runtime: str = setting(
+        "start",
+        "Jobs with no runtime estimate when the allocation has an end: 'start' "
+        "(start them until the end minus the margin; the end may cut them off, "
+        "and the log says so once) or 'hold' (start none of them; they wait for "
+        "the next allocation).",
+        default_text="start",
+        choices=("start", "hold"),
     )
 
-    flux_queue: Optional[str] = field(  # noqa: UP045
-        default=None,
-        metadata={
-            "help": "flux backend: queue to submit to (Flux's default queue if unset).",
-            "env_var": False,
-            "required": False,
-        },
+    flux_queue: Optional[str] = setting(  # noqa: UP045
+        None,
+        "flux backend: queue to submit to.",
+        default_text="Flux's default queue",
+        metavar="QUEUE",
     )
-    flux_bank: Optional[str] = field(  # noqa: UP045
-        default=None,
-        metadata={
-            "help": "flux backend: accounting bank for the jobs (flux-accounting).",
-            "env_var": False,
-            "required": False,
-        },
+    flux_bank: Optional[str] = setting(  # noqa: UP045
+        None,
+        "flux backend: accounting bank for the jobs (flux-accounting).",
+        default_text="your default bank",
+        metavar="BANK",
     )
-    flux_urgency: Optional[int] = field(  # noqa: UP045
-        default=None,
-        metadata={
-            "help": "flux backend: urgency (0-31) of every job. Default: Flux's 16, "
-            "moved up or down by the job's Snakemake priority.",
-            "env_var": False,
-            "required": False,
-        },
+    flux_urgency: Optional[int] = setting(  # noqa: UP045
+        None,
+        "flux backend: urgency of every job, an integer from 0 (held) to 31.",
+        default_text="Flux's 16, moved by the job's Snakemake priority",
+        metavar="0-31",
+        unit="urgency (0-31)",
     )
-    flux_shell_options: Optional[str] = field(  # noqa: UP045
-        default=None,
-        metadata={
-            "help": "flux backend: extra job shell options for every job, as "
-            "comma-separated key=value pairs (e.g. 'signal=SIGUSR1@60,verbose=1').",
-            "env_var": False,
-            "required": False,
-        },
+    flux_shell_options: Optional[str] = setting(  # noqa: UP045
+        None,
+        "flux backend: extra job shell options for every job, as comma-separated "
+        "key=value pairs (e.g. 'signal=SIGUSR1@60,verbose=1'); the options the "
+        "plugin sets itself (cpu-affinity, gpu-affinity, pmi) are refused.",
+        default_text="none",
+        metavar="KEY=VALUE,...",
     )
-    flux_reserve_cores: int = field(
-        default=1,
-        metadata={
-            "help": "flux backend: cores of the rank Snakemake runs on that are kept "
-            "free for Snakemake itself and the Flux broker (postprocessing of "
-            "thousands of short jobs needs a core; never the whole rank). 0 to "
-            "use every core.",
-            "env_var": False,
-            "required": False,
-        },
+    flux_reserve_cores: int = setting(
+        1,
+        "flux backend: cores of the rank Snakemake runs on that are kept free for "
+        "Snakemake itself and the Flux broker (postprocessing of thousands of "
+        "short jobs needs a core; never the whole rank). 0 to use every core.",
+        default_text="1 core",
+        metavar="CORES",
+        unit="cores",
     )
-    flux_no_pin_ranks: bool = field(
-        default=False,
-        metadata={
-            "help": "flux backend: do not pin each job to the ranks the packer chose "
-            "(by default a 'ranks' constraint keeps Flux's placement and the "
-            "packer's per-node model in step). Turn off only if the scheduler "
-            "rejects rank constraints.",
-            "env_var": False,
-            "required": False,
-        },
+    flux_no_pin_ranks: bool = setting(
+        False,
+        "flux backend: do not pin each job to the ranks the packer chose (by "
+        "default a 'ranks' constraint keeps Flux's placement and the packer's "
+        "per-node model in step). Turn off only if the scheduler rejects rank "
+        "constraints.",
+        default_text="off (jobs are pinned)",
     )
-    flux_no_lookahead: bool = field(
-        default=False,
-        metadata={
-            "help": "flux backend: turn look-ahead submission off. By default, when "
-            "the allocation is full, the next queued job (in priority order) is "
-            "submitted already, pinned to the ranks of a running job of the same "
-            "shape with an afterany dependency on it, so Flux starts it the moment "
-            "that job ends instead of after a round trip through Snakemake.",
-            "env_var": False,
-            "required": False,
-        },
+    flux_no_lookahead: bool = setting(
+        False,
+        "flux backend: turn look-ahead submission off. By default, when the "
+        "allocation is full, the next queued job (in priority order) is "
+        "submitted already, pinned to the ranks of a running job of the same "
+        "shape with an afterany dependency on it, so Flux starts it the moment "
+        "that job ends instead of after a round trip through Snakemake.",
+        default_text="off (look-ahead on)",
     )
-    flux_keep_inactive: int = field(
-        default=1000,
-        metadata={
-            "help": "flux backend: successful inactive Flux jobs of this run kept in "
-            "the instance (the newest); older ones are purged as the run goes, so "
-            "that Flux's throughput does not fall over tens of thousands of jobs. "
-            "Failed jobs are always kept for inspection. -1 never purges.",
-            "env_var": False,
-            "required": False,
-        },
+    flux_keep_inactive: int = setting(
+        1000,
+        "flux backend: successful inactive Flux jobs of this run kept in the "
+        "instance (the newest); older ones are purged as the run goes, so that "
+        "Flux's throughput does not fall over tens of thousands of jobs. Failed "
+        "jobs are always kept for inspection. -1 never purges.",
+        default_text="1000 jobs",
+        metavar="JOBS",
+        unit="jobs",
     )
-    flux_pmi: Optional[str] = field(  # noqa: UP045
-        default=None,
-        metadata={
-            "help": "flux backend: PMI for multi-task jobs (job shell option 'pmi', "
-            "e.g. 'simple', 'pmi2', 'cray-pals', 'pmix'). Default: Flux's "
-            "(simple, which MPICH and Cray MPICH use).",
-            "env_var": False,
-            "required": False,
-        },
+    flux_pmi: Optional[str] = setting(  # noqa: UP045
+        None,
+        "flux backend: PMI for multi-task jobs (the job shell option 'pmi'): "
+        "simple, pmi2, cray-pals or pmix, or a comma-separated list of them.",
+        default_text="Flux's (simple, which MPICH and Cray MPICH use)",
+        metavar="simple|pmi2|cray-pals|pmix",
     )
 
     def check(self) -> None:

@@ -14,10 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cpulist import format_cpu_list
-from .journal import FAILED_STATUSES, JobRecord, RunRecord, iter_events, read_journal
-
-#: Job statuses that count as failures (kept for importers; see the journal).
-FAILED = FAILED_STATUSES
+from .journal import JobRecord, RunRecord, iter_events, read_journal
 
 
 @dataclass(frozen=True)
@@ -112,15 +109,22 @@ class RunSummary:
         return self.done + self.failed + self.cancelled + self.not_started + self.unfinished
 
 
-def lower_bound(jobs: list[JobRecord], total_cores: int, until: float | None = None) -> float:
-    """max(total core-seconds / cores, longest attempt), in seconds: no
-    schedule of these attempts on ``total_cores`` cores can be shorter.
-    ``until``: epoch seconds where attempts still running are cut off."""
+def lower_bound(
+    jobs: list[JobRecord], total_cores: int, until: float | None = None, total_gpus: int = 0
+) -> float:
+    """The best possible makespan, in seconds: the largest of total
+    core-seconds / cores, total GPU-seconds / GPUs and the longest attempt. No
+    schedule of these attempts on ``total_cores`` cores and ``total_gpus``
+    GPUs can be shorter. ``until``: epoch seconds where attempts still
+    running are cut off."""
     ran = [job for job in jobs if job.ran]
     if not ran or not total_cores:
         return 0.0
     core_seconds = sum(job.cores * job.duration(until) for job in ran)
-    return max(core_seconds / total_cores, max(job.duration(until) for job in ran))
+    bounds = [core_seconds / total_cores, max(job.duration(until) for job in ran)]
+    if total_gpus:
+        bounds.append(sum(job.gpus * job.duration(until) for job in ran) / total_gpus)
+    return max(bounds)
 
 
 def summarize(record: RunRecord) -> RunSummary:
@@ -148,7 +152,7 @@ def summarize(record: RunRecord) -> RunSummary:
         makespan_s=makespan,
         core_utilization=core_busy / (cores * makespan) if cores and makespan else 0.0,
         gpu_utilization=gpu_busy / (gpus * makespan) if gpus and makespan else None,
-        lower_bound_s=lower_bound(record.jobs, cores, until),
+        lower_bound_s=lower_bound(record.jobs, cores, until, gpus),
         rules=rule_stats(record.jobs, until),
         failures=[job.final for job in jobs if job.outcome == "failed"],
         retried=tuple(attempt for job in jobs for attempt in job.retried if attempt.failed),

@@ -3,6 +3,7 @@ the flag, the value and the fix, as a Snakemake ApiError (printed without a
 traceback)."""
 
 import dataclasses
+from typing import Optional
 
 import pytest
 from snakemake_interface_common.exceptions import ApiError, WorkflowError
@@ -73,3 +74,68 @@ def test_jobs_that_cannot_run_are_listed_as_an_api_error():
         "  - rule 'a': resource gpu=1 ... Fix: x",
         "  - rule 'b': ... Fix: y",
     ]
+
+
+FIELDS = dataclasses.fields(ExecutorSettings)
+
+
+def help_of(field: dataclasses.Field) -> str:
+    return " ".join(field.metadata["help"].split())
+
+
+@pytest.mark.parametrize("field", FIELDS, ids=[f.name for f in FIELDS])
+def test_every_help_gives_the_default_and_the_allowed_values(field):
+    text = help_of(field)
+    assert text.endswith(f" Default: {field.metadata['default_text']}."), field.name
+    if field.default not in (None, False):
+        # the default stated is the real one
+        value = f"{field.default:g}" if isinstance(field.default, float) else str(field.default)
+        assert f"Default: {value}" in text, f"{field.name}: help does not state {value}"
+    if field.type is bool:
+        assert "metavar" not in field.metadata  # flags take no value
+        return
+    metavar = field.metadata.get("metavar")
+    assert metavar, f"{field.name}: no metavar (argparse shows VALUE)"
+    assert metavar != "VALUE"
+    if "choices" in field.metadata:
+        assert metavar == "{" + ",".join(field.metadata["choices"]) + "}"
+
+
+NUMERIC = [f for f in FIELDS if f.type in (int, float, Optional[int], Optional[float])]  # noqa: UP045
+
+
+@pytest.mark.parametrize("field", NUMERIC, ids=[f.name for f in NUMERIC])
+def test_numeric_settings_name_their_unit_and_seconds_the_same_way(field):
+    unit = field.metadata.get("unit")
+    assert unit, f"{field.name}: a number with no unit"
+    assert unit.split(" ")[0] in help_of(field), f"{field.name}: help does not say {unit}"
+    if field.type is float:  # every float setting is a duration
+        assert unit == "seconds"
+    if unit == "seconds":
+        assert field.metadata["metavar"] == "SECONDS"
+        assert ", in seconds, " in help_of(field)
+        assert help_of(field).endswith(f"Default: {field.default:g} seconds.")
+
+
+def test_the_per_job_help_says_which_rules_go_per_job():
+    text = help_of(next(f for f in FIELDS if f.name == "per_job_snakemake"))
+    direct, per_job = text.split("; only ", 1)
+    for kind in ("shell:", "script:", "notebook:", "wrapper:", "group jobs"):
+        assert kind in direct
+    for kind in ("run:", "shadow:", "benchmark:", "remote storage"):
+        assert kind in per_job
+    for kind in ("script:", "notebook:", "wrapper:"):
+        assert kind not in per_job
+
+
+def test_snakemake_help_shows_the_choices_and_no_bare_value():
+    import argparse
+
+    from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
+
+    parser = argparse.ArgumentParser()
+    ExecutorPluginRegistry().get_plugin("matensemble").register_cli_args(parser, "executor")
+    text = parser.format_help()
+    assert "--matensemble-backend {auto,local,flux}" in text
+    assert "--matensemble-reserve-after SECONDS" in text
+    assert " VALUE" not in text

@@ -42,6 +42,22 @@ def test_summary_figures_match_a_hand_computed_case(tmp_path):
     assert "failed: c[i=3] (failed): r. Log: c.log" in lines
 
 
+def test_best_possible_counts_the_gpus_when_they_are_the_bottleneck(tmp_path):
+    # 8 cores, 2 GPUs: four 1-core, 1-GPU jobs of 10 s. Cores allow 5 s
+    # (40 core-s / 8), the longest job 10 s, the GPUs 20 s (40 GPU-s / 2).
+    node = {"rank": 0, "name": "n0", "cores": list(range(8)), "gpus": [0, 1]}
+    jobs = [
+        job_events(i, "gpu", start, start + 10.0, [i], gpus=[i % 2])
+        for i, start in enumerate([100.0, 100.0, 110.0, 110.0])
+    ]
+    events = [{**RUN, "nodes": [node]}, *(event for job in jobs for event in job)]
+    summary = summarize(read_journal(write_events(tmp_path / "journal.jsonl", events)))
+    assert summary.makespan_s == pytest.approx(20.0)
+    assert summary.lower_bound_s == pytest.approx(20.0)
+    assert summary.bound_ratio == pytest.approx(1.0)
+    assert "best possible 20.0 s (makespan / bound = 1.00)" in "\n".join(summary_lines(summary))
+
+
 def test_a_job_that_succeeded_on_retry_is_done_not_failed(tmp_path):
     summary = summary_of(
         tmp_path,

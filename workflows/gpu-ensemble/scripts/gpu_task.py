@@ -3,10 +3,20 @@
 import argparse
 import json
 import os
+import re
 import socket
 import time
 
 VISIBILITY = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
+
+
+def node_id() -> str:
+    """This node in the allocation: ``rank N``, the Flux broker rank (from the
+    job's FLUX_URI, ``local://.../local-N``), where there is one; else the
+    hostname. Hostnames can repeat across nodes (containers, simulated nodes),
+    ranks cannot."""
+    match = re.search(r"/local-(\d+)$", os.environ.get("FLUX_URI", ""))
+    return f"rank {match.group(1)}" if match else socket.gethostname()
 
 
 def with_torch(size: int, repeats: int):
@@ -73,6 +83,7 @@ def main() -> None:
     gflops = 2 * args.size**3 * args.repeats / elapsed / 1e9
     record = {
         "host": socket.gethostname(),
+        "node": node_id(),
         "visible": {var: os.environ.get(var) for var in VISIBILITY},
         "gpu_ids": [g for g in (os.environ.get("CUDA_VISIBLE_DEVICES") or "").split(",") if g],
         "cpus": sorted(os.sched_getaffinity(0)),
