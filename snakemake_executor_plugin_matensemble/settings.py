@@ -59,8 +59,11 @@ class ExecutorSettings(ExecutorSettingsBase):
         "auto",
         "Where jobs run: 'flux' (every job a Flux job of the enclosing Flux "
         "instance), 'local' (process groups on this machine, pinned to their "
-        "cores and GPUs), or 'auto': flux when the flux Python bindings import "
-        "and FLUX_URI points to a running instance, else local.",
+        "cores and GPUs), or 'auto': flux inside a Flux instance (FLUX_URI set), "
+        "local outside one. Inside a Flux instance whose bindings cannot be used "
+        "(not importable, libflux-core not found, another release than the "
+        "broker's) the run stops before any job with the fix; 'local' runs there "
+        "only when named.",
         default_text="auto",
         choices=BACKENDS,
     )

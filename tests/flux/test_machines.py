@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import SNAKEMAKE, write_snakefile
+from ..helpers import write_snakefile
+from ..recipes import snakemake_of
 from .fluxenv import (
     flux_command,
     flux_env,
@@ -48,15 +49,16 @@ pytestmark = [
 @dataclass(frozen=True)
 class Machine:
     profile: str
+    recipe: str  # the docs' launch recipe whose snakemake command this runs
     hosts: str
     cores: int
     gpus: int
 
 
 MACHINES = {
-    "frontier": Machine("frontier", "frontier[00001-00004]", 56, 8),
-    "perlmutter": Machine("perlmutter", "nid[001001-001004]", 64, 4),
-    "flux-allocation": Machine("flux-allocation", "node[1-4]", 16, 2),
+    "frontier": Machine("frontier", "frontier", "frontier[00001-00004]", 56, 8),
+    "perlmutter": Machine("perlmutter", "perlmutter", "nid[001001-001004]", 64, 4),
+    "flux-allocation": Machine("flux-allocation", "slurm", "node[1-4]", 16, 2),
 }
 
 
@@ -85,12 +87,26 @@ def instance_options(machine: Machine, workdir: Path) -> tuple[str, ...]:
     )
 
 
+def documented_snakemake(machine: Machine, *args: str) -> str:
+    """The snakemake command of the machine's launch recipe (docs, README, profile
+    comments), with ``-s Snakefile`` replaced by ``args``."""
+    words = shlex.split(snakemake_of(machine.recipe))
+    assert words[:3] == ["snakemake", "--profile", f"workflows/profiles/{machine.profile}"]
+    at = words.index("-s")
+    return shlex.join([*words[:at], *words[at + 2 :], *args])
+
+
 def run_profile(machine: Machine, workdir: Path, *args: str, timeout: float = 240):
-    """``snakemake --profile workflows/profiles/<machine> ...`` inside the simulated
-    machine (from the repository root, as the docs give it); returns (process, jobs)."""
+    """The recipe's ``snakemake --profile workflows/profiles/<machine> ...`` inside the
+    simulated machine, from the repository root; returns (process, jobs)."""
     dump = workdir / "flux-jobs.json"
-    command = shlex.join([*SNAKEMAKE, "--profile", f"workflows/profiles/{machine.profile}", *args])
-    script = ["bash", "-c", f"{command}; rc=$?; {sys.executable} {DUMP} {dump}; exit $rc"]
+    command = documented_snakemake(machine, *args)
+    here = Path(sys.executable).parent  # `snakemake` of this environment, by name
+    script = [
+        "bash",
+        "-c",
+        f"PATH={here}:$PATH {command}; rc=$?; {sys.executable} {DUMP} {dump}; exit $rc",
+    ]
     process = run_in_flux(
         script,
         cwd=ROOT,

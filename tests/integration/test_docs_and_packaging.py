@@ -13,6 +13,8 @@ import pytest
 
 from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
+from ..recipes import RECIPES, markdown_files, profiles, recipes
+
 ROOT = Path(__file__).parents[2]
 FLAGS = {"--matensemble-" + f.name.replace("_", "-") for f in dataclasses.fields(ExecutorSettings)}
 
@@ -91,41 +93,6 @@ def test_readme_settings_table_lists_every_setting_with_the_codes_default():
 
 
 # -- one launch recipe per machine -----------------------------------------------------
-
-#: Every launch recipe, and the files that must give it (others may too).
-RECIPES = {
-    "flux": ["README.md", "docs/clusters.md", "docs/quickstart.md", "flux-allocation"],
-    "slurm": ["README.md", "docs/clusters.md", "docs/quickstart.md", "flux-allocation"],
-    "slurm-image": ["docs/clusters.md", "docs/images.md", "flux-allocation"],
-    "frontier": ["README.md", "docs/clusters.md", "docs/images.md", "frontier"],
-    "perlmutter": ["README.md", "docs/clusters.md", "docs/images.md", "perlmutter"],
-}
-MD_RECIPE = re.compile(r"<!-- recipe: ([a-z-]+) -->\n```bash\n(.*?)\n```", re.DOTALL)
-YAML_RECIPE = re.compile(r"^# recipe: ([a-z-]+)\n((?:#   .*\n)+)", re.MULTILINE)
-
-
-def markdown_files() -> list[Path]:
-    return [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("workflows/**/README.md")]
-
-
-def profiles() -> dict[str, Path]:
-    return {p.parent.name: p for p in ROOT.glob("workflows/profiles/*/config.yaml")}
-
-
-def recipes() -> dict[str, dict[str, str]]:
-    """Recipe name -> {where: the commands}: markdown files by their path,
-    profiles by their name (their comments, with the '#   ' taken off)."""
-    found: dict[str, dict[str, str]] = {}
-    for path in markdown_files():
-        for name, text in MD_RECIPE.findall(path.read_text()):
-            where = str(path.relative_to(ROOT))
-            assert where not in found.get(name, {}), f"{where} gives recipe {name} twice"
-            found.setdefault(name, {})[where] = text
-    for profile, path in profiles().items():
-        for name, block in YAML_RECIPE.findall(path.read_text()):
-            text = "\n".join(line[4:] for line in block.splitlines())
-            found.setdefault(name, {})[profile] = text
-    return found
 
 
 @pytest.mark.snakemake_independent

@@ -10,9 +10,11 @@ PATH, the end is handed over by the environment as the docs say.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +23,9 @@ import pytest
 
 from ..flux.fluxenv import flux_env, requires_flux
 from ..helpers import write_snakefile
+from ..recipes import recipe_commands
 
 ROOT = Path(__file__).parents[2]
-PROFILE = ROOT / "workflows" / "profiles" / "flux-allocation"
 LAUNCHER = ROOT / "apptainer" / "flux-start.sh"
 CORES = 2
 SLURM_CLIENTS = {"salloc", "sbatch", "srun", "squeue", "scontrol", "sinfo", "scancel", "sacct"}
@@ -63,7 +65,19 @@ def in_allocation(minutes: int, step: str, cwd: Path, timeout: float = 240):
     )
 
 
-SRUN = f"srun --mpi=pmi2 -N $SLURM_NNODES --ntasks-per-node=1 -c {CORES}"
+def documented_step(recipe: str, *extra: str) -> list[str]:
+    """The commands of ``recipe`` (docs/clusters.md, README) after its ``salloc``,
+    for this one-node cluster: its cores, the profile by its path in the checkout."""
+    commands = recipe_commands(recipe)
+    assert commands[0].startswith("salloc "), commands
+    steps = [
+        c.replace("<cores per node>", str(CORES)).replace(
+            "--profile workflows/profiles/", f"--profile {ROOT}/workflows/profiles/"
+        )
+        for c in commands[1:]
+    ]
+    steps[-1] = " ".join([steps[-1], *extra])
+    return steps
 
 
 def resume_command(log: str) -> str:
@@ -76,8 +90,10 @@ def test_the_allocations_end_stops_new_jobs_and_the_resume_finishes_the_rest(
     tmp_path, slurm_cluster
 ):
     write_snakefile(tmp_path, ENSEMBLE)
-    snakemake = f"snakemake --profile {PROFILE} --matensemble-deadline-margin 10"
-    first = in_allocation(2, f"{SRUN} flux start {snakemake}", tmp_path)
+    (step,) = documented_step("slurm", "--matensemble-deadline-margin 10")
+    assert step.startswith("srun --mpi=pmi2 "), step
+    assert " flux start snakemake " in step, step
+    first = in_allocation(2, step, tmp_path)
     assert first.returncode != 0, first.stdout[-3000:]
     assert "the allocation ends at" in first.stdout
     done = sorted(tmp_path.glob("out/*.txt"))
@@ -88,7 +104,7 @@ def test_the_allocations_end_stops_new_jobs_and_the_resume_finishes_the_rest(
 
     resume = resume_command(first.stdout)
     assert "--rerun-incomplete" in resume
-    second = in_allocation(5, f"{SRUN} flux start {resume}", tmp_path)
+    second = in_allocation(5, step[: step.index("snakemake ")] + resume, tmp_path)
     assert second.returncode == 0, second.stdout[-3000:]
     assert len(list(tmp_path.glob("out/*.txt"))) == 12
     started = [line.split()[1] for line in (tmp_path / "starts.log").read_text().splitlines()]
@@ -120,7 +136,7 @@ rule one:
     shell: "echo one > {output}"
 """
 
-HAND_OVER = 'export MATENSEMBLE_JOB_END=$(date -d "$(squeue -h -j $SLURM_JOB_ID -o %e)" +%s)'
+IMAGE = "apptainer exec matensemble.sif matensemble-flux-start"
 
 
 @pytest.mark.parametrize("handed_over", [True, False], ids=["end-handed-over", "no-hand-over"])
@@ -128,27 +144,22 @@ def test_the_launcher_hands_the_end_over_without_a_slurm_client(
     tmp_path, slurm_cluster, handed_over
 ):
     write_snakefile(tmp_path, ONE_JOB)
-    inside = shlex.join(
-        [
-            "env",
-            f"PATH={no_slurm_path(tmp_path)}",
-            "bash",
-            str(LAUNCHER),
-            "bash",
-            "-c",
-            "command -v squeue && exit 9; echo end=$MATENSEMBLE_JOB_END; "
-            f"snakemake --profile {PROFILE}",
-        ]
-    )
-    step = f"{HAND_OVER}; {SRUN} {inside}" if handed_over else f"{SRUN} {inside}"
-    run = in_allocation(3, step, tmp_path, timeout=120)
+    inside_path = no_slurm_path(tmp_path)
+    assert shutil.which("squeue", path=inside_path) is None
+    # The image is this checkout's launcher with a PATH without Slurm's client.
+    launcher = shlex.join(["env", f"PATH={inside_path}", "bash", str(LAUNCHER)])
+    *hand_over, srun = documented_step("slurm-image")
+    assert hand_over, "the slurm-image recipe hands the allocation's end over"
+    assert hand_over[0].startswith("export MATENSEMBLE_JOB_END="), hand_over
+    assert IMAGE in srun, srun
+    srun = srun.replace(IMAGE, launcher)
+    steps = [*hand_over, "echo end=$MATENSEMBLE_JOB_END", srun] if handed_over else [srun]
+    run = in_allocation(3, "; ".join(steps), tmp_path, timeout=120)
     assert run.returncode == 0, run.stdout[-3000:]
     assert (tmp_path / "one.txt").exists()
     if handed_over:
         end = int(re.search(r"end=(\d+)", run.stdout).group(1))
         assert "the allocation ends at" in run.stdout, run.stdout[-3000:]
-        import datetime
-
         when = datetime.datetime.fromtimestamp(end, datetime.UTC).strftime("%Y-%m-%d %H:%M")
         assert when in run.stdout, run.stdout[-3000:]
     else:
