@@ -166,7 +166,7 @@ class AdmissionRound:
 
     @property
     def allocation_full(self) -> bool:
-        return all(not node.free_cores for node in self.allocation.usable_nodes)
+        return self.allocation.free_cores == 0
 
 
 class Packer:
@@ -239,7 +239,7 @@ class Packer:
         round_ = AdmissionRound(
             self.queue,
             self.allocation,
-            list(self.running.values()),
+            self.running.values(),  # a view: the policy does not change ``running``
             self.clock() if now is None else now,
         )
         self.policy.select(round_)
