@@ -417,23 +417,26 @@ class Allocation:
             node.free_gpus = [g for g in node.free_gpus if g not in gpus]
             self._index(node)
 
-    def could_fit_on(self, request: ResourceRequest, ranks: Iterable[int]) -> bool:
-        """Whether one of ``ranks`` alone now has room for one node's share of
-        ``request`` (the fewest tasks any of its nodes gets; whole and idle for
-        an exclusive one). A placement that failed before can succeed after
-        resources came back on ``ranks`` only if this holds."""
-        count = request.nodes or 1
-        tasks = min(_split(request.tasks, count)) if request.nodes or request.exclusive else 1
-        for rank in ranks:
-            node = self._by_rank.get(rank)
-            if node is None or not node.usable:
-                continue
-            if request.exclusive:
-                if node.is_idle and node.task_slots(request) >= tasks:
-                    return True
-            elif node.task_slots(request) >= tasks:
-                return True
-        return False
+    def share_fits(
+        self, rank: int, request: ResourceRequest, coming: Iterable[NodeShare] = ()
+    ) -> bool:
+        """Whether node ``rank``, with ``coming`` given back too, has room (by
+        count) for the smallest share of ``request`` any of its nodes gets:
+        idle for an exclusive request. A placement that failed can succeed
+        after resources come back only if this holds on a node they came to."""
+        node = self._by_rank.get(rank)
+        if node is None or not node.usable:
+            return False
+        cores, gpus = len(node.free_cores), len(node.free_gpus)
+        for share in coming:
+            cores += len(share.cores)
+            gpus += len(share.gpus)
+        if request.exclusive and (cores, gpus) != (len(node.spec.cores), len(node.spec.gpus)):
+            return False
+        tasks = min(_split(request.tasks, request.nodes or 1))
+        if cores < tasks * request.cores_per_task:
+            return False
+        return gpus >= tasks * request.gpus_per_task
 
     def why_never_fits(self, request: ResourceRequest) -> tuple[str, object, str] | None:
         """If ``request`` cannot run even on the idle allocation, say why.

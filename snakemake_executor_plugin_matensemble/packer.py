@@ -150,6 +150,26 @@ class AdmissionRound:
     running: Iterable[JobTicket]
     now: float
     started: list[JobTicket] = field(default_factory=list)
+    #: the running jobs with a known end, soonest first (ties: in the order
+    #: they joined ``running``); default: sorted from ``running``
+    by_end: Callable[[], Iterator[JobTicket]] | None = None
+
+    def ending(self) -> Iterator[JobTicket]:
+        """Running and just-started jobs with a known end and a placement,
+        soonest end first (ties: running before started, each in its order)."""
+        if self.by_end is not None:
+            running: Iterable[JobTicket] = self.by_end()
+        else:
+            running = sorted(
+                (t for t in self.running if t.expected_end is not None),
+                key=lambda t: t.expected_end,
+            )
+        started = sorted(
+            (t for t in self.started if t.expected_end is not None),
+            key=lambda t: t.expected_end,
+        )
+        merged = heapq.merge(running, started, key=lambda t: t.expected_end)
+        return (t for t in merged if t.placement)
 
     def start(self, ticket: JobTicket, placement: Placement) -> None:
         self.queue.pop(ticket)
@@ -188,6 +208,13 @@ class Packer:
         self.wall = wall
         self.queue = JobQueue()
         self.running: dict[int, JobTicket] = {}
+        #: running job key -> when it joined ``running`` (a counter)
+        self._joined: dict[int, int] = {}
+        self._joins = 0
+        #: (expected end, joined, push, ticket) of running jobs: a heap, with
+        #: stale entries dropped as they are met (see :meth:`running_by_end`)
+        self._ends: list[tuple[float, int, int, JobTicket]] = []
+        self._pushes = 0
         self.deadline = deadline if deadline is not None else DeadlineGuard(clock=clock, wall=wall)
         #: the earliest latest-start of a queued job (packer clock): before it,
         #: :meth:`expire` has nothing to do
@@ -241,11 +268,63 @@ class Packer:
             self.allocation,
             self.running.values(),  # a view: the policy does not change ``running``
             self.clock() if now is None else now,
+            by_end=self.running_by_end,
         )
         self.policy.select(round_)
         for ticket in round_.started:
-            self.running[ticket.key] = ticket
+            self._add_running(ticket)
         return round_.started
+
+    # -- running jobs by their end ----------------------------------------------
+    def _add_running(self, ticket: JobTicket) -> None:
+        """Put ``ticket`` in ``running`` (a key already there keeps its place)."""
+        if ticket.key not in self.running or ticket.key not in self._joined:
+            self._joins += 1
+            self._joined[ticket.key] = self._joins
+        self.running[ticket.key] = ticket
+        self._push_end(ticket)
+
+    def _push_end(self, ticket: JobTicket) -> None:
+        end = ticket.expected_end
+        if end is not None:
+            self._pushes += 1
+            heapq.heappush(self._ends, (end, self._joined[ticket.key], self._pushes, ticket))
+
+    def _pop_running(self, key: int) -> JobTicket | None:
+        self._joined.pop(key, None)
+        return self.running.pop(key, None)
+
+    def _live(self, entry: tuple[float, int, int, JobTicket]) -> bool:
+        end, joined, _, ticket = entry
+        return (
+            self.running.get(ticket.key) is ticket
+            and self._joined.get(ticket.key) == joined
+            and ticket.expected_end == end
+        )
+
+    def _reindex_ends(self) -> None:
+        """Rebuild the heap: from ``running`` itself if it was changed behind
+        the packer's back, else without the stale entries."""
+        if self._joined.keys() != self.running.keys():
+            self._joined = {key: i for i, key in enumerate(self.running)}
+            self._joins = len(self._joined)
+            self._ends = []
+            for ticket in self.running.values():
+                self._push_end(ticket)
+            return
+        self._ends = [entry for entry in self._ends if self._live(entry)]
+        heapq.heapify(self._ends)
+
+    def running_by_end(self) -> Iterator[JobTicket]:
+        """Running jobs with a known end, soonest first (ties: in the order
+        they joined ``running``); O(running) copy, then O(log n) per job read."""
+        if len(self._joined) != len(self.running) or len(self._ends) > 2 * len(self.running) + 64:
+            self._reindex_ends()
+        heap = list(self._ends)
+        while heap:
+            entry = heapq.heappop(heap)
+            if self._live(entry):
+                yield entry[3]
 
     def chain(self) -> list[JobTicket]:
         """Look-ahead: line queued jobs up behind running jobs of the same shape.
@@ -280,7 +359,7 @@ class Packer:
             self.queue.pop(head)
             head.after, predecessor.successor = predecessor, head
             head.placement = predecessor.placement
-            self.running[head.key] = head
+            self._add_running(head)
             chained.append(head)
         return chained
 
@@ -335,7 +414,7 @@ class Packer:
         ``started_at`` (packer clock, monotonic seconds)."""
         ticket.placement = placement
         ticket.started_at = started_at
-        self.running[ticket.key] = ticket
+        self._add_running(ticket)
 
     def requeue(self, ticket: JobTicket) -> None:
         """Put a running job that the backend took back (never started) in the
@@ -344,7 +423,7 @@ class Packer:
         successor = ticket.successor
         if successor is not None and successor.key in self.running:
             self.requeue(successor)
-        if self.running.pop(ticket.key, None) is None:
+        if self._pop_running(ticket.key) is None:
             return
         if ticket.after is not None:
             ticket.after.successor = None
@@ -359,7 +438,7 @@ class Packer:
     def finish(self, ticket: JobTicket) -> None:
         """A running job ended (or failed to launch): give its resources back,
         or hand them to the job chained behind it."""
-        if self.running.pop(ticket.key, None) is None or not ticket.placement:
+        if self._pop_running(ticket.key) is None or not ticket.placement:
             return
         if ticket.after is not None:  # never started: the predecessor keeps them
             ticket.after.successor = None
@@ -369,6 +448,7 @@ class Packer:
         if successor is not None and successor.key in self.running:
             successor.after = None
             successor.started_at = self.clock()
+            self._push_end(successor)
             return
         self.allocation.give_back(ticket.placement)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .allocation import Allocation, Placement
+from .allocation import Allocation, NodeShare, Placement
 from .packer import AdmissionRound, JobTicket
+from .request import ResourceRequest
 
 
 class AdmissionPolicy(ABC):
@@ -62,20 +64,13 @@ class Reservation:
 
     @classmethod
     def for_job(cls, ticket: JobTicket, round_: AdmissionRound) -> Reservation:
-        future = round_.allocation.copy()
-        running = [*round_.running, *round_.started]
-        ending = sorted(
-            (t for t in running if t.expected_end is not None and t.placement),
-            key=lambda t: t.expected_end,
-        )
-        for done in ending:
-            future.give_back(done.placement)
-            promised = future.place(ticket.request)
-            if promised is not None:
-                spare = round_.allocation.copy()
-                spare.withhold(promised)
-                return cls(done.expected_end, spare)
-        return cls(math.inf, None)
+        found = _earliest_fit(ticket.request, round_)
+        if found is None:
+            return cls(math.inf, None)
+        shadow_time, promised = found
+        spare = round_.allocation.copy()
+        spare.withhold(promised)
+        return cls(shadow_time, spare)
 
     def backfill(self, ticket: JobTicket, round_: AdmissionRound) -> Placement | None:
         walltime = ticket.request.walltime_s
@@ -87,6 +82,57 @@ class Reservation:
         if placement is not None and self.spare is not None:
             self.spare.withhold(placement)
         return placement
+
+
+def _earliest_fit(
+    request: ResourceRequest, round_: AdmissionRound
+) -> tuple[float, Placement] | None:
+    """When and where ``request`` fits first if running jobs end at their
+    walltimes, soonest first: ``(that end, the placement)``, or None.
+
+    The same answer as giving every ending job's resources back in turn and
+    trying to place after each, but resources come back (and placement is
+    tried) only on the nodes where one node's share of ``request`` fits by
+    count: a node that cannot hold it is never chosen, whatever else it has.
+    Requests spread over any nodes (several tasks, no ``nodes``) are judged by
+    the sum over all nodes, so for them every job is given back.
+    """
+    future = round_.allocation.copy()
+    ending = round_.ending()
+    if request.nodes is None and not request.exclusive and request.tasks > 1:
+        return _give_back_each(future, request, ending)
+    if future.place(request) is not None:  # fits now: the first end is the answer
+        return _give_back_each(future, request, ending)
+    pending: dict[int, list[NodeShare]] = {}
+    roomy: set[int] = set()  # nodes where a share fits: their resources are given back
+    for done in ending:
+        touched = False
+        for share in done.placement.shares:
+            rank = share.rank
+            if rank in roomy:
+                future.give_back(Placement((share,)))
+                touched = True
+                continue
+            waiting = pending.setdefault(rank, [])
+            waiting.append(share)
+            if future.share_fits(rank, request, waiting):
+                future.give_back(Placement(tuple(pending.pop(rank))))
+                roomy.add(rank)
+                touched = True
+        if touched and (promised := future.place(request)) is not None:
+            return done.expected_end, promised
+    return None
+
+
+def _give_back_each(
+    future: Allocation, request: ResourceRequest, ending: Iterable[JobTicket]
+) -> tuple[float, Placement] | None:
+    for done in ending:
+        future.give_back(done.placement)
+        promised = future.place(request)
+        if promised is not None:
+            return done.expected_end, promised
+    return None
 
 
 class BackfillPolicy(AdmissionPolicy):

@@ -115,3 +115,21 @@ def _reference_fit(candidates, per_node, request) -> Placement | None:
         chosen.append((node, tasks))
     chosen.sort(key=lambda item: item[0].spec.rank)
     return Placement(tuple(node.share_for(tasks, request) for node, tasks in chosen))
+
+
+def reference_earliest_fit(request: ResourceRequest, round_) -> tuple | None:
+    """The reservation's promise as computed before it was made lazy: give
+    every ending job back in turn (soonest first, ties in ``running`` order,
+    then started ones) and try to place after each."""
+    future = round_.allocation.copy()
+    running = [*round_.running, *round_.started]
+    ending = sorted(
+        (t for t in running if t.expected_end is not None and t.placement),
+        key=lambda t: t.expected_end,
+    )
+    for done in ending:
+        future.give_back(done.placement)
+        promised = future.place(request)
+        if promised is not None:
+            return done.expected_end, promised
+    return None

@@ -1,14 +1,22 @@
 """Admission policies on a simulated clock: order, backfill, fifo, starvation."""
 
+import math
+import random
+
+import pytest
+
 from snakemake_executor_plugin_matensemble.allocation import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.packer import AdmissionRound
 from snakemake_executor_plugin_matensemble.policies import (
     POLICIES,
     BackfillPolicy,
     FifoPolicy,
+    _earliest_fit,
     make_policy,
 )
+from snakemake_executor_plugin_matensemble.request import ResourceRequest
 
-from .packing import job, names, packer
+from .packing import job, names, packer, reference_earliest_fit
 
 
 def test_registry_names():
@@ -127,3 +135,57 @@ def test_gpu_jobs_wait_for_gpus_not_cores():
     p, _ = packer(BackfillPolicy(), cores=8, gpus=2)
     p.enqueue([job(gpus=1, name=f"g{i}") for i in range(3)] + [job(name="cpu")])
     assert names(p.admit()) == ["g0", "g1", "cpu"]
+
+
+# -- the lazy reservation promises what giving back every job did ---------------
+
+_BLOCKED = [
+    ResourceRequest(exclusive=True),
+    ResourceRequest(tasks=2, exclusive=True, nodes=2),
+    ResourceRequest(cores_per_task=2),
+    ResourceRequest(cores_per_task=5),
+    ResourceRequest(cores_per_task=3, gpus_per_task=1),
+    ResourceRequest(tasks=4, cores_per_task=2, nodes=2),
+    ResourceRequest(tasks=3, cores_per_task=1, nodes=3),
+    ResourceRequest(tasks=6, cores_per_task=2),
+]
+
+
+def _busy_packer(rng: random.Random):
+    p, clock = packer(BackfillPolicy(reserve_after=math.inf), cores=8, node_count=8, gpus=2)
+    for step in range(120):
+        clock.now = float(step)
+        cores, gpus = rng.choice(((1, 0), (1, 0), (2, 0), (3, 1), (4, 0), (1, 1), (6, 0)))
+        walltime = rng.choice((None, 10, 20, 30))  # ties on purpose
+        p.enqueue([job(cores=cores, gpus=gpus, walltime=walltime)])
+        p.admit()
+        if p.running and rng.random() < 0.3:
+            p.finish(rng.choice(list(p.running.values())))
+        if p.queue and rng.random() < 0.2:
+            p.withdraw_queued()
+    return p, clock
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_lazy_reservation_matches_giving_back_every_job(seed):
+    rng = random.Random(seed)
+    p, clock = _busy_packer(rng)
+    for by_end in (p.running_by_end, None):
+        round_ = AdmissionRound(p.queue, p.allocation, p.running.values(), clock.now, by_end=by_end)
+        for request in _BLOCKED:
+            assert _earliest_fit(request, round_) == reference_earliest_fit(request, round_)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_running_by_end_is_running_sorted_by_end(seed):
+    rng = random.Random(seed)
+    p, _ = _busy_packer(rng)
+    expected = sorted(
+        (t for t in p.running.values() if t.expected_end is not None), key=lambda t: t.expected_end
+    )
+    assert list(p.running_by_end()) == expected
+    # changed behind the packer's back (as tests do): rebuilt, same order
+    extra = job(walltime=1)
+    extra.started_at = 0.0
+    p.running[extra.key] = extra
+    assert next(iter(p.running_by_end())) is extra
