@@ -49,12 +49,13 @@ from snakemake_executor_plugin_matensemble.request import ResourceRequest
 
 CORES, GPUS = 56, 8
 
-#: (share of the jobs, request, runtime range in seconds)
+#: (share of the jobs, request, runtime range in seconds, Snakemake priority
+#: with --big-first)
 MIX = (
-    (0.40, ResourceRequest(), (300, 900)),
-    (0.40, ResourceRequest(cores_per_task=7, gpus_per_task=1), (300, 900)),
-    (0.10, ResourceRequest(exclusive=True), (600, 1200)),
-    (0.10, ResourceRequest(tasks=16, cores_per_task=7, gpus_per_task=1, nodes=2), (600, 1200)),
+    (0.40, ResourceRequest(), (300, 900), 0),
+    (0.40, ResourceRequest(cores_per_task=7, gpus_per_task=1), (300, 900), 0),
+    (0.10, ResourceRequest(exclusive=True), (600, 1200), 1),
+    (0.10, ResourceRequest(tasks=16, cores_per_task=7, gpus_per_task=1, nodes=2), (600, 1200), 1),
 )
 
 
@@ -64,31 +65,33 @@ def machine(nodes: int) -> list[NodeSpec]:
     return [NodeSpec(rank, f"frontier{rank:05d}", cores, gpus) for rank in range(nodes)]
 
 
-def workload(jobs: int, seed: int) -> list[tuple[ResourceRequest, int]]:
-    """``jobs`` (request, runtime s) pairs, the shapes of :data:`MIX` interleaved."""
+def workload(jobs: int, seed: int) -> list[tuple[ResourceRequest, int, int]]:
+    """``jobs`` (request, runtime s, priority) triples, the shapes of :data:`MIX`
+    interleaved; each request's walltime is its runtime."""
     rng = random.Random(seed)
-    weights = [share for share, _, _ in MIX]
+    weights = [entry[0] for entry in MIX]
     chosen = rng.choices(range(len(MIX)), weights, k=jobs)
     out = []
     for index in chosen:
-        _, request, (low, high) = MIX[index]
+        _, request, (low, high), priority = MIX[index]
         runtime = rng.randint(low, high)
-        out.append((ResourceRequest(**{**asdict(request), "walltime_s": runtime}), runtime))
+        request = ResourceRequest(**{**asdict(request), "walltime_s": runtime})
+        out.append((request, runtime, priority))
     return out
 
 
-def work(jobs: list[tuple[ResourceRequest, int]]) -> tuple[float, float, int]:
+def work(jobs: list[tuple[ResourceRequest, int, int]]) -> tuple[float, float, int]:
     """Core-seconds and GPU-seconds the jobs hold (an exclusive job: whole
     nodes), and the longest runtime."""
     core_s = gpu_s = 0.0
-    for request, runtime in jobs:
+    for request, runtime, _ in jobs:
         if request.exclusive:
             core_s += (request.nodes or 1) * CORES * runtime
             gpu_s += (request.nodes or 1) * GPUS * runtime
         else:
             core_s += request.total_cores * runtime
             gpu_s += request.total_gpus * runtime
-    return core_s, gpu_s, max(runtime for _, runtime in jobs)
+    return core_s, gpu_s, max(runtime for _, runtime, _ in jobs)
 
 
 class VirtualClock:
@@ -209,8 +212,12 @@ class Run:
         return 1024 * (self.peak_mb - self.base_mb) / self.jobs
 
 
-def simulate(nodes: int, jobs: int, seed: int, reserve_after: float) -> Run:
-    """One run of ``jobs`` jobs on ``nodes`` nodes; every job must finish."""
+def simulate(
+    nodes: int, jobs: int, seed: int, reserve_after: float, big_first: bool = False
+) -> Run:
+    """One run of ``jobs`` jobs on ``nodes`` nodes; every job must finish.
+    ``big_first``: whole-node and MPI jobs get a higher priority (a rule's
+    ``priority:``)."""
     logging.getLogger("snakemake.logging.matensemble").setLevel(logging.WARNING)
     specs = machine(nodes)
     base_mb = rss_mb()
@@ -219,8 +226,11 @@ def simulate(nodes: int, jobs: int, seed: int, reserve_after: float) -> Run:
     # no schedule ends sooner: work over capacity per resource, or the longest job
     bound = max(core_s / (nodes * CORES), gpu_s / (nodes * GPUS), longest)
     clock = VirtualClock()
-    tickets = [JobTicket(key, request) for key, (request, _) in enumerate(mix)]
-    backend = SimulatedBackend(clock, {key: runtime for key, (_, runtime) in enumerate(mix)})
+    tickets = [
+        JobTicket(key, request, priority if big_first else 0)
+        for key, (request, _, priority) in enumerate(mix)
+    ]
+    backend = SimulatedBackend(clock, {key: runtime for key, (_, runtime, _) in enumerate(mix)})
     packer = Packer(Allocation(specs), BackfillPolicy(reserve_after), clock=clock)
     listener = Listener(jobs)
     dispatcher = Dispatcher(packer, backend, listener, launch_spec, idle_timeout=1.0)
@@ -251,7 +261,7 @@ def placement_cost(nodes: int, seed: int, calls: int = 20_000) -> dict[str, floa
     """µs per ``Allocation.place`` of each shape on ``nodes`` nodes filled to about half."""
     rng = random.Random(seed)
     allocation = Allocation(machine(nodes))
-    shapes = [request for _, request, _ in MIX]
+    shapes = [entry[1] for entry in MIX]
     while allocation.free_cores > nodes * CORES // 2:
         placement = allocation.place(rng.choice(shapes))
         if placement is not None:

@@ -417,26 +417,23 @@ class Allocation:
             node.free_gpus = [g for g in node.free_gpus if g not in gpus]
             self._index(node)
 
-    def share_fits(
-        self, rank: int, request: ResourceRequest, coming: Iterable[NodeShare] = ()
-    ) -> bool:
-        """Whether node ``rank``, with ``coming`` given back too, has room (by
-        count) for the smallest share of ``request`` any of its nodes gets:
-        idle for an exclusive request. A placement that failed can succeed
-        after resources come back only if this holds on a node they came to."""
+    def room(self, rank: int) -> tuple[int, int, int, int] | None:
+        """``(free cores, free GPUs, cores, GPUs)`` of node ``rank``, or None
+        if no job may start there (drained, down, not in the allocation)."""
         node = self._by_rank.get(rank)
         if node is None or not node.usable:
-            return False
-        cores, gpus = len(node.free_cores), len(node.free_gpus)
-        for share in coming:
-            cores += len(share.cores)
-            gpus += len(share.gpus)
-        if request.exclusive and (cores, gpus) != (len(node.spec.cores), len(node.spec.gpus)):
-            return False
+            return None
+        spec = node.spec
+        return len(node.free_cores), len(node.free_gpus), len(spec.cores), len(spec.gpus)
+
+    @staticmethod
+    def share_need(request: ResourceRequest) -> tuple[int, int, bool]:
+        """``(cores, GPUs, whole)``: what one node must have free for the
+        smallest share of ``request`` any of its nodes gets (``whole``: and be
+        idle). A placement that failed can succeed after resources come back
+        only if some node they came to has that now."""
         tasks = min(_split(request.tasks, request.nodes or 1))
-        if cores < tasks * request.cores_per_task:
-            return False
-        return gpus >= tasks * request.gpus_per_task
+        return tasks * request.cores_per_task, tasks * request.gpus_per_task, request.exclusive
 
     def why_never_fits(self, request: ResourceRequest) -> tuple[str, object, str] | None:
         """If ``request`` cannot run even on the idle allocation, say why.

@@ -211,9 +211,9 @@ class Packer:
         #: running job key -> when it joined ``running`` (a counter)
         self._joined: dict[int, int] = {}
         self._joins = 0
-        #: (expected end, joined, push, ticket) of running jobs: a heap, with
+        #: (expected end, joined, push, ticket, started at) of running jobs: a heap, with
         #: stale entries dropped as they are met (see :meth:`running_by_end`)
-        self._ends: list[tuple[float, int, int, JobTicket]] = []
+        self._ends: list[tuple[float, int, int, JobTicket, float]] = []
         self._pushes = 0
         self.deadline = deadline if deadline is not None else DeadlineGuard(clock=clock, wall=wall)
         #: the earliest latest-start of a queued job (packer clock): before it,
@@ -288,18 +288,21 @@ class Packer:
         end = ticket.expected_end
         if end is not None:
             self._pushes += 1
-            heapq.heappush(self._ends, (end, self._joined[ticket.key], self._pushes, ticket))
+            entry = (end, self._joined[ticket.key], self._pushes, ticket, ticket.started_at)
+            heapq.heappush(self._ends, entry)
 
     def _pop_running(self, key: int) -> JobTicket | None:
         self._joined.pop(key, None)
         return self.running.pop(key, None)
 
-    def _live(self, entry: tuple[float, int, int, JobTicket]) -> bool:
-        end, joined, _, ticket = entry
+    def _live(self, entry: tuple[float, int, int, JobTicket, float]) -> bool:
+        """Whether a heap entry still stands for a running job as it runs now."""
+        _, joined, _, ticket, started_at = entry
+        key = ticket.key
         return (
-            self.running.get(ticket.key) is ticket
-            and self._joined.get(ticket.key) == joined
-            and ticket.expected_end == end
+            self._joined.get(key) == joined
+            and ticket.started_at == started_at
+            and self.running.get(key) is ticket
         )
 
     def _reindex_ends(self) -> None:
@@ -321,9 +324,10 @@ class Packer:
         if len(self._joined) != len(self.running) or len(self._ends) > 2 * len(self.running) + 64:
             self._reindex_ends()
         heap = list(self._ends)
+        live, pop = self._live, heapq.heappop
         while heap:
-            entry = heapq.heappop(heap)
-            if self._live(entry):
+            entry = pop(heap)
+            if live(entry):
                 yield entry[3]
 
     def chain(self) -> list[JobTicket]:

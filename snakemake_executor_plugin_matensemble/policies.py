@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .allocation import Allocation, NodeShare, Placement
+from .allocation import Allocation, Placement
 from .packer import AdmissionRound, JobTicket
 from .request import ResourceRequest
 
@@ -103,7 +103,9 @@ def _earliest_fit(
         return _give_back_each(future, request, ending)
     if future.place(request) is not None:  # fits now: the first end is the answer
         return _give_back_each(future, request, ending)
-    pending: dict[int, list[NodeShare]] = {}
+    need_cores, need_gpus, whole = future.share_need(request)
+    #: rank -> [free cores, free GPUs, shares not given back yet], by count
+    counted: dict[int, list] = {}
     roomy: set[int] = set()  # nodes where a share fits: their resources are given back
     for done in ending:
         touched = False
@@ -113,15 +115,32 @@ def _earliest_fit(
                 future.give_back(Placement((share,)))
                 touched = True
                 continue
-            waiting = pending.setdefault(rank, [])
-            waiting.append(share)
-            if future.share_fits(rank, request, waiting):
-                future.give_back(Placement(tuple(pending.pop(rank))))
+            count = counted.get(rank)
+            if count is None:
+                room = future.room(rank)
+                if room is None:  # drained or down: never chosen
+                    continue
+                count = counted[rank] = [room[0], room[1], []]
+            count[0] += len(share.cores)
+            count[1] += len(share.gpus)
+            count[2].append(share)
+            fits = count[0] >= need_cores and count[1] >= need_gpus
+            if fits and whole:
+                fits = (count[0], count[1]) == room_of_node(future, rank)
+            if fits:
+                future.give_back(Placement(tuple(count[2])))
+                del counted[rank]
                 roomy.add(rank)
                 touched = True
         if touched and (promised := future.place(request)) is not None:
             return done.expected_end, promised
     return None
+
+
+def room_of_node(allocation: Allocation, rank: int) -> tuple[int, int]:
+    """Cores and GPUs node ``rank`` has in all."""
+    room = allocation.room(rank)
+    return (room[2], room[3]) if room is not None else (-1, -1)
 
 
 def _give_back_each(
