@@ -23,6 +23,7 @@ job, and the cost of one ``Allocation.place`` on the full machine, half full.
 from __future__ import annotations
 
 import argparse
+import array
 import heapq
 import json
 import logging
@@ -115,13 +116,19 @@ class SimulatedBackend(Backend):
         self._woken = threading.Event()
         #: CPU seconds spent inside this backend (not the plugin's)
         self.cpu_s = 0.0
+        #: per launch: start, end, cores held (for the utilization figures)
+        self.starts, self.ends, self.cores = array.array("d"), array.array("d"), array.array("d")
 
     def discover(self) -> list[NodeSpec]:
         return []
 
     def launch(self, spec: LaunchSpec, placement, after: int | None = None) -> str:
         began = time.thread_time()
-        heapq.heappush(self._ends, (self.clock.now + self.runtimes[spec.key], spec.key))
+        end = self.clock.now + self.runtimes[spec.key]
+        heapq.heappush(self._ends, (end, spec.key))
+        self.starts.append(self.clock.now)
+        self.ends.append(end)
+        self.cores.append(placement.ncores)
         self.cpu_s += time.thread_time() - began
         return f"sim-{spec.key}"
 
@@ -148,6 +155,17 @@ class SimulatedBackend(Backend):
 
     def close(self) -> None:
         pass
+
+    def busy_while_queued(self, cores: int) -> float:
+        """The share of all cores held by jobs from 0 until the last job started."""
+        until = max(self.starts)
+        if until <= 0:
+            return 1.0
+        held = sum(
+            n * (min(end, until) - start)
+            for start, end, n in zip(self.starts, self.ends, self.cores, strict=True)
+        )
+        return held / (cores * until)
 
 
 class Listener:
@@ -198,6 +216,8 @@ class Run:
     lower_bound_s: float
     base_mb: float
     peak_mb: float
+    #: share of the cores busy until the last job started (the queue emptied)
+    busy_while_queued: float
 
     @property
     def ms_per_job(self) -> float:
@@ -244,6 +264,7 @@ def simulate(
     if listener.finished != jobs:
         raise SystemExit(f"only {listener.finished} of {jobs} jobs finished")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    busy = backend.busy_while_queued(nodes * CORES)
     return Run(
         nodes,
         jobs,
@@ -254,6 +275,7 @@ def simulate(
         bound,
         base_mb,
         peak_mb,
+        busy,
     )
 
 
@@ -275,10 +297,11 @@ def placement_cost(nodes: int, seed: int, calls: int = 20_000) -> dict[str, floa
     return costs
 
 
-def run_child(nodes: int, jobs: int, seed: int, reserve_after: float) -> Run:
+def run_child(nodes: int, jobs: int, seed: int, reserve_after: float, big_first: bool) -> Run:
     """:func:`simulate` in a fresh interpreter (its own peak memory)."""
+    argv = [str(nodes), str(jobs), str(seed), str(reserve_after), str(int(big_first))]
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(nodes), str(jobs), str(seed), str(reserve_after)],
+        [sys.executable, __file__, "--child", *argv],
         check=True,
         capture_output=True,
         text=True,
@@ -289,21 +312,23 @@ def run_child(nodes: int, jobs: int, seed: int, reserve_after: float) -> Run:
 def report(runs: list[Run], costs: dict[str, float]) -> str:
     lines = [
         "| nodes | jobs | plugin CPU s | ms/job | jobs/CPU s | sim. backend CPU s "
-        "| wall s | makespan / lower bound | peak RSS MB | KB/job |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| wall s | makespan / lower bound | cores busy while queued | peak RSS MB | KB/job |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         lines.append(
             f"| {run.nodes:,} | {run.jobs:,} | {run.plugin_cpu_s:.2f} | {run.ms_per_job:.3f} "
             f"| {run.jobs_per_cpu_s:,.0f} | {run.backend_cpu_s:.2f} | {run.wall_s:.1f} "
             f"| {run.makespan_s:,.0f} / {run.lower_bound_s:,.0f} s = "
-            f"{run.makespan_s / run.lower_bound_s:.3f}x | {run.peak_mb:.0f} "
+            f"{run.makespan_s / run.lower_bound_s:.3f}x | {100 * run.busy_while_queued:.1f}% "
+            f"| {run.peak_mb:.0f} "
             f"| {run.kb_per_job:.2f} |"
         )
     if len(runs) == 2:
         small, big = runs
         lines.append(
-            f"\n{small.jobs:,} -> {big.jobs:,} jobs: plugin CPU per job x"
+            f"\n{small.jobs:,} jobs on {small.nodes:,} nodes -> {big.jobs:,} on {big.nodes:,}: "
+            f"plugin CPU per job x"
             f"{big.ms_per_job / small.ms_per_job:.2f}, memory per job x"
             f"{big.kb_per_job / small.kb_per_job:.2f}"
         )
@@ -314,8 +339,8 @@ def report(runs: list[Run], costs: dict[str, float]) -> str:
 
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
-        nodes, jobs, seed, reserve_after = sys.argv[2:6]
-        run = simulate(int(nodes), int(jobs), int(seed), float(reserve_after))
+        nodes, jobs, seed, reserve_after, big_first = sys.argv[2:7]
+        run = simulate(int(nodes), int(jobs), int(seed), float(reserve_after), big_first == "1")
         print(json.dumps(asdict(run)))
         return
     parser = argparse.ArgumentParser(
@@ -326,13 +351,25 @@ def main() -> None:
     parser.add_argument(
         "--small-jobs", type=int, default=10_000, help="the smaller run to compare with (0: none)"
     )
+    parser.add_argument(
+        "--small-nodes", type=int, help="nodes of the smaller run (default: --nodes)"
+    )
+    parser.add_argument(
+        "--big-first",
+        action="store_true",
+        help="whole-node and MPI jobs get a higher priority (a rule's priority:)",
+    )
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument(
         "--reserve-after", type=float, default=60.0, help="the backfill policy's reserve-after"
     )
     args = parser.parse_args()
-    sizes = [n for n in (args.small_jobs, args.jobs) if n]
-    runs = [run_child(args.nodes, n, args.seed, args.reserve_after) for n in sizes]
+    sizes = [(args.small_nodes or args.nodes, args.small_jobs), (args.nodes, args.jobs)]
+    runs = [
+        run_child(nodes, jobs, args.seed, args.reserve_after, args.big_first)
+        for nodes, jobs in sizes
+        if jobs
+    ]
     print(report(runs, placement_cost(args.nodes, args.seed)))
     if not math.isfinite(runs[-1].lower_bound_s):
         raise SystemExit("no lower bound")
