@@ -2,6 +2,7 @@
 
     uv run python benchmarks/full_machine.py    # 9,408 nodes; 10,000 then 100,000 jobs
     uv run python benchmarks/full_machine.py --nodes 200 --jobs 5000 --small-jobs 500
+    PATH=/opt/flux/bin:$PATH uv run python benchmarks/full_machine.py --nodes 1000 --flux 2000
 
 The real dispatcher (its own thread), packer, backfill policy and allocation
 run against a simulated backend: a launched job "runs" for its declared
@@ -18,6 +19,10 @@ apart), ms per placement and jobs started per CPU second, the makespan
 against the lower bound (max of core-seconds / cores, GPU-seconds / GPUs, the
 longest job), peak memory; then the 10k -> 100k growth of CPU and memory per
 job, and the cost of one ``Allocation.place`` on the full machine, half full.
+
+``--flux JOBS``: the same jobs under real Flux instead (see ``_flux_fake.py``):
+a one-broker test instance claiming ``--nodes`` fake nodes, jobs in Flux's test
+execution mode, the plugin's jobs/s against raw submission of the same jobspecs.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+
+from _flux_fake import run_in_flux
 
 from snakemake_executor_plugin_matensemble.allocation import Allocation, NodeSpec
 from snakemake_executor_plugin_matensemble.backends.base import (
@@ -337,6 +344,21 @@ def report(runs: list[Run], costs: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def flux_report(figures: dict) -> str:
+    plugin = figures["jobs"] / figures["plugin_wall_s"]
+    raw = figures["jobs"] / figures["raw_wall_s"]
+    executor = figures["jobs"] / figures["executor_wall_s"]
+    return (
+        f"real Flux, {figures['nodes']:,} fake nodes, {figures['jobs']:,} jobs in test execution:\n"
+        f"  plugin: {figures['plugin_wall_s']:.1f} s, {plugin:.0f} jobs/s "
+        f"(dispatcher CPU {figures['plugin_cpu_s']:.2f} s, {figures['plugin_failed']} failed)\n"
+        f"  raw submission of the same jobspecs: {figures['raw_wall_s']:.1f} s, {raw:.0f} jobs/s\n"
+        f"  the same jobspecs through one FluxExecutor, no plugin: "
+        f"{figures['executor_wall_s']:.1f} s, {executor:.0f} jobs/s\n"
+        f"  plugin / raw: {plugin / raw:.2f}x"
+    )
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         nodes, jobs, seed, reserve_after, big_first = sys.argv[2:7]
@@ -363,7 +385,17 @@ def main() -> None:
     parser.add_argument(
         "--reserve-after", type=float, default=60.0, help="the backfill policy's reserve-after"
     )
+    parser.add_argument(
+        "--flux",
+        type=int,
+        metavar="JOBS",
+        help="instead: JOBS jobs under real Flux (test execution, --nodes fake nodes), "
+        "the plugin against raw submission of the same jobspecs",
+    )
     args = parser.parse_args()
+    if args.flux:
+        print(flux_report(run_in_flux(args.nodes, CORES, GPUS, args.flux, args.seed)))
+        return
     sizes = [(args.small_nodes or args.nodes, args.small_jobs), (args.nodes, args.jobs)]
     runs = [
         run_child(nodes, jobs, args.seed, args.reserve_after, args.big_first)
