@@ -104,6 +104,13 @@ class _Listener:
         pass
 
 
+def _settle() -> None:
+    """Every job inactive, and purged: each mode starts from an empty job list
+    (Flux slows down as inactive jobs pile up)."""
+    subprocess.run(["flux", "queue", "drain"], check=True)
+    subprocess.run(["flux", "job", "purge", "--force", "--num-limit=0", "--batch=100"], check=True)
+
+
 def _inside(nodes: int, jobs: int, seed: int) -> dict:
     import flux
     import flux.job
@@ -142,7 +149,7 @@ def _inside(nodes: int, jobs: int, seed: int) -> dict:
     plugin_wall = time.perf_counter() - began
     plugin_cpu = dispatcher.cpu_s
     dispatcher.stop(timeout=30)
-    subprocess.run(["flux", "queue", "drain"], check=True)
+    _settle()
 
     # (2) raw: the same jobspecs (no rank pinning), submitted in a loop
     handle = flux.Flux()
@@ -162,6 +169,7 @@ def _inside(nodes: int, jobs: int, seed: int) -> dict:
         future.get_id()
     subprocess.run(["flux", "queue", "drain"], check=True)
     raw_wall = time.perf_counter() - began
+    _settle()
 
     # (3) the same jobspecs through one FluxExecutor (the plugin's way of
     # following jobs, without the plugin): where the gap to raw comes from
