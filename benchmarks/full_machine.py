@@ -245,7 +245,6 @@ def simulate(
     """One run of ``jobs`` jobs on ``nodes`` nodes; every job must finish.
     ``big_first``: whole-node and MPI jobs get a higher priority (a rule's
     ``priority:``)."""
-    logging.getLogger("snakemake.logging.matensemble").setLevel(logging.WARNING)
     specs = machine(nodes)
     base_mb = rss_mb()
     mix = workload(jobs, seed)
@@ -361,6 +360,7 @@ def flux_report(figures: dict) -> str:
 
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
+        logging.getLogger("snakemake.logging.matensemble").setLevel(logging.WARNING)
         nodes, jobs, seed, reserve_after, big_first = sys.argv[2:7]
         run = simulate(int(nodes), int(jobs), int(seed), float(reserve_after), big_first == "1")
         print(json.dumps(asdict(run)))

@@ -132,7 +132,9 @@ class Allocation:
     by ``(free cores, free GPUs)``, and usable idle nodes apart, so placement
     costs the same on 16 nodes as on 9,408. Copies share node states until
     one side changes a node (copy on write), so a copy costs O(distinct free
-    counts), not O(nodes).
+    counts), not O(nodes). Change nodes only through the allocation's methods
+    (``take``, ``give_back``, ``withhold``, ``claim``, ``drain``...): a
+    :class:`NodeState` changed behind its back is not re-indexed.
 
     ``hints``: what the backend wants said when a request can never fit, by
     what is short (``"cores"``, ``"gpus"``, ``"nodes"``): where that resource
