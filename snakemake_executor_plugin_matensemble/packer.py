@@ -323,8 +323,10 @@ class Packer:
         they joined ``running``); O(running) copy, then O(log n) per job read."""
         if len(self._joined) != len(self.running) or len(self._ends) > 2 * len(self.running) + 64:
             self._reindex_ends()
-        heap = list(self._ends)
         live, pop = self._live, heapq.heappop
+        while self._ends and not live(self._ends[0]):  # jobs that ended: mostly on top
+            pop(self._ends)
+        heap = list(self._ends)
         while heap:
             entry = pop(heap)
             if live(entry):

@@ -104,7 +104,7 @@ def _earliest_fit(
     if future.place(request) is not None:  # fits now: the first end is the answer
         return _give_back_each(future, request, ending)
     need_cores, need_gpus, whole = future.share_need(request)
-    #: rank -> [free cores, free GPUs, shares not given back yet], by count
+    #: rank -> [free cores, free GPUs, shares not given back yet, (cores, GPUs)]
     counted: dict[int, list] = {}
     roomy: set[int] = set()  # nodes where a share fits: their resources are given back
     for done in ending:
@@ -120,13 +120,13 @@ def _earliest_fit(
                 room = future.room(rank)
                 if room is None:  # drained or down: never chosen
                     continue
-                count = counted[rank] = [room[0], room[1], []]
+                count = counted[rank] = [room[0], room[1], [], room[2:]]
             count[0] += len(share.cores)
             count[1] += len(share.gpus)
             count[2].append(share)
             fits = count[0] >= need_cores and count[1] >= need_gpus
             if fits and whole:
-                fits = (count[0], count[1]) == room_of_node(future, rank)
+                fits = (count[0], count[1]) == count[3]
             if fits:
                 future.give_back(Placement(tuple(count[2])))
                 del counted[rank]
@@ -135,12 +135,6 @@ def _earliest_fit(
         if touched and (promised := future.place(request)) is not None:
             return done.expected_end, promised
     return None
-
-
-def room_of_node(allocation: Allocation, rank: int) -> tuple[int, int]:
-    """Cores and GPUs node ``rank`` has in all."""
-    room = allocation.room(rank)
-    return (room[2], room[3]) if room is not None else (-1, -1)
 
 
 def _give_back_each(
