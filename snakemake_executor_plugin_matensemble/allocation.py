@@ -159,6 +159,8 @@ class Allocation:
         self._free_cores = self._free_gpus = 0
         for node in self.nodes:
             self._index(node)
+        sizes = {(len(spec.cores), len(spec.gpus)) for spec in self.specs}
+        self._node_size = sizes.pop() if len(sizes) == 1 else None
 
     # -- the index ----------------------------------------------------------------
     def _index(self, node: NodeState) -> None:
@@ -303,6 +305,7 @@ class Allocation:
         twin._never_fits = self._never_fits
         twin._usable, twin._idle = self._usable.copy(), self._idle.copy()
         twin._free_cores, twin._free_gpus = self._free_cores, self._free_gpus
+        twin._node_size = self._node_size
         return twin
 
     def empty_copy(self) -> Allocation:
@@ -427,6 +430,16 @@ class Allocation:
             return None
         spec = node.spec
         return len(node.free_cores), len(node.free_gpus), len(spec.cores), len(spec.gpus)
+
+    @property
+    def node_size(self) -> tuple[int, int] | None:
+        """``(cores, GPUs)`` of every node when all nodes are alike, else None."""
+        return self._node_size
+
+    @property
+    def idle_count(self) -> int:
+        """Usable nodes with nothing taken."""
+        return len(self._idle)
 
     @staticmethod
     def share_need(request: ResourceRequest) -> tuple[int, int, bool]:

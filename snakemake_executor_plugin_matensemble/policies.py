@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .allocation import Allocation, Placement
-from .packer import AdmissionRound, JobTicket
+from .packer import NEVER, AdmissionRound, JobTicket
 from .request import ResourceRequest
 
 
@@ -103,6 +103,11 @@ def _earliest_fit(
         return _give_back_each(future, request, ending)
     if future.place(request) is not None:  # fits now: the first end is the answer
         return _give_back_each(future, request, ending)
+    if round_.empties is not None and _needs_empty_nodes(request, future):
+        found = _when_nodes_empty(request, round_, future)
+        if found is not _UNKNOWN:
+            return found
+        future = round_.allocation.copy()
     need_cores, need_gpus, whole = future.share_need(request)
     #: rank -> [free cores, free GPUs, shares not given back yet, (cores, GPUs)]
     counted: dict[int, list] = {}
@@ -135,6 +140,74 @@ def _earliest_fit(
         if touched and (promised := future.place(request)) is not None:
             return done.expected_end, promised
     return None
+
+
+_UNKNOWN = object()
+
+
+def _needs_empty_nodes(request: ResourceRequest, allocation: Allocation) -> bool:
+    """Whether each node of ``request`` must be empty (all nodes alike): an
+    exclusive request, or a share that needs every core of a node. Then the
+    answer is when enough nodes empty, found from the packer's index of when
+    each node empties instead of walking every running job."""
+    size = allocation.node_size
+    if size is None:
+        return False
+    need_cores, need_gpus, whole = allocation.share_need(request)
+    if need_cores > size[0] or need_gpus > size[1]:
+        return False
+    return whole or need_cores == size[0]
+
+
+def _when_nodes_empty(request: ResourceRequest, round_: AdmissionRound, future: Allocation):
+    """:func:`_earliest_fit` for a request that needs empty nodes: the end of
+    the job after which enough nodes are empty, and the placement then; None
+    if never; ``_UNKNOWN`` if the index cannot tell (then walk)."""
+    packer = round_.empties
+    #: rank -> (end, 1, i) of the last job started this round there
+    started: dict[int, tuple] = {}
+    holders: dict[int, list[JobTicket]] = {}
+    for i, ticket in enumerate(round_.started):
+        end = ticket.expected_end
+        when = (end, 1, i) if end is not None else NEVER
+        for rank in ticket.placement.ranks:
+            started[rank] = max(started.get(rank, when), when)
+            holders.setdefault(rank, []).append(ticket)
+    wanted = (request.nodes or 1) - future.idle_count
+    if wanted <= 0:
+        return _UNKNOWN
+    candidates = []
+    for when, rank in packer.nodes_by_empty_time():
+        if len(candidates) >= wanted and when > candidates[wanted - 1][0]:
+            break  # (nodes that empty with the same job as the last one count too)
+        if rank not in started and future.room(rank) is not None:
+            candidates.append((when, rank))
+    for rank, when in started.items():
+        if future.room(rank) is None:
+            continue
+        held = packer.empties_at(rank)
+        if held is not None:
+            when = max(when, held)
+        if when < NEVER:
+            candidates.append((when, rank))
+    candidates.sort()
+    if len(candidates) < wanted:
+        return _UNKNOWN if started else None
+    shadow = candidates[wanted - 1][0]
+    for when, rank in candidates:
+        if when > shadow:
+            break
+        for ticket in packer.holders(rank) + holders.get(rank, []):
+            future.give_back(
+                Placement(tuple(share for share in ticket.placement.shares if share.rank == rank))
+            )
+        room = future.room(rank)
+        if room is None or room[:2] != room[2:]:
+            return _UNKNOWN
+    promised = future.place(request)
+    if promised is None:
+        return _UNKNOWN
+    return shadow[0], promised
 
 
 def _give_back_each(
