@@ -12,7 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .allocation import Allocation, Placement
 from .packer import NEVER, AdmissionRound, JobTicket
@@ -91,9 +91,10 @@ def _earliest_fit(
     walltimes, soonest first: ``(that end, the placement)``, or None.
 
     The same answer as giving every ending job's resources back in turn and
-    trying to place after each, but resources come back (and placement is
-    tried) only on the nodes where one node's share of ``request`` fits by
-    count: a node that cannot hold it is never chosen, whatever else it has.
+    trying to place after each (:func:`_give_back_each`), found cheaper: a
+    request that needs empty nodes asks the packer's index of when each node
+    empties (:func:`_when_nodes_empty`); others give resources back only on
+    nodes where one node's share fits by count (:func:`_walk_roomy_nodes`).
     Requests spread over any nodes (several tasks, no ``nodes``) are judged by
     the sum over all nodes, so for them every job is given back.
     """
@@ -108,10 +109,20 @@ def _earliest_fit(
         if found is not _UNKNOWN:
             return found
         future = round_.allocation.copy()
+    return _walk_roomy_nodes(future, request, ending)
+
+
+def _walk_roomy_nodes(
+    future: Allocation, request: ResourceRequest, ending: Iterable[JobTicket]
+) -> tuple[float, Placement] | None:
+    """Give ending jobs back, by count until a node could hold a share of
+    ``request`` ("roomy"), for real from then on; try to place only when a
+    roomy node changed. A node that cannot hold a share is never chosen,
+    whatever else it has, so its state does not matter."""
     need_cores, need_gpus, whole = future.share_need(request)
     #: rank -> [free cores, free GPUs, shares not given back yet, (cores, GPUs)]
     counted: dict[int, list] = {}
-    roomy: set[int] = set()  # nodes where a share fits: their resources are given back
+    roomy: set[int] = set()
     for done in ending:
         touched = False
         for share in done.placement.shares:
@@ -142,14 +153,13 @@ def _earliest_fit(
     return None
 
 
+#: :func:`_when_nodes_empty` cannot tell: walk instead
 _UNKNOWN = object()
 
 
 def _needs_empty_nodes(request: ResourceRequest, allocation: Allocation) -> bool:
     """Whether each node of ``request`` must be empty (all nodes alike): an
-    exclusive request, or a share that needs every core of a node. Then the
-    answer is when enough nodes empty, found from the packer's index of when
-    each node empties instead of walking every running job."""
+    exclusive request, or a share that needs every core of a node."""
     size = allocation.node_size
     if size is None:
         return False
@@ -161,28 +171,58 @@ def _needs_empty_nodes(request: ResourceRequest, allocation: Allocation) -> bool
 
 def _when_nodes_empty(request: ResourceRequest, round_: AdmissionRound, future: Allocation):
     """:func:`_earliest_fit` for a request that needs empty nodes: the end of
-    the job after which enough nodes are empty, and the placement then; None
-    if never; ``_UNKNOWN`` if the index cannot tell (then walk)."""
-    packer = round_.empties
-    #: rank -> (end, 1, i) of the last job started this round there
-    started: dict[int, tuple] = {}
-    holders: dict[int, list[JobTicket]] = {}
-    for i, ticket in enumerate(round_.started):
-        end = ticket.expected_end
-        when = (end, 1, i) if end is not None else NEVER
-        for rank in ticket.placement.ranks:
-            started[rank] = max(started.get(rank, when), when)
-            holders.setdefault(rank, []).append(ticket)
+    the job after which enough nodes are empty (from the packer's index, and
+    the jobs started in this round), and the placement then; None if never;
+    ``_UNKNOWN`` if the index cannot tell."""
     wanted = (request.nodes or 1) - future.idle_count
     if wanted <= 0:
         return _UNKNOWN
+    started = _started_on_nodes(round_.started)
+    candidates = _first_to_empty(round_.empties, future, started, wanted)
+    if len(candidates) < wanted:
+        return None
+    shadow = candidates[wanted - 1][0]
+    for when, rank in candidates:
+        if when > shadow:
+            break
+        held = round_.empties.holders(rank) + started.get(rank, ([], None))[0]
+        for ticket in held:
+            share = tuple(share for share in ticket.placement.shares if share.rank == rank)
+            future.give_back(Placement(share))
+        room = future.room(rank)
+        if room is None or room[:2] != room[2:]:
+            return _UNKNOWN
+    promised = future.place(request)
+    if promised is None:
+        return _UNKNOWN
+    return shadow[0], promised
+
+
+def _started_on_nodes(started: list[JobTicket]) -> dict[int, tuple[list[JobTicket], tuple]]:
+    """rank -> (jobs started this round there, when the last of them ends as
+    ``(end, 1, i)``, after every running job that ends at the same time)."""
+    on_nodes: dict[int, tuple[list[JobTicket], tuple]] = {}
+    for i, ticket in enumerate(started):
+        end = ticket.expected_end
+        when = (end, 1, i) if end is not None else NEVER
+        for rank in ticket.placement.ranks:
+            jobs, last = on_nodes.get(rank, ([], when))
+            on_nodes[rank] = ([*jobs, ticket], max(last, when))
+    return on_nodes
+
+
+def _first_to_empty(
+    packer: Any, future: Allocation, started: dict[int, tuple], wanted: int
+) -> list[tuple[tuple, int]]:
+    """``(when, rank)`` of the first ``wanted`` usable nodes to empty, and of
+    any that empty with the last of them (a job on several nodes), soonest first."""
     candidates = []
     for when, rank in packer.nodes_by_empty_time():
         if len(candidates) >= wanted and when > candidates[wanted - 1][0]:
-            break  # (nodes that empty with the same job as the last one count too)
+            break
         if rank not in started and future.room(rank) is not None:
             candidates.append((when, rank))
-    for rank, when in started.items():
+    for rank, (_, when) in started.items():
         if future.room(rank) is None:
             continue
         held = packer.empties_at(rank)
@@ -191,23 +231,7 @@ def _when_nodes_empty(request: ResourceRequest, round_: AdmissionRound, future: 
         if when < NEVER:
             candidates.append((when, rank))
     candidates.sort()
-    if len(candidates) < wanted:
-        return _UNKNOWN if started else None
-    shadow = candidates[wanted - 1][0]
-    for when, rank in candidates:
-        if when > shadow:
-            break
-        for ticket in packer.holders(rank) + holders.get(rank, []):
-            future.give_back(
-                Placement(tuple(share for share in ticket.placement.shares if share.rank == rank))
-            )
-        room = future.room(rank)
-        if room is None or room[:2] != room[2:]:
-            return _UNKNOWN
-    promised = future.place(request)
-    if promised is None:
-        return _UNKNOWN
-    return shadow[0], promised
+    return candidates
 
 
 def _give_back_each(
