@@ -1,5 +1,8 @@
 """Per-node placement: fragmentation, multi-node, exclusive, GPUs."""
 
+import copy
+import random
+
 import pytest
 
 from snakemake_executor_plugin_matensemble.allocation import (
@@ -9,6 +12,8 @@ from snakemake_executor_plugin_matensemble.allocation import (
     Placement,
 )
 from snakemake_executor_plugin_matensemble.request import ResourceRequest
+
+from .packing import ReferenceAllocation
 
 
 def nodes(count: int, cores: int, gpus: int = 0) -> list[NodeSpec]:
@@ -142,3 +147,100 @@ def test_a_gpu_job_without_gpus_is_told_the_backends_hint():
     # hints survive copies (the never-fits check places on an empty copy)
     assert local.empty_copy().hints == local.hints
     assert local.copy().hints == local.hints
+
+
+# -- the indexed allocation decides exactly as the scan of every node did --------
+
+_SHAPES = [
+    ResourceRequest(),
+    ResourceRequest(cores_per_task=3),
+    ResourceRequest(cores_per_task=7, gpus_per_task=1),
+    ResourceRequest(tasks=3, cores_per_task=2),
+    ResourceRequest(tasks=9, cores_per_task=1),
+    ResourceRequest(tasks=4, gpus_per_task=1),
+    ResourceRequest(tasks=4, cores_per_task=2, nodes=2),
+    ResourceRequest(tasks=3, cores_per_task=1, nodes=3),
+    ResourceRequest(tasks=5, cores_per_task=1, gpus_per_task=1, nodes=2),
+    ResourceRequest(exclusive=True),
+    ResourceRequest(tasks=2, exclusive=True, nodes=2),
+    ResourceRequest(tasks=1, exclusive=True, nodes=2),
+    ResourceRequest(tasks=30, cores_per_task=1),
+]
+
+
+def _random_specs(rng: random.Random) -> list[NodeSpec]:
+    count = rng.randint(1, 12)
+    return [
+        NodeSpec(
+            rank * 3 + rng.randint(0, 2),  # ranks need not be dense
+            f"n{rank}",
+            tuple(range(rng.choice((4, 4, 8, 6)))),
+            tuple(str(g) for g in range(rng.choice((0, 2, 2, 4)))),
+        )
+        for rank in range(count)
+    ]
+
+
+def _assert_same(indexed: Allocation, reference: ReferenceAllocation) -> None:
+    for request in _SHAPES:
+        assert indexed.place(request) == reference.place(request), request
+    assert indexed.free_cores == sum(len(n.free_cores) for n in reference.usable_nodes)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_indexed_placement_matches_the_reference_on_seeded_workloads(seed):
+    rng = random.Random(seed)
+    specs = _random_specs(rng)
+    indexed, reference = Allocation(specs), ReferenceAllocation(specs)
+    twin = None  # a copy taken midway must stay independent of the original
+    running: list[Placement] = []
+    for step in range(150):
+        _assert_same(indexed, reference)
+        roll = rng.random()
+        if roll < 0.55:
+            placement = indexed.place(rng.choice(_SHAPES))
+            if placement is not None:
+                indexed.take(placement)
+                reference.take(placement)
+                running.append(placement)
+        elif roll < 0.85 and running:
+            placement = running.pop(rng.randrange(len(running)))
+            indexed.give_back(placement)
+            reference.give_back(placement)
+        elif roll < 0.9 and running:
+            placement = running.pop(rng.randrange(len(running)))
+            indexed.give_back(placement)
+            reference.give_back(placement)
+            indexed.withhold(placement)
+            reference.withhold(placement)
+        else:
+            rank = rng.choice(specs).rank
+            change = rng.choice(("drain", "undrain", "mark_down", "mark_up"))
+            getattr(indexed, change)([rank])
+            node = reference._by_rank[rank]
+            if change == "drain":
+                node.drained = "drained"
+            elif change == "undrain":
+                node.drained = None
+            else:
+                node.down = change == "mark_down"
+        if step == 75:
+            twin, frozen = indexed.copy(), copy.deepcopy(reference)
+    for placement in running:
+        indexed.give_back(placement)
+        reference.give_back(placement)
+    _assert_same(indexed, reference)
+    _assert_same(twin, frozen)
+
+
+def test_a_copy_does_not_see_the_originals_changes_nor_the_original_the_copys():
+    allocation = Allocation(nodes(2, 4))
+    first = allocation.place(ResourceRequest(cores_per_task=4))
+    allocation.take(first)
+    twin = allocation.copy()
+    allocation.give_back(first)
+    twin.take(twin.place(ResourceRequest(cores_per_task=4)))
+    assert allocation.free_cores == 8
+    assert twin.free_cores == 0
+    assert allocation.place(ResourceRequest(exclusive=True, tasks=2, nodes=2)) is not None
+    assert twin.place(ResourceRequest()) is None

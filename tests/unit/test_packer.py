@@ -270,3 +270,29 @@ def test_a_requeued_job_goes_back_to_the_queue_with_its_successor():
     assert p.allocation.free_cores == 1
     assert a.placement is None
     assert (a.successor, b.after) == (None, None)
+
+
+class _CountingAllocation(Allocation):
+    places = 0
+
+    def place(self, request):
+        _CountingAllocation.places += 1
+        return super().place(request)
+
+
+def test_an_admission_round_costs_the_jobs_it_starts_not_the_queue_length():
+    specs = [NodeSpec(r, f"n{r}", tuple(range(8)), ("0", "1")) for r in range(4)]
+    p = Packer(_CountingAllocation(specs), BackfillPolicy(), Clock())
+    p.enqueue([job(cores=7, name=f"fill{i}") for i in range(4)])  # one core left a node
+    p.admit()
+    p.enqueue([job(cores=2) for _ in range(1000)])  # does not fit now
+    p.enqueue([job(cores=1, gpus=3) for _ in range(1000)])  # never: 2 GPUs a node
+    p.enqueue([job(cores=9) for _ in range(1000)])  # never: 8 cores a node
+    p.enqueue([job(cores=1, name=f"small{i}") for i in range(5)])
+    _CountingAllocation.places = 0
+    started = p.admit()
+    # each blocked shape is tried once (not once per queued job), then the
+    # small jobs start until the allocation is full
+    assert names(started) == ["small0", "small1", "small2", "small3"]
+    assert _CountingAllocation.places == 3 + 4
+    assert len(p.queue) == 3001

@@ -1,14 +1,25 @@
 """Admission policies on a simulated clock: order, backfill, fifo, starvation."""
 
+import math
+import random
+
+import pytest
+
 from snakemake_executor_plugin_matensemble.allocation import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.packer import AdmissionRound, JobQueue, JobTicket
 from snakemake_executor_plugin_matensemble.policies import (
+    _UNKNOWN,
     POLICIES,
     BackfillPolicy,
     FifoPolicy,
+    _earliest_fit,
+    _needs_empty_nodes,
+    _when_nodes_empty,
     make_policy,
 )
+from snakemake_executor_plugin_matensemble.request import ResourceRequest
 
-from .packing import job, names, packer
+from .packing import job, names, packer, reference_earliest_fit
 
 
 def test_registry_names():
@@ -127,3 +138,100 @@ def test_gpu_jobs_wait_for_gpus_not_cores():
     p, _ = packer(BackfillPolicy(), cores=8, gpus=2)
     p.enqueue([job(gpus=1, name=f"g{i}") for i in range(3)] + [job(name="cpu")])
     assert names(p.admit()) == ["g0", "g1", "cpu"]
+
+
+# -- the lazy reservation promises what giving back every job did ---------------
+
+_BLOCKED = [
+    ResourceRequest(exclusive=True),
+    ResourceRequest(tasks=2, exclusive=True, nodes=2),
+    ResourceRequest(cores_per_task=2),
+    ResourceRequest(cores_per_task=5),
+    ResourceRequest(cores_per_task=3, gpus_per_task=1),
+    ResourceRequest(tasks=4, cores_per_task=2, nodes=2),
+    ResourceRequest(tasks=3, cores_per_task=1, nodes=3),
+    ResourceRequest(tasks=6, cores_per_task=2),
+    ResourceRequest(cores_per_task=8),  # a whole node's cores: waits for empty nodes
+    ResourceRequest(tasks=2, cores_per_task=8, nodes=2),
+    ResourceRequest(tasks=16, cores_per_task=1, gpus_per_task=0, nodes=2),
+    ResourceRequest(tasks=3, exclusive=True, nodes=3),
+]
+
+
+def _busy_packer(rng: random.Random):
+    p, clock = packer(BackfillPolicy(reserve_after=math.inf), cores=8, node_count=8, gpus=2)
+    for step in range(120):
+        clock.now = float(step)
+        cores, gpus = rng.choice(((1, 0), (1, 0), (2, 0), (3, 1), (4, 0), (1, 1), (6, 0)))
+        walltime = rng.choice((None, 10, 20, 20, 30))  # ties on purpose
+        if rng.random() < 0.15:  # a 2-node job: both nodes empty with it
+            request = ResourceRequest(tasks=2, cores_per_task=3, nodes=2, walltime_s=walltime)
+            p.enqueue([JobTicket(10**6 + step, request)])
+        else:
+            p.enqueue([job(cores=cores, gpus=gpus, walltime=walltime)])
+        p.admit()
+        if p.running and rng.random() < 0.3:
+            p.finish(rng.choice(list(p.running.values())))
+        if p.queue and rng.random() < 0.2:
+            p.withdraw_queued()
+    return p, clock
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_lazy_reservation_matches_giving_back_every_job(seed):
+    rng = random.Random(seed)
+    p, clock = _busy_packer(rng)
+    for by_end, empties in ((p.running_by_end, p), (p.running_by_end, None), (None, None)):
+        round_ = AdmissionRound(
+            p.queue, p.allocation, p.running.values(), clock.now, by_end=by_end, empties=empties
+        )
+        for request in _BLOCKED:
+            assert _earliest_fit(request, round_) == reference_earliest_fit(request, round_)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_reservation_counts_the_jobs_started_in_the_same_round(seed):
+    rng = random.Random(seed)
+    p, clock = _busy_packer(rng)
+    queue = JobQueue()  # the jobs started in this round
+    round_ = AdmissionRound(
+        queue, p.allocation, p.running.values(), clock.now, by_end=p.running_by_end, empties=p
+    )
+    for shape in ((1, 0), (2, 0), (1, 1)):
+        ticket = job(cores=shape[0], gpus=shape[1], walltime=rng.choice((None, 5, 20)))
+        queue.push(ticket)
+        placement = p.allocation.place(ticket.request)
+        if placement is not None:
+            round_.start(ticket, placement)
+    for request in _BLOCKED:
+        assert _earliest_fit(request, round_) == reference_earliest_fit(request, round_)
+
+
+def test_the_empty_node_index_answers_whole_node_reservations():
+    """The seeded cases above go through the index (not only the walk)."""
+    answered = 0
+    for seed in range(30):
+        p, clock = _busy_packer(random.Random(seed))
+        round_ = AdmissionRound(
+            p.queue, p.allocation, p.running.values(), clock.now, by_end=p.running_by_end, empties=p
+        )
+        for request in _BLOCKED:
+            if p.allocation.place(request) is None and _needs_empty_nodes(request, p.allocation):
+                found = _when_nodes_empty(request, round_, p.allocation.copy())
+                answered += found is not _UNKNOWN and found is not None
+    assert answered > 50
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_running_by_end_is_running_sorted_by_end(seed):
+    rng = random.Random(seed)
+    p, _ = _busy_packer(rng)
+    expected = sorted(
+        (t for t in p.running.values() if t.expected_end is not None), key=lambda t: t.expected_end
+    )
+    assert list(p.running_by_end()) == expected
+    # changed behind the packer's back (as tests do): rebuilt, same order
+    extra = job(walltime=1)
+    extra.started_at = 0.0
+    p.running[extra.key] = extra
+    assert next(iter(p.running_by_end())) is extra

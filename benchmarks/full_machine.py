@@ -1,0 +1,411 @@
+"""A full machine on a virtual clock: the plugin's own cost at 9,408 nodes and 100,000 jobs.
+
+    uv run python benchmarks/full_machine.py    # 9,408 nodes; 10,000 then 100,000 jobs
+    uv run python benchmarks/full_machine.py --nodes 200 --jobs 5000 --small-jobs 500
+    PATH=/opt/flux/bin:$PATH uv run python benchmarks/full_machine.py --nodes 1000 --flux 2000
+
+The real dispatcher (its own thread), packer, backfill policy and allocation
+run against a simulated backend: a launched job "runs" for its declared
+runtime on a virtual clock (no processes, no sleeping; the backend's ``wait``
+jumps the clock to the next job end). Nodes are Frontier's (56 usable cores,
+8 GPUs); jobs are a seeded mix of one-core tasks, 7 cores + 1 GPU tasks,
+exclusive whole nodes and 2-node MPI jobs (16 ranks of 7 cores + 1 GPU), all
+queued at once. Each size runs in a fresh interpreter, so its peak memory is
+its own.
+
+Printed per run: CPU of the dispatcher thread (plugin CPU: packer, policy,
+allocation, dispatcher; the simulated backend's share is measured and shown
+apart), ms per placement and jobs started per CPU second, the makespan
+against the lower bound (max of core-seconds / cores, GPU-seconds / GPUs, the
+longest job), peak memory; then the 10k -> 100k growth of CPU and memory per
+job, and the cost of one ``Allocation.place`` on the full machine, half full.
+
+``--flux JOBS``: the same jobs under real Flux instead (see ``_flux_fake.py``):
+a one-broker test instance claiming ``--nodes`` fake nodes, jobs in Flux's test
+execution mode, the plugin's jobs/s against raw submission of the same jobspecs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import heapq
+import json
+import logging
+import math
+import random
+import resource
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+from _flux_fake import run_in_flux
+
+from snakemake_executor_plugin_matensemble.allocation import Allocation, NodeSpec
+from snakemake_executor_plugin_matensemble.backends.base import (
+    Backend,
+    JobFinished,
+    LaunchSpec,
+    Status,
+)
+from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher
+from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
+from snakemake_executor_plugin_matensemble.policies import BackfillPolicy
+from snakemake_executor_plugin_matensemble.request import ResourceRequest
+
+CORES, GPUS = 56, 8
+
+#: (share of the jobs, request, runtime range in seconds, Snakemake priority
+#: with --big-first)
+MIX = (
+    (0.40, ResourceRequest(), (300, 900), 0),
+    (0.40, ResourceRequest(cores_per_task=7, gpus_per_task=1), (300, 900), 0),
+    (0.10, ResourceRequest(exclusive=True), (600, 1200), 1),
+    (0.10, ResourceRequest(tasks=16, cores_per_task=7, gpus_per_task=1, nodes=2), (600, 1200), 1),
+)
+
+
+def machine(nodes: int) -> list[NodeSpec]:
+    cores = tuple(range(CORES))
+    gpus = tuple(str(g) for g in range(GPUS))
+    return [NodeSpec(rank, f"frontier{rank:05d}", cores, gpus) for rank in range(nodes)]
+
+
+def workload(jobs: int, seed: int) -> list[tuple[ResourceRequest, int, int]]:
+    """``jobs`` (request, runtime s, priority) triples, the shapes of :data:`MIX`
+    interleaved; each request's walltime is its runtime."""
+    rng = random.Random(seed)
+    weights = [entry[0] for entry in MIX]
+    chosen = rng.choices(range(len(MIX)), weights, k=jobs)
+    out = []
+    for index in chosen:
+        _, request, (low, high), priority = MIX[index]
+        runtime = rng.randint(low, high)
+        request = ResourceRequest(**{**asdict(request), "walltime_s": runtime})
+        out.append((request, runtime, priority))
+    return out
+
+
+def work(jobs: list[tuple[ResourceRequest, int, int]]) -> tuple[float, float, int]:
+    """Core-seconds and GPU-seconds the jobs hold (an exclusive job: whole
+    nodes), and the longest runtime."""
+    core_s = gpu_s = 0.0
+    for request, runtime, _ in jobs:
+        if request.exclusive:
+            core_s += (request.nodes or 1) * CORES * runtime
+            gpu_s += (request.nodes or 1) * GPUS * runtime
+        else:
+            core_s += request.total_cores * runtime
+            gpu_s += request.total_gpus * runtime
+    return core_s, gpu_s, max(runtime for _, runtime, _ in jobs)
+
+
+class VirtualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SimulatedBackend(Backend):
+    """Jobs end after their runtime on the virtual clock; ``wait`` jumps to the next end."""
+
+    name = "simulated"
+    supports_lookahead = False
+
+    def __init__(self, clock: VirtualClock, runtimes: dict[int, int]):
+        self.clock = clock
+        self.runtimes = runtimes
+        self._ends: list[tuple[float, int]] = []
+        self._woken = threading.Event()
+        #: CPU seconds spent inside this backend (not the plugin's)
+        self.cpu_s = 0.0
+        #: per launch: start, end, cores held (for the utilization figures)
+        self.starts, self.ends, self.cores = array.array("d"), array.array("d"), array.array("d")
+
+    def discover(self) -> list[NodeSpec]:
+        return []
+
+    def launch(self, spec: LaunchSpec, placement, after: int | None = None) -> str:
+        began = time.thread_time()
+        end = self.clock.now + self.runtimes[spec.key]
+        heapq.heappush(self._ends, (end, spec.key))
+        self.starts.append(self.clock.now)
+        self.ends.append(end)
+        self.cores.append(placement.ncores)
+        self.cpu_s += time.thread_time() - began
+        return f"sim-{spec.key}"
+
+    def wait(self, timeout: float | None) -> list[JobFinished]:
+        if not self._ends:
+            self._woken.wait(timeout)
+            self._woken.clear()
+            return []
+        began = time.thread_time()
+        ends = self._ends
+        now = self.clock.now = ends[0][0]
+        events = []
+        while ends and ends[0][0] == now:
+            _, key = heapq.heappop(ends)
+            events.append(JobFinished(key, Status.SUCCESS, "done", 0, None, now))
+        self.cpu_s += time.thread_time() - began
+        return events
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def cancel_all(self) -> list[JobFinished]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+    def busy_while_queued(self, cores: int) -> float:
+        """The share of all cores held by jobs from 0 until the last job started."""
+        until = max(self.starts)
+        if until <= 0:
+            return 1.0
+        held = sum(
+            n * (min(end, until) - start)
+            for start, end, n in zip(self.starts, self.ends, self.cores, strict=True)
+        )
+        return held / (cores * until)
+
+
+class Listener:
+    """Counts finished jobs; says when all are done."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+        self.finished = 0
+        self.makespan = 0.0
+        self.done = threading.Event()
+
+    def on_started(self, ticket, backend_id, time) -> None:
+        pass
+
+    def on_finished(self, ticket, result) -> None:
+        self.finished += 1
+        self.makespan = max(self.makespan, result.time)
+        if self.finished == self.jobs:
+            self.done.set()
+
+    def on_withdrawn(self, tickets, reason) -> None:
+        raise AssertionError(f"{len(tickets)} job(s) withdrawn ({reason})")
+
+    def on_crash(self, error, tickets) -> None:
+        self.done.set()
+
+    def on_tick(self) -> None:
+        pass
+
+
+def launch_spec(ticket: JobTicket) -> LaunchSpec:
+    return LaunchSpec(ticket.key, "true", "sim", "/", {}, "/dev/null", ticket.request)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+@dataclass
+class Run:
+    nodes: int
+    jobs: int
+    plugin_cpu_s: float
+    backend_cpu_s: float
+    wall_s: float
+    makespan_s: float
+    lower_bound_s: float
+    base_mb: float
+    peak_mb: float
+    #: share of the cores busy until the last job started (the queue emptied)
+    busy_while_queued: float
+
+    @property
+    def ms_per_job(self) -> float:
+        return 1000 * self.plugin_cpu_s / self.jobs
+
+    @property
+    def jobs_per_cpu_s(self) -> float:
+        return self.jobs / self.plugin_cpu_s
+
+    @property
+    def kb_per_job(self) -> float:
+        return 1024 * (self.peak_mb - self.base_mb) / self.jobs
+
+
+def simulate(
+    nodes: int, jobs: int, seed: int, reserve_after: float, big_first: bool = False
+) -> Run:
+    """One run of ``jobs`` jobs on ``nodes`` nodes; every job must finish.
+    ``big_first``: whole-node and MPI jobs get a higher priority (a rule's
+    ``priority:``)."""
+    specs = machine(nodes)
+    base_mb = rss_mb()
+    mix = workload(jobs, seed)
+    core_s, gpu_s, longest = work(mix)
+    # no schedule ends sooner: work over capacity per resource, or the longest job
+    bound = max(core_s / (nodes * CORES), gpu_s / (nodes * GPUS), longest)
+    clock = VirtualClock()
+    tickets = [
+        JobTicket(key, request, priority if big_first else 0)
+        for key, (request, _, priority) in enumerate(mix)
+    ]
+    backend = SimulatedBackend(clock, {key: runtime for key, (_, runtime, _) in enumerate(mix)})
+    packer = Packer(Allocation(specs), BackfillPolicy(reserve_after), clock=clock)
+    listener = Listener(jobs)
+    dispatcher = Dispatcher(packer, backend, listener, launch_spec, idle_timeout=1.0)
+    began = time.perf_counter()
+    dispatcher.submit(tickets)
+    dispatcher.start()
+    listener.done.wait()
+    wall = time.perf_counter() - began
+    cpu = dispatcher.cpu_s
+    dispatcher.stop(timeout=10)
+    if listener.finished != jobs:
+        raise SystemExit(f"only {listener.finished} of {jobs} jobs finished")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    busy = backend.busy_while_queued(nodes * CORES)
+    return Run(
+        nodes,
+        jobs,
+        cpu - backend.cpu_s,
+        backend.cpu_s,
+        wall,
+        listener.makespan,
+        bound,
+        base_mb,
+        peak_mb,
+        busy,
+    )
+
+
+def placement_cost(nodes: int, seed: int, calls: int = 20_000) -> dict[str, float]:
+    """µs per ``Allocation.place`` of each shape on ``nodes`` nodes filled to about half."""
+    rng = random.Random(seed)
+    allocation = Allocation(machine(nodes))
+    shapes = [entry[1] for entry in MIX]
+    while allocation.free_cores > nodes * CORES // 2:
+        placement = allocation.place(rng.choice(shapes))
+        if placement is not None:
+            allocation.take(placement)
+    costs = {}
+    for request in shapes:
+        began = time.process_time()
+        for _ in range(calls):
+            allocation.place(request)
+        costs[request.describe()] = 1e6 * (time.process_time() - began) / calls
+    return costs
+
+
+def run_child(nodes: int, jobs: int, seed: int, reserve_after: float, big_first: bool) -> Run:
+    """:func:`simulate` in a fresh interpreter (its own peak memory)."""
+    argv = [str(nodes), str(jobs), str(seed), str(reserve_after), str(int(big_first))]
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *argv],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Run(**json.loads(out.stdout.splitlines()[-1]))
+
+
+def report(runs: list[Run], costs: dict[str, float]) -> str:
+    lines = [
+        "| nodes | jobs | plugin CPU s | ms/job | jobs/CPU s | sim. backend CPU s "
+        "| wall s | makespan / lower bound | cores busy while queued | peak RSS MB | KB/job |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        lines.append(
+            f"| {run.nodes:,} | {run.jobs:,} | {run.plugin_cpu_s:.2f} | {run.ms_per_job:.3f} "
+            f"| {run.jobs_per_cpu_s:,.0f} | {run.backend_cpu_s:.2f} | {run.wall_s:.1f} "
+            f"| {run.makespan_s:,.0f} / {run.lower_bound_s:,.0f} s = "
+            f"{run.makespan_s / run.lower_bound_s:.3f}x | {100 * run.busy_while_queued:.1f}% "
+            f"| {run.peak_mb:.0f} "
+            f"| {run.kb_per_job:.2f} |"
+        )
+    if len(runs) == 2:
+        small, big = runs
+        lines.append(
+            f"\n{small.jobs:,} jobs on {small.nodes:,} nodes -> {big.jobs:,} on {big.nodes:,}: "
+            f"plugin CPU per job x"
+            f"{big.ms_per_job / small.ms_per_job:.2f}, memory per job x"
+            f"{big.kb_per_job / small.kb_per_job:.2f}"
+        )
+    lines.append(f"\nAllocation.place on {runs[-1].nodes:,} nodes, half full (µs per call):")
+    lines.extend(f"  {shape}: {us:.1f}" for shape, us in costs.items())
+    return "\n".join(lines)
+
+
+def flux_report(figures: dict) -> str:
+    plugin = figures["jobs"] / figures["plugin_wall_s"]
+    raw = figures["jobs"] / figures["raw_wall_s"]
+    executor = figures["jobs"] / figures["executor_wall_s"]
+    return (
+        f"real Flux, {figures['nodes']:,} fake nodes, {figures['jobs']:,} jobs in test execution:\n"
+        f"  plugin: {figures['plugin_wall_s']:.1f} s, {plugin:.0f} jobs/s "
+        f"(dispatcher CPU {figures['plugin_cpu_s']:.2f} s, {figures['plugin_failed']} failed)\n"
+        f"  raw submission of the same jobspecs: {figures['raw_wall_s']:.1f} s, {raw:.0f} jobs/s\n"
+        f"  the same jobspecs through one FluxExecutor, no plugin: "
+        f"{figures['executor_wall_s']:.1f} s, {executor:.0f} jobs/s\n"
+        f"  plugin / raw: {plugin / raw:.2f}x"
+    )
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        logging.getLogger("snakemake.logging.matensemble").setLevel(logging.WARNING)
+        nodes, jobs, seed, reserve_after, big_first = sys.argv[2:7]
+        run = simulate(int(nodes), int(jobs), int(seed), float(reserve_after), big_first == "1")
+        print(json.dumps(asdict(run)))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nodes", type=int, default=9408)
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument(
+        "--small-jobs", type=int, default=10_000, help="the smaller run to compare with (0: none)"
+    )
+    parser.add_argument(
+        "--small-nodes", type=int, help="nodes of the smaller run (default: --nodes)"
+    )
+    parser.add_argument(
+        "--big-first",
+        action="store_true",
+        help="whole-node and MPI jobs get a higher priority (a rule's priority:)",
+    )
+    parser.add_argument("--seed", type=int, default=20)
+    parser.add_argument(
+        "--reserve-after", type=float, default=60.0, help="the backfill policy's reserve-after"
+    )
+    parser.add_argument(
+        "--flux",
+        type=int,
+        metavar="JOBS",
+        help="instead: JOBS jobs under real Flux (test execution, --nodes fake nodes), "
+        "the plugin against raw submission of the same jobspecs",
+    )
+    args = parser.parse_args()
+    if args.flux:
+        print(flux_report(run_in_flux(args.nodes, CORES, GPUS, args.flux, args.seed)))
+        return
+    sizes = [(args.small_nodes or args.nodes, args.small_jobs), (args.nodes, args.jobs)]
+    runs = [
+        run_child(nodes, jobs, args.seed, args.reserve_after, args.big_first)
+        for nodes, jobs in sizes
+        if jobs
+    ]
+    print(report(runs, placement_cost(args.nodes, args.seed)))
+    if not math.isfinite(runs[-1].lower_bound_s):
+        raise SystemExit("no lower bound")
+
+
+if __name__ == "__main__":
+    main()
