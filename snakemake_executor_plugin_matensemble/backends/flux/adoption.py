@@ -1,7 +1,7 @@
 """Settling what dead runs left in the Flux instance, and re-attaching.
 
 At start-up, before anything is submitted (:meth:`AdoptionMixin.settle_leftovers`):
-ONE ``job-list`` query for the active jobs of this user, the owners of those in
+ONE ``job-list`` query for the active jobs of this user (job-list's default), the owners of those in
 this workdir read in one pipelined ``job-info.lookup`` round (only jobs in this
 workdir, so none when nothing was left), then per job one log line and
 :func:`~.leftovers.decide`'s action. Cancelled jobs are waited for, one
@@ -61,7 +61,15 @@ class AdoptionMixin:
         """
         resumable_ids = self._flux_ids(resumable)
         ending: dict[int, Leftover] = {}
-        for leftover in self._find_leftovers(os.getcwd()):
+        try:
+            leftovers = self._find_leftovers(os.getcwd())
+        except (OSError, AttributeError, TypeError, ValueError) as error:
+            raise BackendUnavailableError(
+                "matensemble: could not list the Flux jobs that earlier snakemake runs "
+                f"may have left in this directory ({error!r}); nothing was started, so "
+                "that no job runs twice. Fix: check that `flux jobs` works here."
+            ) from error
+        for leftover in leftovers:
             action, reason = decide(leftover, resumable_ids, self.run_id)
             log.info(describe(leftover, action, reason))
             if action == ADOPT:
@@ -90,7 +98,6 @@ class AdoptionMixin:
             self.handle,
             max_entries=0,
             filters=["pending", "running"],
-            user=os.getuid(),
             attrs=["state", "cwd", "ranks", "ncores", "t_run"],
         ).jobs()
         here = [job for job in jobs if getattr(job, "cwd", None) == workdir]
@@ -119,7 +126,6 @@ class AdoptionMixin:
                     self.handle,
                     max_entries=0,
                     filters=["pending", "running"],
-                    user=os.getuid(),
                     attrs=["state"],
                 ).jobs()
             }

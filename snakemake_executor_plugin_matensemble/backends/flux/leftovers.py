@@ -117,7 +117,7 @@ def decide(leftover: Leftover, resumable: set[int], own_run: str) -> tuple[str, 
             "Snakemake does not keep its outputs (--rerun-incomplete, or this run "
             "does not need the job): it is redone"
         )
-    return CANCEL, f"it was submitted ahead and never started (state {leftover.state})"
+    return CANCEL, "it was submitted ahead and never started"
 
 
 def describe(leftover: Leftover, action: str, reason: str) -> str:
