@@ -25,23 +25,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..orphan_guard import process_start, same_process
+
 #: The jobspec attribute (``attributes.user.snakemake``) naming a job's owner.
 OWNER_ATTRIBUTE = "user.snakemake"
 
 ADOPT, CANCEL, WAIT, LEAVE = "adopt", "cancel", "wait", "leave"
-
-
-def process_start(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot), None if it is gone.
-
-    With the pid it identifies a process: a pid the system gave to another
-    process since has another start time.
-    """
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def owner_identity(run_id: str) -> dict[str, Any]:
@@ -64,11 +53,7 @@ def run_alive(owner: Mapping[str, Any]) -> bool:
     """
     if owner.get("host") != socket.gethostname():
         return False
-    pid = owner.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    started = process_start(pid)
-    return started is not None and started == owner.get("pid_started")
+    return same_process(owner.get("pid"), owner.get("pid_started"))
 
 
 @dataclass(frozen=True)
