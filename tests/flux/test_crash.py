@@ -87,26 +87,41 @@ def count(command: str) -> str:
     return f"$({command} 2>/dev/null | wc -l)"
 
 
-def kill_and_restart(running: int, pending: int, restart_args: tuple[str, ...], settled: str):
+def kill_and_restart(
+    running: int, pending: int, restart_args: tuple[str, ...], settled: str | None
+) -> str:
     """Bash: start snakemake, SIGKILL it once Flux runs ``running`` of its jobs
-    and holds ``pending`` more, restart it (after --unlock) with
-    ``restart_args``, release the jobs once the restarted run logged
-    ``settled`` (a grep pattern), and dump every Flux job."""
+    and holds ``pending`` more (both 0: as soon as Flux has any of its jobs),
+    restart it (after --unlock) with ``restart_args``, release the jobs once
+    the restarted run logged ``settled`` (a grep pattern; None: right after
+    the kill), and dump every Flux job."""
+    if running or pending:
+        moment = (
+            wait_for(f"[ {count('flux jobs -n -f running')} -ge {running} ]")
+            + wait_for(f"[ {count('flux jobs -n -f pending')} -ge {pending} ]")
+            # Snakemake records a started job's Flux id in its incomplete
+            # markers right after Flux starts it: give it that moment
+            + "sleep 1; "
+        )
+    else:  # while it submits
+        moment = wait_for(f"[ {count('flux jobs -n -a')} -ge 1 ]", tries=3000)
+    release = (
+        wait_for(f"grep -q {shlex.quote(settled)} second.log", tries=600) + "touch release; "
+        if settled
+        else ""
+    )
     return (
         "set -m; "
         f"{sm()} > first.log 2>&1 & pid=$!; "
-        + wait_for(f"[ {count('flux jobs -n -f running')} -ge {running} ]")
-        + wait_for(f"[ {count('flux jobs -n -f pending')} -ge {pending} ]")
-        # Snakemake records a started job's Flux id in its incomplete markers
-        # right after Flux starts it: give it that moment
-        + "sleep 1; "
+        + moment
         + "flux jobs -n -f running | wc -l > running-at-kill.txt; "
         + "flux jobs -n -f pending | wc -l > pending-at-kill.txt; "
         + "kill -KILL $pid; wait $pid; "
+        + ("touch release; " if not settled else "")
         + f"{shlex.join([*SNAKEMAKE, '--unlock'])} > /dev/null 2>&1; "
         + f"{sm(*restart_args)} > second.log 2>&1 & pid2=$!; "
-        + wait_for(f"grep -q {shlex.quote(settled)} second.log", tries=600)
-        + "touch release; wait $pid2; echo $? > rc.txt; "
+        + release
+        + "wait $pid2; echo $? > rc.txt; "
         + f"{sys.executable} {DUMP} flux-jobs.json"
     )
 
@@ -219,3 +234,14 @@ def test_killed_during_group_jobs_restart_never_runs_a_job_twice_at_once(
         assert second.count(": cancelled,") == 3, second
     assert_never_twice_at_once(tmp_path)
     assert outputs(tmp_path) == local_outputs["grouped"]
+
+
+def test_killed_while_submitting_restart_never_runs_a_job_twice_at_once(tmp_path, local_outputs):
+    """Killed as soon as Flux has the first of its jobs; the jobs are released
+    at once, so the dead run's jobs may end before, while or after the
+    restarted run (--rerun-incomplete) settles them."""
+    run_crash(
+        tmp_path, PLAIN, running=0, pending=0, restart_args=("--rerun-incomplete",), settled=None
+    )
+    assert_never_twice_at_once(tmp_path)
+    assert outputs(tmp_path) == local_outputs["plain"]
