@@ -210,3 +210,12 @@ def test_own_and_living_runs_are_left_alone():
     assert decide(Leftover(1, "f1", "RUN", DEAD), set(), "dead-run")[0] == LEAVE
     assert not run_alive({**living, "pid_started": living["pid_started"] + 1}), "a reused pid"
     assert not run_alive(DEAD)
+
+
+def test_adopted_jobs_never_re_attached_are_cancelled_when_the_run_ends(make_backend):
+    backend = make_backend([ours(1, "RUN"), ours(2, "RUN")])
+    backend.settle_leftovers({"f1", "f2"})
+    backend.attach(spec(key=9), backend.find_running("f1"))
+    backend.instance.cancelled.clear()
+    backend.close()
+    assert sorted(backend.instance.cancelled) == [2], "only the one never re-attached"

@@ -176,7 +176,21 @@ class AdoptionMixin:
 
     def attach(self, spec: LaunchSpec, job: RunningJob) -> None:
         log.info(f"matensemble: re-attached to Flux job {job.backend_id} ({spec.name}).")
-        self._follow(spec, self.executor.attach(self.flux.job.JobID(job.backend_id)))
+        jobid = self.flux.job.JobID(job.backend_id)
+        self._adoptable.pop(int(jobid), None)  # from now on followed like any other
+        self._follow(spec, self.executor.attach(jobid))
+
+    def _cancel_unattached(self) -> None:
+        """Cancel adopted jobs this run never re-attached to (it ended, failed or
+        was interrupted before Snakemake got to their jobs): nothing is left
+        running unseen."""
+        for jobid, leftover in list(self._adoptable.items()):
+            log.info(
+                f"matensemble: cancelling Flux job {leftover.f58} ({leftover.name}) of the "
+                f"earlier run {leftover.run}: this run ended before re-attaching to it."
+            )
+            self._cancel_one(jobid, "adopted, but the snakemake run ended before using it")
+        self._adoptable.clear()
 
 
 def _owner(jobspec: Any) -> Any:

@@ -235,6 +235,7 @@ class FluxBackend(SubmissionMixin, CallbackMixin, AdoptionMixin, PurgeMixin, Bac
         self._journal_stop.set()
         if self.running_count:
             self.cancel_all()
+        self._cancel_unattached()
         self.executor.shutdown(wait=True, cancel_futures=True)
         if self._journal_thread is not None:
             self._journal_thread.join(timeout=2.0)
