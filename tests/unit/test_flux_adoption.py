@@ -4,6 +4,7 @@ flux-python; tests/flux/test_crash.py does it against real Flux)."""
 from __future__ import annotations
 
 import os
+import signal
 from types import SimpleNamespace
 
 import pytest
@@ -50,6 +51,8 @@ class FakeInstance:
         self.lookups: list[list[int]] = []
 
     def job_list(self, handle, **query):
+        # as flux-python leaves it after a streaming job-list RPC
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         assert query.get("filters") == ["pending", "running"]
         assert "user" not in query  # job-list's default: this user
         self.lists += 1
@@ -219,3 +222,20 @@ def test_adopted_jobs_never_re_attached_are_cancelled_when_the_run_ends(make_bac
     backend.instance.cancelled.clear()
     backend.close()
     assert sorted(backend.instance.cancelled) == [2], "only the one never re-attached"
+
+
+def test_listing_jobs_keeps_the_ctrl_c_handler(make_backend):
+    """flux-python's job-list leaves SIGINT at its default: a later Ctrl-C
+    would kill Snakemake without cancelling any job."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        backend = make_backend([ours(1, "DEPEND")])
+        backend.settle_leftovers(set())
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    backend._wake.close()

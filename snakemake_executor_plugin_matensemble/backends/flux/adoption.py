@@ -15,10 +15,13 @@ Flux job, :meth:`AdoptionMixin.find_running` hands it to the packer and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from ...errors import BackendUnavailableError
@@ -92,21 +95,31 @@ class AdoptionMixin:
                 log.debug(f"matensemble: {backend_id!r} is not a Flux job id.")
         return ids
 
+    def _active_jobs(self, attrs: list[str]) -> list[Any]:
+        """This user's pending and running jobs: ONE streaming ``job-list`` RPC.
+
+        flux-python makes a blocking ``get`` on the main thread interruptible by
+        setting SIGINT to its default while it waits, and does not restore the
+        handler when the stream ends with ENODATA: without the restore here, a
+        later Ctrl-C would kill Snakemake without cancelling a single job.
+        """
+        with _sigint_handler_kept():
+            return self.flux.job.JobList(
+                self.handle, max_entries=0, filters=["pending", "running"], attrs=attrs
+            ).jobs()
+
     def _find_leftovers(self, workdir: str) -> list[Leftover]:
         """The active jobs of this user in ``workdir`` that the plugin submitted."""
-        jobs = self.flux.job.JobList(
-            self.handle,
-            max_entries=0,
-            filters=["pending", "running"],
-            attrs=["state", "cwd", "ranks", "ncores", "t_run"],
-        ).jobs()
+        jobs = self._active_jobs(["state", "cwd", "ranks", "ncores", "t_run"])
         here = [job for job in jobs if getattr(job, "cwd", None) == workdir]
         if not here:
             return []
         lookup = self.flux.job.JobKVSLookup(self.handle, ids=[job.id for job in here])
+        with _sigint_handler_kept():
+            found = lookup.data()
         owners = {
             int(data["id"]): _owner(data.get("jobspec"))
-            for data in lookup.data()
+            for data in found
             if isinstance(data, dict) and "id" in data
         }
         return [
@@ -120,15 +133,7 @@ class AdoptionMixin:
         started = time.monotonic()
         deadline = started + self.options.cancel_timeout
         while True:
-            active = {
-                int(job.id)
-                for job in self.flux.job.JobList(
-                    self.handle,
-                    max_entries=0,
-                    filters=["pending", "running"],
-                    attrs=["state"],
-                ).jobs()
-            }
+            active = {int(job.id) for job in self._active_jobs(["state"])}
             left = [ending[jobid] for jobid in ending if jobid in active]
             if not left:
                 log.info(
@@ -191,6 +196,20 @@ class AdoptionMixin:
             )
             self._cancel_one(jobid, "adopted, but the snakemake run ended before using it")
         self._adoptable.clear()
+
+
+@contextlib.contextmanager
+def _sigint_handler_kept() -> Iterator[None]:
+    """Restore the SIGINT handler after a flux-python call on the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
 
 
 def _owner(jobspec: Any) -> Any:
