@@ -163,7 +163,8 @@ class AdoptionMixin:
             log.debug(f"matensemble: Flux job {backend_id} was not adopted at start-up.")
             return None
         try:
-            info = self.flux.job.job_list_id(self.handle, jobid).get_jobinfo()
+            with _sigint_handler_kept():
+                info = self.flux.job.job_list_id(self.handle, jobid).get_jobinfo()
         except (OSError, ValueError, TypeError) as error:
             log.debug(f"matensemble: Flux job {backend_id} cannot be re-attached: {error}")
             return None
