@@ -176,7 +176,7 @@ def test_a_cancelled_job_that_does_not_end_stops_the_run_before_anything_starts(
     backend = make_backend([ours(1, "RUN")], ends_after=None, cancel_timeout=0.3)
     with pytest.raises(BackendUnavailableError, match=r"f1 \(job1\).*did not end within 0.3 s"):
         backend.settle_leftovers(set())
-    backend._wake.close()
+    assert backend.executor.shut_down, "nothing was started: Flux is let go"
 
 
 def test_every_submitted_job_names_its_owner(make_backend):

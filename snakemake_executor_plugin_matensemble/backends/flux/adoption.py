@@ -60,9 +60,16 @@ class AdoptionMixin:
 
         ``resumable``: the backend ids Snakemake's incomplete markers give to
         jobs this run needs. Raises :class:`BackendUnavailableError` if a
-        cancelled job does not end in time (nothing has been submitted then).
+        cancelled job does not end in time (nothing has been submitted then;
+        the backend is closed, as on any error or Ctrl-C while it settles).
         """
-        resumable_ids = self._flux_ids(resumable)
+        try:
+            self._settle(self._flux_ids(resumable))
+        except BaseException:  # Ctrl-C included: nothing started, let go of Flux
+            self.close()
+            raise
+
+    def _settle(self, resumable_ids: set[int]) -> None:
         ending: dict[int, Leftover] = {}
         try:
             leftovers = self._find_leftovers(os.getcwd())
