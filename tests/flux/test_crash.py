@@ -62,6 +62,20 @@ rule b:
     shell: "cat {{input}} > {{output}}; echo b{{wildcards.i}} >> {{output}}"
 """
 
+PIPED = f"""
+rule all:
+    input: expand("out/c{{i}}.txt", i=range(2))
+
+rule produce:
+    output: pipe("p{{i}}.pipe")
+    shell: "{WORK.format(name="p{wildcards.i}", value="p{wildcards.i}", output="{output}")}"
+
+rule consume:
+    input: "p{{i}}.pipe"
+    output: "out/c{{i}}.txt"
+    shell: "cat {{input}} > {{output}}; echo c{{wildcards.i}} >> {{output}}"
+"""
+
 
 def sm(*args: str) -> str:
     return shlex.join(
@@ -106,7 +120,8 @@ def kill_and_restart(
     else:  # while it submits
         moment = wait_for(f"[ {count('flux jobs -n -a')} -ge 1 ]", tries=3000)
     release = (
-        wait_for(f"grep -q {shlex.quote(settled)} second.log", tries=600) + "touch release; "
+        wait_for(f"{{ grep -q {shlex.quote(settled)} second.log || ! kill -0 $pid2; }}", tries=600)
+        + "touch release; "
         if settled
         else ""
     )
@@ -168,7 +183,7 @@ def outputs(workdir: Path) -> dict[str, str]:
 def local_outputs(tmp_path_factory) -> dict[str, dict[str, str]]:
     """What Snakemake's local executor writes for each Snakefile."""
     found = {}
-    for label, text in (("plain", PLAIN), ("grouped", GROUPED)):
+    for label, text in (("plain", PLAIN), ("grouped", GROUPED), ("piped", PIPED)):
         workdir = tmp_path_factory.mktemp(f"local-{label}")
         write_snakefile(workdir, text)
         (workdir / "release").touch()
@@ -245,3 +260,21 @@ def test_killed_while_submitting_restart_never_runs_a_job_twice_at_once(tmp_path
     )
     assert_never_twice_at_once(tmp_path)
     assert outputs(tmp_path) == local_outputs["plain"]
+
+
+def test_killed_during_a_pipe_group_restart_never_runs_a_job_twice_at_once(tmp_path, local_outputs):
+    """2 pipe groups of 2 cores each on 2 cores: one runs, one waits behind it.
+    The pipes and the consumer's output exist and are marked incomplete, so
+    Snakemake refuses to go on without --rerun-incomplete (as after a kill of
+    its local executor)."""
+    second = run_crash(
+        tmp_path,
+        PIPED,
+        running=1,
+        pending=1,
+        restart_args=("--rerun-incomplete",),
+        settled="ended after",
+    )
+    assert second.count(": cancelled,") == 2, second
+    assert_never_twice_at_once(tmp_path)
+    assert outputs(tmp_path) == local_outputs["piped"]
