@@ -76,6 +76,7 @@ class Executor(RealExecutor):
             base_env={**os.environ, **self.envvars()},
         )
         self._check_all_jobs_up_front()
+        self.backend.settle_leftovers(self.intake.resumable_ids())
         self.packer = Packer(
             self.allocation,
             make_policy(self.settings.policy, self.settings.reserve_after),

@@ -9,6 +9,7 @@ the rule, the field, the value and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -216,12 +217,32 @@ class Intake:
             shell=command.shell,
             per_task=command.per_task,
             priority=ticket.priority,
-            attributes={"workdir": self.workdir, "jobid": str(submission.job.jobid)},
+            attributes={
+                "workdir": self.workdir,
+                "jobid": str(submission.job.jobid),
+                "rule": ticket.rule,
+                "outputs": [str(f) for f in submission.job.output],
+            },
         )
 
     def new_key(self) -> int:
         """A key for the journal and the packer, unique within the run."""
         return next(self._keys)
+
+    def resumable_ids(self) -> set[str]:
+        """The backend ids that an earlier, killed run recorded in the incomplete
+        markers of jobs this run needs (Snakemake gives none under
+        --rerun-incomplete): the only jobs the backend may re-attach to."""
+        if not self.backend.can_attach:
+            return set()
+        dag = self.boundary.workflow.dag
+        ids = set()
+        for job in dag.needrun_jobs():
+            with contextlib.suppress(Exception):  # several ids: Snakemake refuses it later
+                external = dag.incomplete_external_jobid(job)
+                if external:
+                    ids.add(external)
+        return ids
 
     def _still_running(self, job: Any) -> RunningJob | None:
         """The backend job an earlier, killed run started for ``job``, if it runs."""

@@ -11,7 +11,7 @@ import enum
 import os
 import select
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from ..allocation import NodeSpec, Placement
@@ -37,7 +37,7 @@ class LaunchSpec:
     #: Snakemake priority of the job (backends may map it to their own).
     priority: int = 0
     #: Key/value pairs that tie the backend job to the Snakemake job and run.
-    attributes: Mapping[str, str] = field(default_factory=dict)
+    attributes: Mapping[str, object] = field(default_factory=dict)
 
 
 class Status(enum.Enum):
@@ -171,6 +171,13 @@ class Backend(ABC):
 
     #: Whether jobs of an earlier run can be re-attached (:meth:`find_running`).
     can_attach: bool = False
+
+    def settle_leftovers(self, resumable: Collection[str]) -> None:
+        """Before anything is launched: adopt or stop what dead runs in this
+        workdir left behind, and wait until the stopped jobs have ended.
+        ``resumable``: the backend ids Snakemake's incomplete markers give to
+        jobs this run needs (only those may be re-attached)."""
+        return None
 
     def find_running(self, backend_id: str) -> RunningJob | None:
         """The still-running job ``backend_id`` of an earlier run, if any."""

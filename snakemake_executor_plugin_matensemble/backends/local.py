@@ -25,11 +25,13 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..allocation import NodeSpec, Placement
 from ..cpulist import format_cpu_list
+from ..errors import BackendUnavailableError
 from .base import (
     Backend,
     BackendEvent,
@@ -41,7 +43,7 @@ from .base import (
     WakePipe,
 )
 from .local_resources import GPU_VISIBILITY_VARS, local_cores, local_gpus
-from .orphan_guard import OrphanGuard
+from .orphan_guard import OrphanGuard, wait_for_dead_runs
 
 log = logging.getLogger("snakemake.logging.matensemble.local")
 
@@ -147,6 +149,20 @@ class LocalBackend(Backend):
     def running_count(self) -> int:
         return len(self._jobs)
 
+    def settle_leftovers(self, resumable: Collection[str]) -> None:
+        """Wait until the jobs of a killed run in this workdir are gone (its
+        guard stops them: SIGTERM, SIGKILL after the grace), so that none of
+        them overlaps a job of this run. Local jobs are never re-attached."""
+        try:
+            waited = wait_for_dead_runs(os.getcwd(), timeout=self.kill_grace + 30.0)
+        except TimeoutError as error:
+            raise BackendUnavailableError(
+                f"matensemble: {error}; nothing of this run was started, so that no "
+                "job runs twice. Fix: stop that run's job processes, then run again."
+            ) from error
+        if waited >= 0.05:
+            log.info(f"matensemble: waited {waited:.1f} s for the jobs of a killed run to end.")
+
     # -- launching --------------------------------------------------------------
     def _tasks(self, spec: LaunchSpec, placement: Placement) -> list[_TaskSlice]:
         """One slice per process to start: per task, or one for the whole job."""
@@ -217,7 +233,7 @@ class LocalBackend(Backend):
     def _track(self, spec: LaunchSpec, processes: list[tuple[int, subprocess.Popen]]) -> str:
         pgid = processes[0][1].pid
         if self._guard is None:
-            self._guard = OrphanGuard(self.kill_grace)
+            self._guard = OrphanGuard(self.kill_grace, workdir=os.getcwd())
         self._guard.watch(pgid)
         now = time.time()
         walltime = spec.request.walltime_s

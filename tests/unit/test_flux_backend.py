@@ -177,7 +177,7 @@ def test_a_withdrawn_job_without_a_flux_id_yet_is_cancelled_when_it_gets_one(bac
 
 
 def test_successful_jobs_are_purged_beyond_the_newest_kept(backend, monkeypatch):
-    import snakemake_executor_plugin_matensemble.backends.flux.backend as module
+    import snakemake_executor_plugin_matensemble.backends.flux.purge as module
 
     monkeypatch.setattr(module, "PURGE_BATCH", 3)
     backend.options = FluxOptions(keep_inactive=2, cancel_timeout=1)

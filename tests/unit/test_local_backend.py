@@ -1,9 +1,11 @@
 """The local backend on its own: binding, logs, exits, walltime, cancel."""
 
+import json
 import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -250,3 +252,80 @@ def test_the_cores_a_job_gets_are_exported_as_a_cpu_list(tmp_path, monkeypatch):
         assert backend.task_environment(job, task)["MATENSEMBLE_CORES"] == "0-2,6"
     finally:
         backend.close()
+
+
+# -- a killed run's guard, seen from the next run ---------------------------------
+
+
+def register_guard(workdir: Path, snakemake_pid: int, guard_pid: int) -> Path:
+    from snakemake_executor_plugin_matensemble.backends.orphan_guard import (
+        GUARDS_DIR,
+        process_start,
+    )
+
+    (workdir / GUARDS_DIR).mkdir(parents=True, exist_ok=True)
+    path = workdir / GUARDS_DIR / f"{snakemake_pid}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "guard_pid": guard_pid,
+                "guard_started": process_start(guard_pid),
+                "snakemake_pid": snakemake_pid,
+                "snakemake_started": process_start(snakemake_pid) if snakemake_pid > 1 else -1,
+            }
+        )
+    )
+    return path
+
+
+def test_the_next_run_waits_until_a_killed_runs_guard_has_ended(tmp_path):
+    from snakemake_executor_plugin_matensemble.backends.orphan_guard import wait_for_dead_runs
+
+    guard = subprocess.Popen(["sleep", "0.6"])
+    path = register_guard(tmp_path, snakemake_pid=1, guard_pid=guard.pid)
+    reaper = threading.Thread(target=guard.wait)
+    reaper.start()  # so that the finished "guard" does not stay a zombie
+    waited = wait_for_dead_runs(tmp_path, timeout=10)
+    reaper.join()
+    assert 0.3 < waited < 5
+    assert guard.returncode == 0
+    assert not path.exists()
+
+
+def test_a_living_runs_guard_is_left_alone_and_a_stale_file_removed(tmp_path):
+    from snakemake_executor_plugin_matensemble.backends.orphan_guard import wait_for_dead_runs
+
+    living = register_guard(tmp_path, snakemake_pid=os.getpid(), guard_pid=os.getpid())
+    done = subprocess.Popen(["true"])
+    done.wait()
+    stale = register_guard(tmp_path, snakemake_pid=done.pid, guard_pid=done.pid)
+    assert wait_for_dead_runs(tmp_path, timeout=1) < 0.5
+    assert living.exists()
+    assert not stale.exists()
+
+
+def test_a_guard_that_does_not_end_stops_the_next_run(tmp_path):
+    from snakemake_executor_plugin_matensemble.backends.orphan_guard import wait_for_dead_runs
+
+    guard = subprocess.Popen(["sleep", "30"])
+    try:
+        register_guard(tmp_path, snakemake_pid=1, guard_pid=guard.pid)
+        with pytest.raises(TimeoutError, match=f"guard \\(pid {guard.pid}\\)"):
+            wait_for_dead_runs(tmp_path, timeout=0.3)
+    finally:
+        guard.kill()
+        guard.wait()
+
+
+def test_the_guard_registers_itself_until_closed(tmp_path):
+    from snakemake_executor_plugin_matensemble.backends.orphan_guard import (
+        GUARDS_DIR,
+        OrphanGuard,
+    )
+
+    guard = OrphanGuard(1.0, workdir=tmp_path)
+    path = tmp_path / GUARDS_DIR / f"{os.getpid()}.json"
+    record = json.loads(path.read_text())
+    assert (record["guard_pid"], record["snakemake_pid"]) == (guard.pid, os.getpid())
+    guard.close()
+    assert not path.exists()

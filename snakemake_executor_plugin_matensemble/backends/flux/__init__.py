@@ -6,12 +6,18 @@
   Flux's resource journal events (drain, undrain, offline, online, a new
   expiration) as :class:`~..base.ResourceEvent`.
 * :mod:`.jobspec`: the ``JobspecV1`` of a job on the packer's placement (shape,
-  walltime, cwd, environment, log, name, ``user.snakemake`` attributes, per-task
+  walltime, cwd, environment, log, name, ``user.snakemake`` attributes (the
+  job's owner: run, Snakemake's host and pid, workdir, jobid, rule, outputs), per-task
   CPU/GPU affinity, a ``ranks`` constraint pinning it where the packer chose).
 * :mod:`.outcome`: a finished future as a :class:`~..base.JobFinished`.
-* :mod:`.backend`: the stateful part: submission and look-ahead, re-attach,
-  guarded future callbacks that wake the dispatcher, withdrawing jobs pinned
-  to drained ranks, purging the run's inactive jobs, cancelling.
+* :mod:`.leftovers`: who owns a Flux job, whether its run is alive, and
+  whether a new run adopts, cancels or leaves it.
+* :mod:`.backend`: the stateful part (one ``FluxExecutor``, waiting,
+  cancelling), with its mixins :mod:`.submission` (submission, look-ahead,
+  withdrawing jobs pinned to drained ranks), :mod:`.callbacks` (guarded
+  future callbacks that wake the dispatcher; a dead executor's recovery),
+  :mod:`.adoption` (settling what dead runs left behind; re-attaching),
+  :mod:`.purge` (the run's inactive jobs) and :mod:`.resource_journal`.
 """
 
 from .backend import FluxBackend

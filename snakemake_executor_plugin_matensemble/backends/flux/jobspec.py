@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from ...allocation import Placement
 from ..base import LaunchSpec
+from .leftovers import OWNER_ATTRIBUTE
 from .options import FluxOptions
 
 
@@ -30,6 +32,7 @@ def build_jobspec(
     options: FluxOptions,
     run_id: str = "",
     depends_on: int | None = None,
+    owner: Mapping[str, Any] | None = None,
 ) -> Any:
     """The ``JobspecV1`` for ``spec`` on ``placement`` (setters only, so that
     flux-python versions without the newer keywords work too).
@@ -37,7 +40,9 @@ def build_jobspec(
     The duration is the request's walltime in seconds (Flux's unit; Snakemake's
     ``runtime`` is minutes and was converted by the request). ``depends_on``:
     the Flux id of a running job whose resources this one takes when it ends
-    (look-ahead, an ``afterany`` dependency).
+    (look-ahead, an ``afterany`` dependency). ``owner``: who the job belongs
+    to (:func:`.leftovers.owner_identity`), with the job's own attributes in
+    ``user.snakemake``, so that a later run finds what a dead one left behind.
     """
     request = spec.request
     command = [spec.shell, "-c", spec.command]
@@ -72,8 +77,14 @@ def build_jobspec(
     jobspec.stdout = spec.log_path
     jobspec.setattr("system.job.name", job_name(spec.name))
     jobspec.setattr(
-        "user.snakemake",
-        {"run": run_id, "key": spec.key, "name": spec.name, **dict(spec.attributes)},
+        OWNER_ATTRIBUTE,
+        {
+            **dict(owner or {}),
+            "run": run_id,
+            "key": spec.key,
+            "name": spec.name,
+            **dict(spec.attributes),
+        },
     )
     if options.queue:
         jobspec.setattr("system.queue", options.queue)
