@@ -73,15 +73,22 @@ def machine(nodes: int) -> list[NodeSpec]:
 
 def slots(nodes: int) -> list[list[tuple[float, tuple[NodeShare, ...]]]]:
     """Per shape, a heap of (free from, slot number, shares): the nodes are split between
-    the shapes in proportion to their share of the jobs."""
+    the shapes in proportion to the node-seconds their jobs need, so that all
+    shapes finish at about the same time; slots are taken round-robin over
+    the nodes (the earliest free first)."""
     heaps: list[list] = [[] for _ in SHAPES]
+    need = [
+        share * (low + high) / 2 * span * cores / CORES
+        for share, _, (low, high), _, cores, _, span in SHAPES
+    ]
     cut = 0
-    for index, (share, _, _, per_node, cores, gpus, span) in enumerate(SHAPES):
-        count = max(span, round(share * nodes)) if index < len(SHAPES) - 1 else nodes - cut
+    for index, (_, _, _, per_node, cores, gpus, span) in enumerate(SHAPES):
+        count = round(nodes * need[index] / sum(need))
+        count = max(span, count) if index < len(SHAPES) - 1 else nodes - cut
         ranks = list(range(cut, min(nodes, cut + count)))
         cut += len(ranks)
-        for first in range(0, len(ranks) - span + 1, span):
-            for slot in range(per_node):
+        for slot in range(per_node):
+            for first in range(0, len(ranks) - span + 1, span):
                 shares = tuple(
                     NodeShare(
                         rank,
