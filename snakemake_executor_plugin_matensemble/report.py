@@ -22,8 +22,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .journal import JobRecord, RunRecord, read_journal
-from .summary import RunSummary, summarize, summary_lines
+from .journal import JobRecord, RunRecord
+from .summary import RunSummary, read_and_summarize, summary_lines
 
 #: Most lanes (cores and GPUs) drawn one per core and GPU; above, lanes are aggregated.
 MAX_LANES = 512
@@ -467,16 +467,20 @@ def make_report(journal: str | Path, outdir: str | Path | None = None) -> Path:
     """Write every picture and table for ``journal``; returns the output directory
     (default ``<run>/report``). Raises :class:`FileNotFoundError` (no journal)
     or :class:`OSError` (the output cannot be written)."""
+    return _report(journal, outdir)[0]
+
+
+def _report(journal: str | Path, outdir: str | Path | None) -> tuple[Path, RunSummary]:
+    """:func:`make_report`, and the run's summary (the journal read once)."""
     path = find_journal(journal)
     out = Path(outdir) if outdir else path.parent / "report"
     out.mkdir(parents=True, exist_ok=True)
-    record = read_journal(path)
-    summary = summarize(record)
+    record, summary = read_and_summarize(path)
     draw_timeline(record, out / "timeline.png")
     draw_utilization(record, out / "utilization.png")
     write_tables(summary, out)
     write_html(record, summary, out)
-    return out
+    return out, summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -488,10 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--output", help="output directory (default: <run>/report)")
     args = parser.parse_args(argv)
     try:
-        out = make_report(args.journal, args.output)
+        out, summary = _report(args.journal, args.output)
     except FileNotFoundError as error:
         parser.exit(2, f"matensemble-report: {error}\n")
-    summary = summarize(read_journal(find_journal(args.journal)))
     sys.stdout.write("\n".join(summary_lines(summary)) + "\n")
     sys.stdout.write(
         f"wrote {out}/timeline.png, utilization.png, rules.csv, rules.md, report.html\n"
