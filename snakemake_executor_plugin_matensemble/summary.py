@@ -11,12 +11,16 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .cpulist import format_cpu_list
-from .journal import JobRecord, RunRecord, iter_events, read_journal
+from .journal import JobRecord, RunRecord, read_journal
+
+#: Journal events read apart from the jobs' (by :func:`side_events`).
+SIDE_EVENTS = frozenset({"resource", "previous"})
 
 
 @dataclass(frozen=True)
@@ -332,13 +336,31 @@ def summary_lines(summary: RunSummary, slowest: int = 3) -> list[str]:
 # -- several allocations and resource events ------------------------------------------
 
 
+def side_events(path: str | Path, kinds: frozenset[str] = SIDE_EVENTS) -> Iterator[dict]:
+    """The journal's events of these ``kinds`` (``resource``, ``previous``):
+    a few lines among hundreds of thousands, so a line is parsed only if it
+    names one of the kinds (a torn line is skipped, as by ``iter_events``).
+    Raises :class:`OSError` if the file cannot be opened."""
+    marks = tuple(f'"{kind}"' for kind in kinds)
+    with open(path, encoding="utf-8") as stream:
+        for line in stream:
+            if not any(mark in line for mark in marks):
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and event.get("event") in kinds:
+                yield event
+
+
 def run_chain(path: str | Path, limit: int = 50) -> list[Path]:
     """The journals of a run that went on over several allocations, oldest
     first: ``path`` and the journals its ``previous`` lines point to."""
     chain = [Path(path)]
     while len(chain) < limit:
         previous = next(
-            (e.get("journal") for e in iter_events(chain[-1]) if e.get("event") == "previous"),
+            (e.get("journal") for e in side_events(chain[-1], frozenset({"previous"}))),
             None,
         )
         if not previous or not Path(previous).exists() or Path(previous) in chain:
@@ -369,9 +391,7 @@ def resource_lines(path: str | Path) -> list[str]:
     returning ranks, a new end), one line each, at local wall-clock time
     (``at``/``t`` are epoch seconds)."""
     lines = []
-    for event in iter_events(path):
-        if event.get("event") != "resource":
-            continue
+    for event in side_events(path, frozenset({"resource"})):
         at = event.get("at") or event.get("t", 0.0)
         when = datetime.datetime.fromtimestamp(at).strftime("%H:%M:%S")
         ids = event.get("ranks", [])

@@ -216,3 +216,20 @@ def test_end_of_run_lines_are_the_summary_then_the_resource_changes(tmp_path):
     by_rule = {s.rule: (s.jobs, s.attempts, s.mean_s, s.max_s) for s in summary.rules}
     assert by_rule == {"a": (1, 2, 2.5, 4.0), "b": (1, 1, 2.0, 2.0)}
     assert [s.rule for s in summary.rules] == ["a", "b"]  # busiest first: 5 s, then 2 s
+
+
+@pytest.mark.snakemake_independent
+def test_resource_lines_ignore_jobs_that_merely_mention_resource(tmp_path):
+    from snakemake_executor_plugin_matensemble.summary import resource_lines, run_chain
+
+    path = write_events(
+        tmp_path / "journal.jsonl",
+        [
+            RUN,
+            *job_events(1, "resource", 0.0, 1.0, [0], wildcards={"w": "previous"}),
+            {"event": "resource", "t": 5.0, "kind": "down", "ranks": [2], "at": 4.0},
+        ],
+        torn_tail='{"event": "resource", "t": 6.0, "kind": "up", "ra',
+    )
+    assert [line.split(" ", 2)[2] for line in resource_lines(path)] == ["rank 2 went down."]
+    assert run_chain(path) == [path]
