@@ -26,6 +26,19 @@ def journal(tmp_path, *jobs):
     return write_events(tmp_path / "run" / "journal.jsonl", events)
 
 
+def boxes_of(ax):
+    """(hatch, edge colour) of every box drawn, in drawing order (boxes are
+    drawn as one collection per outcome)."""
+    from matplotlib.collections import PolyCollection
+
+    return [
+        (c.get_hatch(), tuple(c.get_edgecolor()[0]))
+        for c in ax.collections
+        if isinstance(c, PolyCollection)
+        for _ in c.get_paths()
+    ]
+
+
 def legend_and_boxes(path):
     import matplotlib.pyplot as plt
 
@@ -35,8 +48,7 @@ def legend_and_boxes(path):
         legend = ax.get_legend()
         labels = [text.get_text() for text in legend.get_texts()] if legend else []
         entries = dict(zip(labels, legend.get_patches() if legend else [], strict=True))
-        boxes = [(p.get_hatch(), p.get_edgecolor()) for p in ax.patches]
-        return labels, entries, boxes
+        return labels, entries, boxes_of(ax)
     finally:
         plt.close(fig)
 
@@ -147,7 +159,7 @@ def title_and_artists(path, **limits):
     try:
         (ax,) = fig.axes
         labels = [text.get_text() for text in ax.get_legend().get_texts()]
-        return ax.get_title(), len(ax.images), len(ax.patches), labels
+        return ax.get_title(), len(ax.images), len(boxes_of(ax)) + len(ax.patches), labels
     finally:
         plt.close(fig)
 
