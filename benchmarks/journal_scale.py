@@ -182,10 +182,10 @@ def step_summary(directory: Path, how: str = "observer") -> dict:
     """``observer``: the calls ``observer.run_ended`` makes today;
     ``lines``: ``summary.end_of_run_lines`` (the same lines, the journal read
     with the collector paused)."""
+    from snakemake_executor_plugin_matensemble import summary
     from snakemake_executor_plugin_matensemble.journal import read_journal
     from snakemake_executor_plugin_matensemble.summary import (
         chain_lines,
-        end_of_run_lines,
         resource_lines,
         summarize,
         summary_lines,
@@ -195,7 +195,7 @@ def step_summary(directory: Path, how: str = "observer") -> dict:
     base = _peak_mb()
     started, cpu = time.perf_counter(), time.process_time()
     if how == "lines":
-        lines = end_of_run_lines(path)
+        lines = summary.end_of_run_lines(path)
     else:
         lines = summary_lines(summarize(read_journal(path)))
         lines += resource_lines(path) + chain_lines(path)
