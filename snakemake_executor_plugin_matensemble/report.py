@@ -5,7 +5,9 @@
 
 Writes ``timeline.png`` (one lane per core and per GPU of every node, boxes
 coloured by rule, failed attempts hatched in red, cancelled ones dotted grey,
-jobs cut off by the end of the journal dashed), ``utilization.png`` (cores
+jobs cut off by the end of the journal dashed; with more jobs than pixels,
+one lane per node or group of nodes, coloured by the busiest rule and shaded
+by occupancy, see :func:`aggregated_timeline`), ``utilization.png`` (cores
 and GPUs in use over time), ``rules.csv``/``rules.md`` (per rule, over the
 jobs that ran: jobs, attempts, mean/max runtime, cores, GPUs, failed jobs)
 and ``report.html`` (all of it in one self-contained page). Times on the
