@@ -8,13 +8,19 @@ seconds (the journal's clock) and every duration seconds.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
-from collections import defaultdict
+import gc
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .cpulist import format_cpu_list
-from .journal import JobRecord, RunRecord, iter_events, read_journal
+from .journal import JobRecord, RunRecord, read_journal
+
+#: Journal events read apart from the jobs' (by :func:`side_events`).
+SIDE_EVENTS = frozenset({"resource", "previous"})
 
 
 @dataclass(frozen=True)
@@ -127,62 +133,155 @@ def lower_bound(
     return max(bounds)
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a bulk load or count of a
+    journal, then back as it was.
+
+    Reading a 100,000-job journal makes millions of small objects that all
+    live on, and every full collection walks all of them again: with the
+    collector on, reading and summarizing cost twice as much per job at
+    100,000 jobs as at 10,000 (``benchmarks/journal_scale.py``). Nothing made
+    here forms a cycle, so nothing waits for the collector; other threads
+    are only spared its pauses for as long.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def read_and_summarize(path: str | Path) -> tuple[RunRecord, RunSummary]:
+    """The journal at ``path`` and its figures (with :func:`gc_paused`).
+    Raises :class:`OSError` if it cannot be read."""
+    with gc_paused():
+        record = read_journal(path)
+        return record, summarize(record)
+
+
 def summarize(record: RunRecord) -> RunSummary:
-    """The figures of one journal (a finished or a killed run)."""
+    """The figures of one journal (a finished or a killed run).
+
+    One pass over the attempts (grouped once by Snakemake job); cost linear
+    in the attempts, apart from sorting them by key.
+    """
+    with gc_paused():
+        return _summarize(record)
+
+
+def _summarize(record: RunRecord) -> RunSummary:
     until = record.last_time
-    ran = [job for job in record.jobs if job.ran]
-    if ran:
-        first = min(job.start for job in ran)
-        last = max(job.end if job.end is not None else until for job in ran)
-        makespan = max(0.0, last - first)
-    else:
-        makespan = 0.0
+    tally = _Tally(until)
+    for job in by_job(record.jobs):
+        tally.add(job)
     cores, gpus = record.total_cores, record.total_gpus
-    core_busy = sum(job.cores * job.duration(until) for job in ran)
-    gpu_busy = sum(job.gpus * job.duration(until) for job in ran)
-    jobs = by_job(record.jobs)
-    outcomes = [job.outcome for job in jobs]
+    makespan = max(0.0, tally.last - tally.first) if tally.attempts else 0.0
+    if tally.attempts and cores:
+        bounds = [tally.core_s / cores, tally.longest]
+        lower = max([*bounds, tally.gpu_s / gpus] if gpus else bounds)
+    else:
+        lower = 0.0
     return RunSummary(
-        done=outcomes.count("done"),
-        failed=outcomes.count("failed"),
-        cancelled=outcomes.count("cancelled"),
-        not_started=outcomes.count("not_started"),
-        unfinished=outcomes.count("unfinished"),
-        attempts=len(ran),
+        done=tally.outcomes["done"],
+        failed=tally.outcomes["failed"],
+        cancelled=tally.outcomes["cancelled"],
+        not_started=tally.outcomes["not_started"],
+        unfinished=tally.outcomes["unfinished"],
+        attempts=tally.attempts,
         makespan_s=makespan,
-        core_utilization=core_busy / (cores * makespan) if cores and makespan else 0.0,
-        gpu_utilization=gpu_busy / (gpus * makespan) if gpus and makespan else None,
-        lower_bound_s=lower_bound(record.jobs, cores, until, gpus),
-        rules=rule_stats(record.jobs, until),
-        failures=[job.final for job in jobs if job.outcome == "failed"],
-        retried=tuple(attempt for job in jobs for attempt in job.retried if attempt.failed),
+        core_utilization=tally.core_s / (cores * makespan) if cores and makespan else 0.0,
+        gpu_utilization=tally.gpu_s / (gpus * makespan) if gpus and makespan else None,
+        lower_bound_s=lower,
+        rules=tally.rule_stats(),
+        failures=tally.failures,
+        retried=tuple(tally.retried),
     )
+
+
+class _RuleTally:
+    """Running figures of one rule (see :class:`RuleStats`)."""
+
+    __slots__ = ("attempts", "cores", "failures", "gpus", "jobs", "max_s", "total_s")
+
+    def __init__(self) -> None:
+        self.jobs = self.attempts = self.cores = self.gpus = self.failures = 0
+        self.total_s = self.max_s = 0.0
+
+
+class _Tally:
+    """Every figure of :class:`RunSummary`, counted in one pass over the jobs
+    (each attempt's cores, GPUs and runtime worked out once)."""
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+        self.outcomes = dict.fromkeys(
+            ("done", "failed", "cancelled", "not_started", "unfinished"), 0
+        )
+        self.attempts = 0
+        self.first, self.last = float("inf"), float("-inf")
+        self.core_s = self.gpu_s = self.longest = 0.0
+        self.rules: dict[str, _RuleTally] = {}
+        self.failures: list[JobRecord] = []
+        self.retried: list[JobRecord] = []
+
+    def add(self, job: JobAttempts) -> None:
+        outcome = job.outcome
+        self.outcomes[outcome] += 1
+        if outcome == "failed":
+            self.failures.append(job.final)
+        rule = None
+        for number, attempt in enumerate(job.attempts, 1):
+            if not attempt.ran:
+                continue
+            if number < len(job.attempts) and attempt.failed:
+                self.retried.append(attempt)
+            if rule is None:
+                rule = self.rules.setdefault(job.final.rule, _RuleTally())
+                rule.jobs += 1
+                rule.failures += outcome == "failed"
+            self._attempt(attempt, rule)
+
+    def _attempt(self, attempt: JobRecord, rule: _RuleTally) -> None:
+        cores, gpus, runtime = attempt.cores, attempt.gpus, attempt.duration(self.until)
+        end = attempt.end if attempt.end is not None else self.until
+        self.attempts += 1
+        self.first, self.last = min(self.first, attempt.start), max(self.last, end)
+        self.core_s += cores * runtime
+        self.gpu_s += gpus * runtime
+        self.longest = max(self.longest, runtime)
+        rule.attempts += 1
+        rule.total_s += runtime
+        rule.max_s = max(rule.max_s, runtime)
+        rule.cores, rule.gpus = max(rule.cores, cores), max(rule.gpus, gpus)
+
+    def rule_stats(self) -> list[RuleStats]:
+        """Busiest rule (attempts x mean runtime) first."""
+        stats = [
+            RuleStats(
+                rule=name,
+                jobs=t.jobs,
+                attempts=t.attempts,
+                mean_s=t.total_s / t.attempts,
+                max_s=t.max_s,
+                cores=t.cores,
+                gpus=t.gpus,
+                failures=t.failures,
+            )
+            for name, t in self.rules.items()
+        ]
+        return sorted(stats, key=lambda s: s.mean_s * s.attempts, reverse=True)
 
 
 def rule_stats(jobs: list[JobRecord], until: float | None = None) -> list[RuleStats]:
     """Per-rule figures over the jobs that ran (never-started ones are left
     out), busiest rule (attempts x mean runtime) first."""
-    by_rule: dict[str, list[JobAttempts]] = defaultdict(list)
+    tally = _Tally(until)
     for job in by_job(jobs):
-        if any(attempt.ran for attempt in job.attempts):
-            by_rule[job.final.rule].append(job)
-    stats = []
-    for rule, members in by_rule.items():
-        ran = [attempt for job in members for attempt in job.attempts if attempt.ran]
-        durations = [attempt.duration(until) for attempt in ran]
-        stats.append(
-            RuleStats(
-                rule=rule,
-                jobs=len(members),
-                attempts=len(ran),
-                mean_s=sum(durations) / len(durations),
-                max_s=max(durations),
-                cores=max(attempt.cores for attempt in ran),
-                gpus=max(attempt.gpus for attempt in ran),
-                failures=sum(job.outcome == "failed" for job in members),
-            )
-        )
-    return sorted(stats, key=lambda s: s.mean_s * s.attempts, reverse=True)
+        tally.add(job)
+    return tally.rule_stats()
 
 
 def count_line(summary: RunSummary) -> str:
@@ -237,13 +336,31 @@ def summary_lines(summary: RunSummary, slowest: int = 3) -> list[str]:
 # -- several allocations and resource events ------------------------------------------
 
 
+def side_events(path: str | Path, kinds: frozenset[str] = SIDE_EVENTS) -> Iterator[dict]:
+    """The journal's events of these ``kinds`` (``resource``, ``previous``):
+    a few lines among hundreds of thousands, so a line is parsed only if it
+    names one of the kinds (a torn line is skipped, as by ``iter_events``).
+    Raises :class:`OSError` if the file cannot be opened."""
+    marks = tuple(f'"{kind}"' for kind in kinds)
+    with open(path, encoding="utf-8") as stream:
+        for line in stream:
+            if not any(mark in line for mark in marks):
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and event.get("event") in kinds:
+                yield event
+
+
 def run_chain(path: str | Path, limit: int = 50) -> list[Path]:
     """The journals of a run that went on over several allocations, oldest
     first: ``path`` and the journals its ``previous`` lines point to."""
     chain = [Path(path)]
     while len(chain) < limit:
         previous = next(
-            (e.get("journal") for e in iter_events(chain[-1]) if e.get("event") == "previous"),
+            (e.get("journal") for e in side_events(chain[-1], frozenset({"previous"}))),
             None,
         )
         if not previous or not Path(previous).exists() or Path(previous) in chain:
@@ -260,8 +377,7 @@ def chain_lines(path: str | Path) -> list[str]:
         return []
     lines = [f"matensemble: this run went on over {len(chain)} allocations:"]
     for number, journal in enumerate(chain, 1):
-        record = read_journal(journal)
-        summary = summarize(record)
+        record, summary = read_and_summarize(journal)
         lines.append(
             f"matensemble:   {number}. run {record.run.get('run', journal.parent.name)}: "
             f"{summary.done} done, {summary.failed} failed, {summary.not_started} not "
@@ -275,9 +391,7 @@ def resource_lines(path: str | Path) -> list[str]:
     returning ranks, a new end), one line each, at local wall-clock time
     (``at``/``t`` are epoch seconds)."""
     lines = []
-    for event in iter_events(path):
-        if event.get("event") != "resource":
-            continue
+    for event in side_events(path, frozenset({"resource"})):
         at = event.get("at") or event.get("t", 0.0)
         when = datetime.datetime.fromtimestamp(at).strftime("%H:%M:%S")
         ids = event.get("ranks", [])
@@ -292,3 +406,11 @@ def resource_lines(path: str | Path) -> list[str]:
         reason = f" ({event['reason']})" if event.get("reason") else ""
         lines.append(f"matensemble: {when} {what}{reason}.")
     return lines
+
+
+def end_of_run_lines(path: str | Path) -> list[str]:
+    """What the end of a run tells the user about its journal at ``path``:
+    the summary, the allocation's changes, the earlier allocations of the
+    run (read once each, with :func:`gc_paused`)."""
+    _, summary = read_and_summarize(path)
+    return summary_lines(summary) + resource_lines(path) + chain_lines(path)

@@ -170,3 +170,66 @@ def test_snakemakes_verdict_and_refused_attempts_count_as_failed(tmp_path):
     assert (
         "matensemble: failed: no_output (failed): missing output files: no_output.txt. Log: n.log"
     ) in lines
+
+
+@pytest.mark.snakemake_independent
+def test_the_collector_is_paused_while_summarizing_and_restored_after(tmp_path, monkeypatch):
+    import gc
+
+    from snakemake_executor_plugin_matensemble import summary as summary_module
+
+    seen = []
+    real = summary_module._summarize
+    monkeypatch.setattr(
+        summary_module, "_summarize", lambda r: seen.append(gc.isenabled()) or real(r)
+    )
+    path = write_events(tmp_path / "journal.jsonl", [RUN, *job_events(1, "a", 0.0, 1.0, [0])])
+    assert gc.isenabled()
+    assert summarize(read_journal(path)).done == 1
+    assert (seen, gc.isenabled()) == ([False], True)
+    gc.disable()
+    try:
+        with summary_module.gc_paused():
+            pass
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()
+
+
+@pytest.mark.snakemake_independent
+def test_end_of_run_lines_are_the_summary_then_the_resource_changes(tmp_path):
+    from snakemake_executor_plugin_matensemble.summary import end_of_run_lines, resource_lines
+
+    path = write_events(
+        tmp_path / "journal.jsonl",
+        [
+            RUN,
+            *job_events(1, "a", 100.0, 104.0, [0], jobid=1, status="failed", log="a1.log"),
+            *job_events(2, "a", 104.0, 105.0, [0], jobid=1, attempt=2),
+            *job_events(3, "b", 100.0, 102.0, [1], jobid=2),
+            {"event": "resource", "t": 101.0, "kind": "drain", "ranks": [0], "at": 101.0},
+        ],
+    )
+    summary = summarize(read_journal(path))
+    assert end_of_run_lines(path) == summary_lines(summary) + resource_lines(path)
+    assert (summary.done, summary.attempts, len(summary.retried)) == (2, 3, 1)
+    by_rule = {s.rule: (s.jobs, s.attempts, s.mean_s, s.max_s) for s in summary.rules}
+    assert by_rule == {"a": (1, 2, 2.5, 4.0), "b": (1, 1, 2.0, 2.0)}
+    assert [s.rule for s in summary.rules] == ["a", "b"]  # busiest first: 5 s, then 2 s
+
+
+@pytest.mark.snakemake_independent
+def test_resource_lines_ignore_jobs_that_merely_mention_resource(tmp_path):
+    from snakemake_executor_plugin_matensemble.summary import resource_lines, run_chain
+
+    path = write_events(
+        tmp_path / "journal.jsonl",
+        [
+            RUN,
+            *job_events(1, "resource", 0.0, 1.0, [0], wildcards={"w": "previous"}),
+            {"event": "resource", "t": 5.0, "kind": "down", "ranks": [2], "at": 4.0},
+        ],
+        torn_tail='{"event": "resource", "t": 6.0, "kind": "up", "ra',
+    )
+    assert [line.split(" ", 2)[2] for line in resource_lines(path)] == ["rank 2 went down."]
+    assert run_chain(path) == [path]
