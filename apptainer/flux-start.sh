@@ -57,6 +57,7 @@ if [ -n "$end" ]; then
         echo "MATENSEMBLE_JOB_END='$end' is not a time in Unix seconds" >&2; exit 2; }
     # Rank 0 runs the initial program: tell the resource module the end, then run COMMAND.
     update='import sys, flux; flux.Flux().rpc("resource.expiration-update", {"expiration": float(sys.argv[1])}, 0).get()'
+    # shellcheck disable=SC2016 # $1, $2 and $@ are the inner bash's arguments
     exec flux start "${conf[@]}" "${opts[@]}" \
         bash -c 'flux python -c "$1" "$2" && shift 2 && exec "$@"' \
         matensemble-flux-start "$update" "$end" "$@"

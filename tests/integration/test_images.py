@@ -497,4 +497,6 @@ def test_docs_say_how_to_pull_and_run_each_image(doc):
     for name in IMAGES:
         assert re.search(rf"oras://ghcr\.io/\S+/{name}:", text), f"{doc}: no pull for {name}"
     assert "apptainer run" in text
-    assert re.search(r"srun .*flux|srun[^\n]*\\\n[^\n]*apptainer run", text), doc
+    # an srun line, continued or not, that starts Flux (directly, by the launcher or the image)
+    srun = r"srun [^\n]*(?:\\\n[^\n]*)*?(?:flux start|matensemble-flux-start|apptainer run)"
+    assert re.search(srun, text), doc
