@@ -28,8 +28,7 @@ rule bad:
 
 # (case id, resource field, rule directives, extra CLI args, words the error must contain)
 RESOURCE_CASES = [
-    ("threads-negative", "threads", "threads: -1", (), ["rule 'bad'", "threads=-1", "at least 1"]),
-    ("threads-zero", "threads", "threads: 0", (), ["threads=0", "at least 1"]),
+    ("threads-negative", "threads", "threads: -1", (), ["rule 'bad'", "threads=-1", "at least 0"]),
     ("tasks-zero", "tasks", "resources: tasks=0", (), ["tasks=0", "at least 1"]),
     ("tasks-string", "tasks", 'resources: tasks="many"', (), ["tasks='many'", "whole number"]),
     ("nodes-zero", "nodes", "resources: nodes=0", (), ["nodes=0", "at least 1"]),
