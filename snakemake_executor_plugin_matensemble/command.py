@@ -243,13 +243,20 @@ class CommandBuilder:
             {"members": [members[job] for job in run_set.jobs], "after": list(run_set.after)}
             for run_set in order
         ]
+        temp = [
+            {"path": path, "after": [members[job]["name"] for job in jobs]}
+            for path, jobs in self.boundary.group_temp_files(group)
+        ]
         os.makedirs(".snakemake", exist_ok=True)
         handle, spec = tempfile.mkstemp(
             dir=".snakemake", prefix="matensemble_group.", suffix=".json"
         )
         with os.fdopen(handle, "w") as stream:
             latency_wait = self.boundary.latency_wait()
-            json.dump({"sets": sets, "cores": cores, "latency_wait": latency_wait}, stream)
+            json.dump(
+                {"sets": sets, "cores": cores, "latency_wait": latency_wait, "temp": temp},
+                stream,
+            )
         spec = os.path.abspath(spec)
         return JobCommand(
             command=shlex.join([sys.executable, GROUP_RUNNER, spec]),

@@ -68,6 +68,9 @@ class Capabilities:
     #: shorten the pause between a group job's levels in its post-processing
     #: (absent: Snakemake's own 0.1 s per level stays; slower, same results)
     group_level_pause: bool = False
+    #: find a group's temp() files that no job outside it needs (absent: such
+    #: groups run through Snakemake's per-job command, which removes them itself)
+    group_temp: bool = False
     #: what is missing, one line each (empty when everything is there)
     problems: tuple[str, ...] = ()
 
@@ -144,6 +147,18 @@ def probe() -> Capabilities:
             and "await asyncio.sleep(0.1)" in postprocess
         )
 
+    def group_temp_ok() -> bool:
+        from snakemake.dag import DAG
+        from snakemake.io import is_flagged
+        from snakemake.jobs import Job
+
+        return (
+            callable(is_flagged)
+            and callable(DAG.needrun)
+            and callable(DAG.finished)
+            and isinstance(Job.is_checkpoint, property)
+        )
+
     return Capabilities(
         direct=direct,
         group_capture=_check(
@@ -154,6 +169,7 @@ def probe() -> Capabilities:
         group_layering=_check(problems, "GroupResources.basic_layered", layering_ok),
         pipe_groups=_check(problems, "Job.pipe_group", pipe_groups_ok),
         group_level_pause=_check([], "GroupJob.postprocess's level pause", level_pause_ok),
+        group_temp=_check(problems, "DAG.depending / needrun / targetfiles", group_temp_ok),
         problems=tuple(problems),
     )
 
@@ -485,6 +501,55 @@ class SnakemakeBoundary:
             return [(job, self.capture_command(job)) for level in group.toposorted for job in level]
         finally:
             jobs_module.wait_for_files = original
+
+    def group_temp_files(self, group: Any) -> list[tuple[str, list[Any]]]:
+        """The ``temp()`` files made inside ``group`` that no job outside it
+        needs, each with the members that make or read it: Snakemake's local
+        executor removes such a file as soon as the last of them is done
+        (``DAG.handle_temp``), so the group's runner does that too. Raises
+        :class:`NotDirect` where this Snakemake's DAG is unknown here and the
+        group has temp files (Snakemake's per-job command removes them)."""
+        from snakemake.io import is_flagged
+
+        produced = [(job, f) for job in group.jobs for f in job.output if is_flagged(f, "temp")]
+        if not produced:
+            return []
+        if not self.caps.group_temp:
+            raise NotDirect(f"Snakemake {self.version}'s temp file handling is unknown here")
+        try:
+            return self._removable_temp_files(group, produced)
+        except AttributeError as error:  # the DAG's own fields (instance attributes)
+            raise NotDirect(
+                f"Snakemake {self.version}'s temp file handling is unknown here ({error})"
+            ) from None
+
+    def _removable_temp_files(
+        self, group: Any, produced: list[tuple[Any, Any]]
+    ) -> list[tuple[str, list[Any]]]:
+        if self.workflow.storage_settings.notemp:
+            return []
+        dag, members = self.workflow.dag, set(group.jobs)
+        removable = []
+        for producer, f in produced:
+            if f in dag.targetfiles or f in dag.derived_targetfiles:
+                continue
+            readers = [
+                job
+                for job, files in dag.depending[producer].items()
+                if f in files and dag.needrun(job) and not dag.finished(job)
+            ]
+            if any(job not in members for job in readers):
+                continue
+            if not readers and (
+                producer.is_checkpoint
+                or (
+                    producer in dag.targetjobs
+                    and producer.rule.name != self.workflow.default_target
+                )
+            ):
+                continue
+            removable.append((str(f), [producer, *readers]))
+        return removable
 
     def run_order(self, group: Any) -> list[RunSet]:
         """The members of ``group`` as Snakemake runs them, in sets: a set is
