@@ -304,9 +304,10 @@ def test_bad_setting_is_one_paragraph_without_a_traceback(tmp_path):
 
 def test_a_gpu_job_on_a_machine_without_gpus_is_told_the_flag(tmp_path):
     write_snakefile(tmp_path, SNAKEFILE.format(directives="resources: gpu=1"))
+    started = time.time()
     run = run_snakemake(tmp_path, "--matensemble-local-gpus", "none", timeout=60)
     assert_stopped_before_anything(
-        tmp_path, run, time.time(), ["gpu=1", "the largest node has 0 GPU(s)"]
+        tmp_path, run, started, ["gpu=1", "the largest node has 0 GPU(s)"]
     )
     (error,) = [line for line in run.output.splitlines() if "gpu=1" in line]
     assert "--matensemble-local-gpus" in error
