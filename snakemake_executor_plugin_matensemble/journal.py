@@ -257,12 +257,17 @@ class RunRecord:
         return sum(len(node["gpus"]) for node in self.run.get("nodes", []))
 
 
+def journal_paths(journal_dir: str | Path) -> list[Path]:
+    """The journals in ``journal_dir``, oldest first: by the run id (the
+    directory's name), which starts with the run's start time."""
+    return sorted(Path(journal_dir).glob("*/journal.jsonl"), key=lambda p: p.parent.name)
+
+
 def find_previous_journal(journal_dir: str | Path, current: str | Path) -> Path | None:
-    """The newest journal in ``journal_dir`` other than ``current`` (by the run
-    id, which starts with the start time), or None."""
+    """The newest journal in ``journal_dir`` other than ``current``, or None."""
     current_path = Path(current).resolve()
-    paths = [p for p in Path(journal_dir).glob("*/journal.jsonl") if p.resolve() != current_path]
-    return max(paths, key=lambda p: p.parent.name, default=None)
+    paths = [p for p in journal_paths(journal_dir) if p.resolve() != current_path]
+    return paths[-1] if paths else None
 
 
 def iter_events(path: str | Path) -> Iterator[dict[str, Any]]:
