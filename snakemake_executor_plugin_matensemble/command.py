@@ -18,6 +18,7 @@ metadata, retries, checkpoints) run in the main process for both paths.
 
 from __future__ import annotations
 
+import enum
 import inspect
 import json
 import logging
@@ -43,14 +44,22 @@ GROUP_RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "group_r
 OPT_OUT_RESOURCE = "matensemble_direct"
 
 
+class CommandPath(enum.StrEnum):
+    """Which path a job takes."""
+
+    #: the rule's own process, as Snakemake's shell() would start it
+    DIRECT = "direct"
+    #: Snakemake's per-job command (one Snakemake process for the job)
+    SNAKEMAKE = "snakemake"
+
+
 @dataclass(frozen=True)
 class JobCommand:
     """A shell command line, the shell that runs it and what it needs."""
 
     command: str
     shell: str = "/bin/sh"
-    #: "direct" (the rule's own shell command) or "snakemake" (per-job process).
-    path: str = "snakemake"
+    path: CommandPath = CommandPath.SNAKEMAKE
     #: The job's environment: complete on the direct path (as shell() built
     #: it), or variables added to the run's environment on the snakemake path.
     env: dict[str, str] = field(default_factory=dict)
@@ -161,7 +170,7 @@ def _launched_as_is(process: CapturedProcess, per_task: bool) -> JobCommand:
     return JobCommand(
         command=process.command,
         shell=process.executable,
-        path="direct",
+        path=CommandPath.DIRECT,
         env=process.env,
         per_task=per_task,
         cleanup=tuple(process.cleanup),
@@ -261,7 +270,7 @@ class CommandBuilder:
         return JobCommand(
             command=shlex.join([sys.executable, GROUP_RUNNER, spec]),
             shell="/bin/sh",
-            path="direct",
+            path=CommandPath.DIRECT,
             env=dict(os.environ),
             cleanup=(*cleanup, spec),
         )

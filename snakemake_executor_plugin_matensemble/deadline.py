@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends.base import Status
+from .backends.base import JobStatus
 from .journal import RunRecord, journal_paths, read_journal
 
 log = logging.getLogger("snakemake.logging.matensemble.deadline")
@@ -32,7 +32,7 @@ RUNTIME_ESTIMATES = ("declared", "journal")
 #: ``--matensemble-unknown-runtime`` choices
 UNKNOWN_RUNTIME = ("start", "hold")
 #: the journal's status of an attempt that succeeded
-SUCCESS = Status.SUCCESS.value
+SUCCESS = JobStatus.SUCCESS.value
 
 _DURATION = re.compile(
     r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$"

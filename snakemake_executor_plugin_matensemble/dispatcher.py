@@ -18,6 +18,7 @@ on to the listener unchanged.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import threading
@@ -29,20 +30,27 @@ from .backends.base import (
     Backend,
     JobFinished,
     JobStarted,
+    JobStatus,
     LaunchError,
     LaunchSpec,
     ResourceEvent,
-    Status,
+    ResourceEventKind,
 )
 from .deadline import format_epoch, resume_command
 from .packer import JobTicket, Packer
 
 log = logging.getLogger("snakemake.logging.matensemble.dispatcher")
 
-#: Why queued jobs are withdrawn: a job failed (no --keep-going), the run was
-#: interrupted (Ctrl-C, SIGTERM, cancel), or they cannot finish before the
-#: allocation's end.
-WITHDRAWN_REASONS = ("failure", "interrupted", "deadline")
+
+class Withdrawal(enum.StrEnum):
+    """Why queued jobs are withdrawn (not started)."""
+
+    #: a job failed and the run stops (no --keep-going)
+    FAILURE = "failure"
+    #: the run was interrupted (Ctrl-C, SIGTERM, cancel)
+    INTERRUPTED = "interrupted"
+    #: they cannot finish before the allocation's end
+    DEADLINE = "deadline"
 
 
 class DispatchListener(Protocol):
@@ -52,9 +60,8 @@ class DispatchListener(Protocol):
 
     def on_finished(self, ticket: JobTicket, result: JobFinished) -> None: ...
 
-    def on_withdrawn(self, tickets: list[JobTicket], reason: str) -> None:
-        """Queued ``tickets`` will not be started; ``reason`` is one of
-        :data:`WITHDRAWN_REASONS`."""
+    def on_withdrawn(self, tickets: list[JobTicket], reason: Withdrawal) -> None:
+        """Queued ``tickets`` will not be started, for ``reason``."""
         ...
 
     def on_crash(self, error: BaseException, tickets: list[JobTicket]) -> None: ...
@@ -155,7 +162,7 @@ class Dispatcher:
         self._attach([t for t in new if t.attach is not None])
         self.packer.enqueue([t for t in new if t.attach is None])
         if halted or stopping:
-            self._withdraw_queue("interrupted" if stopping else "failure")
+            self._withdraw_queue(Withdrawal.INTERRUPTED if stopping else Withdrawal.FAILURE)
         if stopping:
             self._cancel_running()
             return False
@@ -207,7 +214,7 @@ class Dispatcher:
             except LaunchError as error:
                 self._finish(
                     ticket,
-                    JobFinished(ticket.key, Status.LAUNCH_ERROR, str(error), time=time.time()),
+                    JobFinished(ticket.key, JobStatus.LAUNCH_ERROR, str(error), time=time.time()),
                 )
 
     def _handle(
@@ -239,7 +246,12 @@ class Dispatcher:
             # Flux reports a job's node failure before the rank's "offline"
             # event: take the rank out now, or the retry may be placed there
             self._resource_event(
-                ResourceEvent("down", result.lost_ranks, "a job lost contact with it", result.time)
+                ResourceEvent(
+                    ResourceEventKind.DOWN,
+                    result.lost_ranks,
+                    "a job lost contact with it",
+                    result.time,
+                )
             )
         result = self._blame_lost_node(ticket, result)
         self.packer.finish(ticket)
@@ -276,24 +288,24 @@ class Dispatcher:
                 f"allocation ends at {end} ({self.deadline_withdrawn} in all); resume with: "
                 f"{resume_command(self.resume_argv)}"
             )
-        self.listener.on_withdrawn(tickets, "deadline")
+        self.listener.on_withdrawn(tickets, Withdrawal.DEADLINE)
 
     # -- drained and lost ranks ---------------------------------------------------
     def _resource_event(self, event: ResourceEvent) -> None:
         allocation = self.packer.allocation
-        names = ", ".join(f"{allocation.node_name(r)} (rank {r})" for r in event.ranks)
+        names = self._node_names(event.ranks)
         why = f": {event.reason}" if event.reason else ""
-        if event.kind == "drain":
+        if event.kind is ResourceEventKind.DRAIN:
             if allocation.drain(event.ranks, event.reason or "drained"):
                 log.warning(
                     f"matensemble: {names} drained{why}; no new jobs start there, "
                     "running ones finish."
                 )
                 self._replace_unstarted(event.ranks)
-        elif event.kind == "undrain":
+        elif event.kind is ResourceEventKind.UNDRAIN:
             if allocation.undrain(event.ranks):
                 log.info(f"matensemble: {names} undrained; jobs start there again.")
-        elif event.kind == "down":
+        elif event.kind is ResourceEventKind.DOWN:
             if not allocation.mark_down(event.ranks):
                 return  # known already (a job's node failure said so first)
             for rank in event.ranks:
@@ -303,12 +315,12 @@ class Dispatcher:
                 "(--retries reruns them on the ranks left)."
             )
             self._replace_unstarted(event.ranks)
-        elif event.kind == "up":
+        elif event.kind is ResourceEventKind.UP:
             if allocation.mark_up(event.ranks):
                 for rank in event.ranks:
                     self.lost_ranks.pop(rank, None)
                 log.info(f"matensemble: {names} is up again; jobs start there again.")
-        elif event.kind == "expiration":
+        elif event.kind is ResourceEventKind.EXPIRATION:
             self.packer.deadline.set_end(event.expiration, "Flux's resource journal")
             self.packer.deadline_changed()
         notify = getattr(self.listener, "on_resource_event", None)
@@ -342,11 +354,10 @@ class Dispatcher:
         lost = [r for r in ticket.placement.ranks if r in self.lost_ranks]
         if not lost:
             return result
-        allocation = self.packer.allocation
-        names = ", ".join(f"{allocation.node_name(r)} (rank {r})" for r in lost)
+        names = self._node_names(lost)
         return JobFinished(
             result.key,
-            Status.FAILED,
+            JobStatus.FAILED,
             f"was lost: its node {names} went down ({result.reason}); --retries reruns "
             "it on the ranks left",
             result.exit_code,
@@ -354,7 +365,12 @@ class Dispatcher:
             result.time,
         )
 
-    def _withdraw_queue(self, reason: str) -> None:
+    def _node_names(self, ranks: Sequence[int]) -> str:
+        """``node1 (rank 1), node2 (rank 2)``: ranks as the user's messages name them."""
+        allocation = self.packer.allocation
+        return ", ".join(f"{allocation.node_name(r)} (rank {r})" for r in ranks)
+
+    def _withdraw_queue(self, reason: Withdrawal) -> None:
         withdrawn = self.packer.withdraw_queued()
         if withdrawn:
             for ticket in withdrawn:

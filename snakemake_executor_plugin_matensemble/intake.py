@@ -21,7 +21,7 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from . import naming
 from .allocation import Allocation
 from .backends.base import Backend, LaunchSpec, RunningJob
-from .command import CommandBuilder, JobCommand
+from .command import CommandBuilder, CommandPath, JobCommand
 from .errors import InvalidRequestError, JobsCannotRunError
 from .packer import JobTicket
 from .request import (
@@ -204,7 +204,8 @@ class Intake:
         submission = ticket.payload
         assert submission is not None
         command = submission.command
-        env = command.env if command.path == "direct" else {**self.base_env, **command.env}
+        direct = command.path is CommandPath.DIRECT
+        env = command.env if direct else {**self.base_env, **command.env}
         return LaunchSpec(
             key=ticket.key,
             command=command.command,

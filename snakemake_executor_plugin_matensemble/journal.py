@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from .allocation import Allocation, Placement
-from .backends.base import Status
+from .backends.base import JobStatus
 from .request import ResourceRequest
 
 END_EVENTS = frozenset({"finished", "failed", "cancelled"})
 #: Job statuses (``status`` of an end line) that count as failures: the values
-#: of ``backends.base.Status`` other than success and cancelled.
-FAILED_STATUSES = frozenset(status.value for status in Status if status.failed)
+#: of ``backends.base.JobStatus`` other than success and cancelled.
+FAILED_STATUSES = frozenset(status.value for status in JobStatus if status.failed)
 
 
 def job_label(rule: str, wildcards: dict[str, Any]) -> str:

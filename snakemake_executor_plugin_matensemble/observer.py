@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 from . import naming
 from .allocation import Allocation
-from .backends.base import JobFinished, ResourceEvent
-from .backends.base import Status as BackendStatus
+from .backends.base import JobFinished, JobStatus, ResourceEvent, ResourceEventKind
 from .deadline import resume_command
+from .dispatcher import Withdrawal
 from .intake import Submission
 from .journal import Journal, find_previous_journal, read_journal
 from .packer import JobTicket, Packer
@@ -34,13 +34,13 @@ log = logging.getLogger("snakemake.logging.matensemble.observer")
 
 #: What the user reads when queued jobs were not started, by reason.
 _WITHDRAWN_BECAUSE = {
-    "failure": "a job failed; use --keep-going to run independent jobs after a failure",
-    "interrupted": "the run was interrupted",
-    "deadline": "they could not finish before the allocation ends",
+    Withdrawal.FAILURE: "a job failed; use --keep-going to run independent jobs after a failure",
+    Withdrawal.INTERRUPTED: "the run was interrupted",
+    Withdrawal.DEADLINE: "they could not finish before the allocation ends",
 }
 
 #: What the journal says of withdrawn jobs, where it differs from the above.
-_JOURNALED_BECAUSE = {"deadline": "cannot finish before the allocation ends"}
+_JOURNALED_BECAUSE = {Withdrawal.DEADLINE: "cannot finish before the allocation ends"}
 
 
 def open_run_journal(settings: Any, run_id: str, backend: str, allocation: Allocation) -> Journal:
@@ -208,9 +208,9 @@ class Observer:
         if not retried and not self.boundary.keep_going():
             self.halt()
 
-    def on_withdrawn(self, tickets: list[JobTicket[Submission]], reason: str) -> None:
-        why = _WITHDRAWN_BECAUSE.get(reason, reason)
-        if reason != "deadline":  # the dispatcher said it, with the resume command
+    def on_withdrawn(self, tickets: list[JobTicket[Submission]], reason: Withdrawal) -> None:
+        why = _WITHDRAWN_BECAUSE[reason]
+        if reason is not Withdrawal.DEADLINE:  # the dispatcher said it, with the resume command
             log.info(f"matensemble: {len(tickets)} queued job(s) were not started ({why}).")
         journaled = _JOURNALED_BECAUSE.get(reason, f"not started: {why}")
         for ticket in tickets:
@@ -220,7 +220,8 @@ class Observer:
     def on_resource_event(self, event: ResourceEvent) -> None:
         """The allocation changed (drained, undrained, lost or returned ranks, a
         new end): the journal keeps it for the summary and the report."""
-        fields = {"expiration": event.expiration} if event.kind == "expiration" else {}
+        expiration = event.kind is ResourceEventKind.EXPIRATION
+        fields = {"expiration": event.expiration} if expiration else {}
         self.journal.resource_event(
             event.kind, list(event.ranks), event.reason, at=event.time or None, **fields
         )
@@ -265,7 +266,7 @@ class Observer:
         )
 
 
-def _end_event(status: BackendStatus) -> str:
-    if status is BackendStatus.SUCCESS:
+def _end_event(status: JobStatus) -> str:
+    if status is JobStatus.SUCCESS:
         return "finished"
     return "failed" if status.failed else "cancelled"

@@ -20,7 +20,7 @@ from snakemake_executor_plugin_matensemble.backends.base import (
     Status,
 )
 from snakemake_executor_plugin_matensemble.deadline import DeadlineGuard
-from snakemake_executor_plugin_matensemble.dispatcher import WITHDRAWN_REASONS, Dispatcher
+from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher, Withdrawal
 from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
 from snakemake_executor_plugin_matensemble.policies import BackfillPolicy
 from snakemake_executor_plugin_matensemble.request import ResourceRequest
@@ -106,7 +106,7 @@ class Listener:
         self.finished.append((ticket.key, result))
 
     def on_withdrawn(self, tickets, reason):
-        assert reason in WITHDRAWN_REASONS
+        assert isinstance(reason, Withdrawal)
         self.withdrawn.append(([t.key for t in tickets], reason))
 
     def on_crash(self, error, tickets):
@@ -372,3 +372,12 @@ def test_a_chained_job_that_would_start_too_late_is_withdrawn():
         assert backend.withdrawn == [chained.key]
     finally:
         dispatcher.stop(timeout=5)
+
+
+def test_resource_event_kinds_are_typed_and_checked():
+    from snakemake_executor_plugin_matensemble.backends.base import ResourceEventKind
+
+    event = ResourceEvent("drain", (1,), "admin", 1.0)  # a backend may give the value
+    assert event.kind is ResourceEventKind.DRAIN
+    with pytest.raises(ValueError, match="drained"):
+        ResourceEvent("drained", (1,))

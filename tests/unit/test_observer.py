@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from snakemake_executor_plugin_matensemble.allocation import Allocation, NodeSpec
 from snakemake_executor_plugin_matensemble.backends.base import JobFinished, Status
-from snakemake_executor_plugin_matensemble.command import JobCommand
+from snakemake_executor_plugin_matensemble.command import CommandPath, JobCommand
 from snakemake_executor_plugin_matensemble.intake import Submission
 from snakemake_executor_plugin_matensemble.journal import Journal, read_journal
 from snakemake_executor_plugin_matensemble.observer import Observer, Reports
@@ -57,7 +57,7 @@ def make_ticket(key, job, tmp_path):
     cleanup.write_text("")
     submission = Submission(
         job_info=SimpleNamespace(job=job, external_jobid=None),
-        command=JobCommand("true", path="direct", cleanup=(str(cleanup),)),
+        command=JobCommand("true", path=CommandPath.DIRECT, cleanup=(str(cleanup),)),
         name=f"r[i={job.jobid}]",
         log_path=f"logs/{key}.log",
     )
