@@ -58,7 +58,10 @@ class DispatchListener(Protocol):
 
     def on_started(self, ticket: JobTicket, backend_id: str, time: float) -> None: ...
 
-    def on_finished(self, ticket: JobTicket, result: JobFinished) -> None: ...
+    def on_finished(self, ticket: JobTicket, result: JobFinished) -> bool | None:
+        """Report ``result``; a true return: start no more jobs (queued ones
+        are withdrawn, running ones go on)."""
+        ...
 
     def on_withdrawn(self, tickets: list[JobTicket], reason: Withdrawal) -> None:
         """Queued ``tickets`` will not be started, for ``reason``."""
@@ -197,7 +200,7 @@ class Dispatcher:
             if not halted:
                 self._launch(self.packer.admit(self.packer.clock()))
             for ticket, result in succeeded:
-                self.listener.on_finished(ticket, result)
+                self._report(ticket, result)
         return True
 
     def _attach(self, tickets: list[JobTicket]) -> None:
@@ -260,7 +263,12 @@ class Dispatcher:
         if succeeded is not None and result.ok:
             succeeded.append((ticket, result))
         else:
-            self.listener.on_finished(ticket, result)
+            self._report(ticket, result)
+
+    def _report(self, ticket: JobTicket, result: JobFinished) -> None:
+        if self.listener.on_finished(ticket, result):
+            with self._lock:
+                self._halted = True
 
     # -- the allocation's end ------------------------------------------------------
     def _withdraw_for_deadline(self, tickets: list[JobTicket]) -> None:

@@ -176,7 +176,7 @@ class Intake:
                 job, request.total_cores, request.tasks, has_mpi=request.mpi is not None
             )
         else:  # re-attach: nothing to prepare or launch, outputs are being written
-            command = JobCommand(command="", path="attached")
+            command = JobCommand(command="", path=CommandPath.ATTACHED)
         submission = Submission(
             job_info=SubmittedJobInfo(
                 job,

@@ -8,14 +8,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .snakemake_boundary import facts
+
 #: Characters not kept in file names (``\w`` keeps letters of any script).
 _UNSAFE = re.compile(r"[^\w.=+-]+")
 
 
 def wildcards_of(job: Any) -> dict[str, str]:
+    """A single job's wildcards ({} for a group, and where the start-up probe
+    found Snakemake's ``Job.wildcards_dict`` missing: names without them)."""
     if job.is_group():
         return {}
-    return {k: str(v) for k, v in (getattr(job, "wildcards_dict", None) or {}).items()}
+    try:
+        return facts.wildcards(job)
+    except AttributeError:
+        return {}
 
 
 def rule_of(job: Any) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from . import naming
 from .allocation import Allocation
-from .backends.base import JobFinished, JobStatus, ResourceEvent, ResourceEventKind
+from .backends.base import Backend, JobFinished, JobStatus, ResourceEvent, ResourceEventKind
 from .deadline import resume_command
 from .dispatcher import Withdrawal
 from .intake import Submission
@@ -113,7 +113,7 @@ class Observer:
         status: StatusReporter,
         packer: Packer,
         allocation: Allocation,
-        backend_name: str,
+        backend: Backend,
     ):
         self.snakemake = snakemake
         self.boundary = boundary
@@ -121,9 +121,10 @@ class Observer:
         self.status = status
         self.packer = packer
         self.allocation = allocation
-        self.backend_name = backend_name
-        #: called when a failed job will not be retried and the run must stop
-        self.halt: Any = lambda: None
+        self.backend_name = backend.name
+        #: record backend ids with Snakemake's incomplete markers, so that a
+        #: restarted run re-attaches (backends that can re-attach to jobs)
+        self.register_backend_ids = backend.can_attach
         #: hands outcomes to Snakemake from its own thread (see :class:`Reports`)
         self.reports = Reports()
         #: (jobid, attempt) -> journal key of attempts the backend finished well
@@ -150,9 +151,8 @@ class Observer:
         submission = ticket.payload
         assert submission is not None
         submission.job_info.external_jobid = backend_id
-        if self.backend_name == "flux":
-            # Record the Flux id with Snakemake's incomplete markers, so that a
-            # restarted run re-attaches instead of running the job twice.
+        if self.register_backend_ids:
+            # a restarted run re-attaches instead of running the job twice
             submission.job.register(external_jobid=backend_id)
         self.journal.started(ticket.key, backend_id, ticket.placement, time)
         log.debug(
@@ -160,7 +160,9 @@ class Observer:
             f"{backend_id} on {ticket.placement.describe()}; log {submission.log_path}"
         )
 
-    def on_finished(self, ticket: JobTicket[Submission], result: JobFinished) -> None:
+    def on_finished(self, ticket: JobTicket[Submission], result: JobFinished) -> bool:
+        """Report ``result``; True when the run must start no more jobs (a
+        failure Snakemake will not retry, without --keep-going)."""
         submission = ticket.payload
         assert submission is not None
         for path in submission.command.cleanup:
@@ -180,8 +182,8 @@ class Observer:
         if result.ok:
             self._succeeded[(str(job.jobid), job.attempt)] = ticket.key
             self.reports.post(self.snakemake.report_job_success, submission.job_info)
-            return
-        self._report_failure(submission, result)
+            return False
+        return self._report_failure(submission, result)
 
     def snakemake_failed(self, job: Any) -> None:
         """Snakemake failed an attempt the backend finished well (e.g. its
@@ -193,7 +195,7 @@ class Observer:
             )
             self.status.finished(str(job.jobid), False)
 
-    def _report_failure(self, submission: Submission, result: JobFinished) -> None:
+    def _report_failure(self, submission: Submission, result: JobFinished) -> bool:
         job = submission.job
         message = f"matensemble: {submission.name} {result.reason}. Log: {submission.log_path}"
         details = {"exit_code": result.exit_code} if result.exit_code is not None else {}
@@ -204,9 +206,7 @@ class Observer:
             aux_logs=[submission.log_path],
             **details,
         )
-        retried = getattr(job, "restart_times", 0) > job.attempt - 1
-        if not retried and not self.boundary.keep_going():
-            self.halt()
+        return not self.boundary.retried(job) and not self.boundary.keep_going()
 
     def on_withdrawn(self, tickets: list[JobTicket[Submission]], reason: Withdrawal) -> None:
         why = _WITHDRAWN_BECAUSE[reason]

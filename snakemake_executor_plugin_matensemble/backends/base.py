@@ -194,6 +194,10 @@ class Backend(ABC):
     #: Whether jobs of an earlier run can be re-attached (:meth:`find_running`).
     can_attach: bool = False
 
+    #: What to tell the user when a job asks for more than this backend has,
+    #: by ``cores``, ``gpus``, ``nodes`` (:class:`~..allocation.Allocation` ``hints``).
+    resource_hints: Mapping[str, str] | None = None
+
     def find_running(self, backend_id: str) -> RunningJob | None:
         """The still-running job ``backend_id`` of an earlier run, if any."""
         return None

@@ -15,6 +15,7 @@ from snakemake_executor_plugin_matensemble.observer import Observer, Reports
 from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
 from snakemake_executor_plugin_matensemble.policies import BackfillPolicy
 from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.snakemake_boundary import SnakemakeBoundary
 from snakemake_executor_plugin_matensemble.status import StatusReporter
 
 
@@ -35,6 +36,9 @@ class FakeSnakemake:
     # the boundary's part
     def keep_going(self):
         return self.keep_going_flag
+
+    def retried(self, job):
+        return SnakemakeBoundary(workflow=None).retried(job)
 
     def job_not_started(self, job):
         self.not_started.append(job.jobid)
@@ -75,14 +79,22 @@ def make_observer(tmp_path, snakemake):
         StatusReporter(0, None),
         Packer(allocation, BackfillPolicy()),
         allocation,
-        "local",
+        SimpleNamespace(name="local", can_attach=False),
     )
-    observer.halt = lambda: halted.append(True)
+    finished = observer.on_finished
+
+    def on_finished(ticket, result):  # what the dispatcher is told: halt or not
+        halt = finished(ticket, result)
+        if halt:
+            halted.append(True)
+        return halt
+
+    observer.on_finished = on_finished
     return observer, journal, halted
 
 
 def finish(observer, ticket, status=Status.SUCCESS, code=0):
-    observer.on_finished(ticket, JobFinished(ticket.key, status, "exited", exit_code=code))
+    return observer.on_finished(ticket, JobFinished(ticket.key, status, "exited", exit_code=code))
 
 
 def test_outcomes_reach_snakemake_in_order_from_the_reports_thread(tmp_path):

@@ -261,6 +261,7 @@ def test_without_pipe_groups_a_group_with_pipes_is_not_direct():
     pipe = object()
     producer = FakeMember("producer", output=["p.pipe"], pipe_group=pipe)
     consumer = FakeMember("consumer", input=["p.pipe"], pipe_group=pipe)
-    boundary = SnakemakeBoundary(workflow=None, capabilities=Capabilities(direct=True))
+    capabilities = Capabilities(direct=True, job_facts=True)
+    boundary = SnakemakeBoundary(workflow=None, capabilities=capabilities)
     with pytest.raises(snakemake_boundary.NotDirect, match="pipe groups"):
         boundary.run_order(FakeGroup([producer], [consumer]))
