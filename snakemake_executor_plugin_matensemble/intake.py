@@ -194,7 +194,7 @@ class Intake:
             key=self.new_key(),
             rule=naming.rule_of(job),
             request=request,
-            priority=_priority(job),
+            priority=self.boundary.priority(job),
             payload=submission,
             attach=running,
         )
@@ -228,7 +228,7 @@ class Intake:
         """The backend job an earlier, killed run started for ``job``, if it runs."""
         if not self.backend.can_attach:
             return None
-        external = self.boundary.workflow.dag.incomplete_external_jobid(job)
+        external = self.boundary.incomplete_external_jobid(job)
         if not external:
             return None
         return self.backend.find_running(external)
@@ -250,11 +250,3 @@ class Intake:
                     f"by the {self.backend.name} backend (memory and disk are not "
                     "limited per job)."
                 )
-
-
-def _priority(job: Any) -> int:
-    try:
-        priority = job.priority
-    except Exception:
-        return 0
-    return priority if isinstance(priority, int) else 0

@@ -88,6 +88,10 @@ class SnakemakeBoundary:
         """Tell Snakemake's scheduler that ``job`` was handed over but will not run."""
         self.workflow.scheduler.error_callback(job)
 
+    def incomplete_external_jobid(self, job: Any) -> str | None:
+        """The backend id an earlier, killed run recorded for ``job`` (if any)."""
+        return self.workflow.dag.incomplete_external_jobid(job)
+
     def executor_failed(self, error: BaseException) -> None:
         self.workflow.scheduler.executor_error_callback(error)
 
@@ -149,6 +153,16 @@ class SnakemakeBoundary:
         if not self.caps.job_facts:
             return False
         return facts.restart_times(job) > job.attempt - 1
+
+    def priority(self, job: Any) -> int:
+        """A job's Snakemake ``priority`` (0 where unknown or not a number)."""
+        if not self.caps.job_priority:
+            return 0
+        try:
+            priority = job.priority
+        except Exception:  # a group, or evaluated from something not there
+            return 0
+        return priority if isinstance(priority, int) else 0
 
     def wildcards(self, job: Any) -> dict[str, str]:
         """A single job's wildcards ({} where unknown: names without them)."""

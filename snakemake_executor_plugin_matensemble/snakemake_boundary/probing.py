@@ -45,6 +45,9 @@ class Capabilities:
     #: find a group's temp() files that no job outside it needs (absent: such
     #: groups run through Snakemake's per-job command, which removes them itself)
     group_temp: bool = False
+    #: pass a job's Snakemake ``priority`` on to the backend (absent: all 0;
+    #: the order of ready jobs then is Snakemake's own, same results)
+    job_priority: bool = False
     #: what is missing, one line each (empty when everything is there)
     problems: tuple[str, ...] = ()
 
@@ -131,12 +134,12 @@ def probe() -> Capabilities:
     def group_capture_ok() -> bool:
         jobs_module = importlib.import_module("snakemake.jobs")
         names = inspect.signature(jobs_module.wait_for_files).parameters
-        return direct and facts and next(iter(names)) == "files"
+        return direct and next(iter(names)) == "files"
 
     def pipe_groups_ok() -> bool:
         from snakemake.jobs import Job
 
-        return direct and facts and "pipe_group" in _names_used(Job.__init__)
+        return direct and "pipe_group" in _names_used(Job.__init__)
 
     def level_pause_ok() -> bool:
         jobs_module = importlib.import_module("snakemake.jobs")
@@ -162,17 +165,26 @@ def probe() -> Capabilities:
     return Capabilities(
         direct=direct,
         job_facts=facts,
+        # (without the job facts no job is direct: no line of their own)
         group_capture=_check(
             problems, "snakemake.jobs.wait_for_files(files, ...)", group_capture_ok
-        ),
+        )
+        and facts,
         upfront_check=_check(problems, "DAG.needrun_jobs", needrun_ok),
         local_resources=_check(problems, "Rule.expand_resources(skip_evaluation)", expand_ok),
         group_layering=_check(problems, "GroupResources.basic_layered", layering_ok),
-        pipe_groups=_check(problems, "Job.pipe_group", pipe_groups_ok),
+        pipe_groups=_check(problems, "Job.pipe_group", pipe_groups_ok) and facts,
         group_level_pause=_check([], "GroupJob.postprocess's level pause", level_pause_ok),
         group_temp=_check(problems, "DAG.depending / needrun / targetfiles", group_temp_ok),
+        job_priority=_check([], "Job.priority", _priority_ok),
         problems=tuple(problems),
     )
+
+
+def _priority_ok() -> bool:
+    from snakemake.jobs import Job
+
+    return isinstance(Job.priority, property)
 
 
 def _check_facts(problems: list[str]) -> bool:
