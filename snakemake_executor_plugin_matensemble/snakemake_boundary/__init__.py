@@ -96,13 +96,15 @@ class SnakemakeBoundary:
         self.workflow.scheduler.executor_error_callback(error)
 
     def uses_output_cache(self, job: Any) -> bool:
-        """True when the rule's output goes through the between-workflow cache."""
+        """True when the rule's output goes through the between-workflow cache
+        (also where this Snakemake's cache is unknown here: such a job must run
+        per job)."""
+        if not self.caps.output_cache:
+            return True
         get_cache_mode = getattr(self.workflow, "get_cache_mode", None)
         if get_cache_mode is not None:  # Snakemake < 9.16
             return bool(get_cache_mode(job.rule))
-        settings = getattr(self.workflow, "workflow_settings", None)
-        cache = getattr(job.rule, "cache", None)
-        return bool(settings is not None and settings.cache is not None and cache)
+        return bool(self.workflow.workflow_settings.cache is not None and job.rule.cache)
 
     def shorten_group_level_pause(self, pause: float | None) -> float | None:
         """Pause ``pause`` seconds (None: Snakemake's own) between the levels of

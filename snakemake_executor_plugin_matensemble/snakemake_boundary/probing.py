@@ -45,6 +45,9 @@ class Capabilities:
     #: find a group's temp() files that no job outside it needs (absent: such
     #: groups run through Snakemake's per-job command, which removes them itself)
     group_temp: bool = False
+    #: tell the rules whose output goes through the between-workflow cache
+    #: (absent: every job runs per job, as a cached one must)
+    output_cache: bool = False
     #: pass a job's Snakemake ``priority`` on to the backend (absent: all 0;
     #: the order of ready jobs then is Snakemake's own, same results)
     job_priority: bool = False
@@ -176,9 +179,23 @@ def probe() -> Capabilities:
         pipe_groups=_check(problems, "Job.pipe_group", pipe_groups_ok) and facts,
         group_level_pause=_check([], "GroupJob.postprocess's level pause", level_pause_ok),
         group_temp=_check(problems, "DAG.depending / needrun / targetfiles", group_temp_ok),
+        output_cache=_check(
+            problems, "Workflow.get_cache_mode / Rule.cache (the output cache)", _cache_ok
+        ),
         job_priority=_check([], "Job.priority", _priority_ok),
         problems=tuple(problems),
     )
+
+
+def _cache_ok() -> bool:
+    """Snakemake < 9.16 asks the workflow (``get_cache_mode``); later ones the rule."""
+    from snakemake.rules import Rule
+    from snakemake.workflow import Workflow
+
+    if hasattr(Workflow, "get_cache_mode"):
+        return True
+    fields = getattr(Workflow, "__dataclass_fields__", {})
+    return "workflow_settings" in fields and hasattr(Rule("p", None, None, None), "cache")
 
 
 def _priority_ok() -> bool:

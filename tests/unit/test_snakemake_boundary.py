@@ -154,6 +154,7 @@ def test_probe_finds_every_internal_of_this_snakemake():
     assert capabilities.job_facts
     assert capabilities.group_temp
     assert capabilities.job_priority
+    assert capabilities.output_cache
 
 
 def test_the_group_level_pause_is_shortened_and_given_back(monkeypatch):
