@@ -146,7 +146,7 @@ class SnakemakeBoundary:
     def is_service(self, job: Any) -> bool:
         return facts.is_service(job)
 
-    def written_inputs(self, job: Any) -> tuple[list[Any], dict[str, Any], str]:
+    def written_inputs(self, job: Any) -> tuple[list[Any], Any, str]:
         """The rule's params, resources and shell command as written."""
         return facts.rule_params(job), facts.rule_resources(job), facts.shell_command(job) or ""
 

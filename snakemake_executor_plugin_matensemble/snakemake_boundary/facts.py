@@ -92,9 +92,10 @@ def rule_params(job: Any) -> list[Any]:
     return [*job.rule.params]
 
 
-def rule_resources(job: Any) -> dict[str, Any]:
-    """The rule's resources as written (values or functions)."""
-    return dict(job.rule.resources or {})
+def rule_resources(job: Any) -> Any:
+    """The rule's resources as written (values or functions): Snakemake's own
+    mapping (``get``, ``values``), or {} where the rule has none."""
+    return job.rule.resources or {}
 
 
 def shell_command(job: Any) -> str | None:
