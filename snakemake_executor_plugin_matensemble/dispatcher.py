@@ -6,10 +6,10 @@ events (no polling loop: the backend wakes it), gives resources back as jobs
 end and refills at once, MatEnsemble's adaptive strategy.
 
 It also lives inside the allocation: jobs that cannot finish before its end
-are withdrawn (reason ``deadline``) with a message saying how to resume;
-drained ranks get no new jobs (jobs pinned there but not started are placed
-again); jobs on a rank that went down fail with a reason saying so, for
-``--retries`` to rerun them on the ranks left.
+are withdrawn (reason ``deadline``); drained ranks get no new jobs (jobs
+pinned there but not started are placed again); jobs on a rank that went down
+fail with a reason saying so, for ``--retries`` to rerun them on the ranks
+left. What the user reads of all this the listener (:mod:`.observer`) writes.
 
 Times: the packer's clock is monotonic seconds; the ``time`` of backend events
 (``JobStarted``, ``JobFinished``, ``ResourceEvent``) is epoch seconds, passed
@@ -36,7 +36,7 @@ from .backends.base import (
     ResourceEvent,
     ResourceEventKind,
 )
-from .deadline import format_epoch, resume_command
+from .naming import node_names
 from .packer import JobTicket, Packer
 
 log = logging.getLogger("snakemake.logging.matensemble.dispatcher")
@@ -71,10 +71,11 @@ class DispatchListener(Protocol):
 
     def on_tick(self) -> None: ...
 
-    def on_resource_event(self, event: ResourceEvent) -> None:
+    def on_resource_event(self, event: ResourceEvent, changed: bool) -> None:
         """The allocation changed (a rank drained, undrained, down, up, or a new
-        end); already applied to the packer's model. Optional: the dispatcher
-        calls it only if the listener has it."""
+        end); already applied to the packer's model (``changed``: it changed
+        something there). Optional: the dispatcher calls it only if the
+        listener has it."""
         ...
 
 
@@ -89,7 +90,6 @@ class Dispatcher:
         launch_spec: Callable[[JobTicket], LaunchSpec],
         idle_timeout: float = 5.0,
         tick_interval: float | None = None,
-        resume_argv: Sequence[str] | None = None,
     ):
         self.packer = packer
         self.backend = backend
@@ -97,8 +97,6 @@ class Dispatcher:
         self.launch_spec = launch_spec
         self.idle_timeout = idle_timeout
         self.tick_interval = tick_interval
-        #: the snakemake command line, for the resume command (default sys.argv)
-        self.resume_argv = resume_argv
         self.packer.deadline.set_end(backend.expiration(), f"the {backend.name} backend")
         self.packer.deadline_changed()
         #: jobs withdrawn because the allocation ends
@@ -272,68 +270,44 @@ class Dispatcher:
 
     # -- the allocation's end ------------------------------------------------------
     def _withdraw_for_deadline(self, tickets: list[JobTicket]) -> None:
-        """Withdraw ``tickets`` (they cannot finish before the allocation ends)
-        and say how many are left, when it ends and how to resume."""
+        """Withdraw ``tickets``: they cannot finish before the allocation ends
+        (the listener says how many are left, when it ends and how to resume)."""
         if not tickets:
             return
         for ticket in tickets:
             self._tickets.pop(ticket.key, None)
-        first = self.deadline_withdrawn == 0
         self.deadline_withdrawn += len(tickets)
-        guard = self.packer.deadline
-        end = format_epoch(guard.end_epoch) if guard.end_epoch is not None else "soon"
-        if first:
-            log.warning(
-                f"matensemble: the allocation ends at {end}: {len(tickets)} queued job(s) "
-                f"cannot finish before then and are not started "
-                f"({len(self.packer.running)} running job(s) finish first; jobs that "
-                "depend on them are left too). Resume in the next allocation with:\n"
-                f"    {resume_command(self.resume_argv)}"
-            )
-        else:
-            log.warning(
-                f"matensemble: {len(tickets)} more job(s) cannot finish before the "
-                f"allocation ends at {end} ({self.deadline_withdrawn} in all); resume with: "
-                f"{resume_command(self.resume_argv)}"
-            )
         self.listener.on_withdrawn(tickets, Withdrawal.DEADLINE)
 
     # -- drained and lost ranks ---------------------------------------------------
     def _resource_event(self, event: ResourceEvent) -> None:
+        """Apply ``event`` to the packer's model; the listener is told, with
+        whether it changed anything (it tells the user)."""
         allocation = self.packer.allocation
-        names = self._node_names(event.ranks)
-        why = f": {event.reason}" if event.reason else ""
+        changed = True
         if event.kind is ResourceEventKind.DRAIN:
-            if allocation.drain(event.ranks, event.reason or "drained"):
-                log.warning(
-                    f"matensemble: {names} drained{why}; no new jobs start there, "
-                    "running ones finish."
-                )
+            changed = allocation.drain(event.ranks, event.reason or "drained")
+            if changed:
                 self._replace_unstarted(event.ranks)
         elif event.kind is ResourceEventKind.UNDRAIN:
-            if allocation.undrain(event.ranks):
-                log.info(f"matensemble: {names} undrained; jobs start there again.")
+            changed = allocation.undrain(event.ranks)
         elif event.kind is ResourceEventKind.DOWN:
             if not allocation.mark_down(event.ranks):
                 return  # known already (a job's node failure said so first)
             for rank in event.ranks:
                 self.lost_ranks[rank] = event.time
-            log.error(
-                f"matensemble: {names} went down{why}; its jobs are lost "
-                "(--retries reruns them on the ranks left)."
-            )
             self._replace_unstarted(event.ranks)
         elif event.kind is ResourceEventKind.UP:
-            if allocation.mark_up(event.ranks):
+            changed = allocation.mark_up(event.ranks)
+            if changed:
                 for rank in event.ranks:
                     self.lost_ranks.pop(rank, None)
-                log.info(f"matensemble: {names} is up again; jobs start there again.")
         elif event.kind is ResourceEventKind.EXPIRATION:
             self.packer.deadline.set_end(event.expiration, "Flux's resource journal")
             self.packer.deadline_changed()
         notify = getattr(self.listener, "on_resource_event", None)
         if notify is not None:
-            notify(event)
+            notify(event, changed)
 
     def _replace_unstarted(self, ranks: Sequence[int]) -> None:
         """Take back the launched jobs pinned to ``ranks`` that have not started
@@ -362,7 +336,7 @@ class Dispatcher:
         lost = [r for r in ticket.placement.ranks if r in self.lost_ranks]
         if not lost:
             return result
-        names = self._node_names(lost)
+        names = node_names(self.packer.allocation, lost)
         return JobFinished(
             result.key,
             JobStatus.FAILED,
@@ -372,11 +346,6 @@ class Dispatcher:
             result.signal,
             result.time,
         )
-
-    def _node_names(self, ranks: Sequence[int]) -> str:
-        """``node1 (rank 1), node2 (rank 2)``: ranks as the user's messages name them."""
-        allocation = self.packer.allocation
-        return ", ".join(f"{allocation.node_name(r)} (rank {r})" for r in ranks)
 
     def _withdraw_queue(self, reason: Withdrawal) -> None:
         withdrawn = self.packer.withdraw_queued()

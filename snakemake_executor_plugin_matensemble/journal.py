@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .allocation import Allocation, Placement
-from .backends.base import JobStatus
+from .backends.base import JobStatus, ResourceEventKind
 from .request import ResourceRequest
 
 END_EVENTS = frozenset({"finished", "failed", "cancelled"})
@@ -136,7 +136,12 @@ class Journal:
         self.write(event, key=key, status=status, **fields)
 
     def resource_event(
-        self, kind: str, ranks: list[int], reason: str = "", at: float | None = None, **fields: Any
+        self,
+        kind: ResourceEventKind,
+        ranks: list[int],
+        reason: str = "",
+        at: float | None = None,
+        **fields: Any,
     ) -> None:
         """The allocation changed: ``kind`` is ``drain``, ``undrain``, ``down``,
         ``up`` or ``expiration`` (then ``expiration``: the new end, epoch

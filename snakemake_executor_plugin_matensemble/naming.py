@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,8 @@ def log_path(log_dir: str | Path, job: Any) -> Path:
     base = Path(log_dir) / f"rule_{_safe(job.rule.name)}"
     wildcards = "_".join(f"{k}={v}" for k, v in wildcards_of(job).items())
     return base / _safe(wildcards) / attempt if wildcards else base / attempt
+
+
+def node_names(allocation: Any, ranks: Iterable[int]) -> str:
+    """``node1 (rank 1), node2 (rank 2)``: ranks as the user's messages name them."""
+    return ", ".join(f"{allocation.node_name(r)} (rank {r})" for r in ranks)

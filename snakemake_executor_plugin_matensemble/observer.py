@@ -14,14 +14,14 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from . import naming
 from .allocation import Allocation
 from .backends.base import Backend, JobFinished, JobStatus, ResourceEvent, ResourceEventKind
-from .deadline import resume_command
+from .deadline import format_epoch, resume_command
 from .dispatcher import Withdrawal
 from .intake import Submission
 from .journal import Journal, find_previous_journal, read_journal
@@ -114,6 +114,7 @@ class Observer:
         packer: Packer,
         allocation: Allocation,
         backend: Backend,
+        resume_argv: Sequence[str] | None = None,
     ):
         self.snakemake = snakemake
         self.boundary = boundary
@@ -127,6 +128,10 @@ class Observer:
         self.register_backend_ids = backend.can_attach
         #: hands outcomes to Snakemake from its own thread (see :class:`Reports`)
         self.reports = Reports()
+        #: the snakemake command line, for the resume command (default sys.argv)
+        self.resume_argv = resume_argv
+        #: jobs withdrawn so far because the allocation ends
+        self.deadline_withdrawn = 0
         #: (jobid, attempt) -> journal key of attempts the backend finished well
         self._succeeded: dict[tuple[str, int], int] = {}
 
@@ -210,21 +215,65 @@ class Observer:
 
     def on_withdrawn(self, tickets: list[JobTicket[Submission]], reason: Withdrawal) -> None:
         why = _WITHDRAWN_BECAUSE[reason]
-        if reason is not Withdrawal.DEADLINE:  # the dispatcher said it, with the resume command
+        if reason is Withdrawal.DEADLINE:
+            self._say_deadline(len(tickets))
+        else:
             log.info(f"matensemble: {len(tickets)} queued job(s) were not started ({why}).")
         journaled = _JOURNALED_BECAUSE.get(reason, f"not started: {why}")
         for ticket in tickets:
             self.journal.ended(ticket.key, "cancelled", "cancelled", reason=journaled)
             self.reports.post(self.boundary.job_not_started, ticket.payload.job)
 
-    def on_resource_event(self, event: ResourceEvent) -> None:
+    def _say_deadline(self, count: int) -> None:
+        """``count`` queued jobs cannot finish before the allocation ends: how
+        many, when it ends and how to resume."""
+        first = self.deadline_withdrawn == 0
+        self.deadline_withdrawn += count
+        end_epoch = self.packer.deadline.end_epoch
+        end = format_epoch(end_epoch) if end_epoch is not None else "soon"
+        resume = resume_command(self.resume_argv)
+        if first:
+            log.warning(
+                f"matensemble: the allocation ends at {end}: {count} queued job(s) "
+                f"cannot finish before then and are not started "
+                f"({len(self.packer.running)} running job(s) finish first; jobs that "
+                "depend on them are left too). Resume in the next allocation with:\n"
+                f"    {resume}"
+            )
+        else:
+            log.warning(
+                f"matensemble: {count} more job(s) cannot finish before the allocation "
+                f"ends at {end} ({self.deadline_withdrawn} in all); resume with: {resume}"
+            )
+
+    def on_resource_event(self, event: ResourceEvent, changed: bool = True) -> None:
         """The allocation changed (drained, undrained, lost or returned ranks, a
-        new end): the journal keeps it for the summary and the report."""
+        new end): the user is told what it means where it ``changed`` the
+        allocation, the journal keeps it for the summary and the report."""
+        if changed:
+            self._say_resource_event(event)
         expiration = event.kind is ResourceEventKind.EXPIRATION
         fields = {"expiration": event.expiration} if expiration else {}
         self.journal.resource_event(
             event.kind, list(event.ranks), event.reason, at=event.time or None, **fields
         )
+
+    def _say_resource_event(self, event: ResourceEvent) -> None:
+        names = naming.node_names(self.allocation, event.ranks)
+        why = f": {event.reason}" if event.reason else ""
+        if event.kind is ResourceEventKind.DRAIN:
+            log.warning(
+                f"matensemble: {names} drained{why}; no new jobs start there, running ones finish."
+            )
+        elif event.kind is ResourceEventKind.UNDRAIN:
+            log.info(f"matensemble: {names} undrained; jobs start there again.")
+        elif event.kind is ResourceEventKind.DOWN:
+            log.error(
+                f"matensemble: {names} went down{why}; its jobs are lost "
+                "(--retries reruns them on the ranks left)."
+            )
+        elif event.kind is ResourceEventKind.UP:
+            log.info(f"matensemble: {names} is up again; jobs start there again.")
 
     def on_tick(self) -> None:
         self.status.report(self.current_status())

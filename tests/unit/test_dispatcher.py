@@ -1,7 +1,6 @@
 """The dispatcher with a fake backend: start, finish, refill, halt, stop, crash,
 re-attach in the packer's clock, the allocation's end, drained and lost ranks."""
 
-import logging
 import queue
 import threading
 import time
@@ -115,7 +114,7 @@ class Listener:
     def on_tick(self):
         pass
 
-    def on_resource_event(self, event):
+    def on_resource_event(self, event, changed):
         self.resource_events.append(event)
 
 
@@ -128,9 +127,7 @@ def make(cores=2, nodes=1, backend=None, listener=None, deadline=None, reserve_a
     allocation = Allocation([NodeSpec(r, f"n{r}", tuple(range(cores))) for r in range(nodes)])
     packer = Packer(allocation, BackfillPolicy(reserve_after), deadline=deadline)
     listener = listener or Listener()
-    dispatcher = Dispatcher(
-        packer, backend, listener, spec_for, idle_timeout=0.05, resume_argv=["snakemake", "-j4"]
-    )
+    dispatcher = Dispatcher(packer, backend, listener, spec_for, idle_timeout=0.05)
     return dispatcher, backend, listener
 
 
@@ -253,17 +250,13 @@ def test_a_reattached_job_keeps_the_starvation_guard_on(run):
 
 
 # -- the allocation's end -------------------------------------------------------------
-def test_jobs_that_cannot_finish_are_withdrawn_with_the_resume_command(run, caplog):
-    caplog.set_level(logging.WARNING, logger="snakemake.logging.matensemble.dispatcher")
+def test_jobs_that_cannot_finish_are_withdrawn(run):
     backend = FakeBackend(expiration=time.time() + 100)
     dispatcher, backend, listener = run(cores=4, backend=backend)
     fits, too_long, unknown = ticket(walltime=50), ticket(walltime=90), ticket()
     dispatcher.submit([fits, too_long, unknown])
     assert until(lambda: listener.withdrawn == [([too_long.key], "deadline")])
     assert until(lambda: sorted(keys(backend.launched)) == sorted([fits.key, unknown.key]))
-    (message,) = [r.getMessage() for r in caplog.records if "allocation ends" in r.getMessage()]
-    assert "1 queued job(s) cannot finish before then" in message
-    assert "snakemake -j4 --rerun-incomplete" in message
     assert dispatcher.deadline_withdrawn == 1
 
 
