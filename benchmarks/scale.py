@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 
 from _harness import run_snakemake, run_snakemake_in, table
 
@@ -71,12 +72,22 @@ def main() -> None:
     args = parser.parse_args()
     small, *_ = run(100, args.seed)
     big, missing, reported, failing, end = run(args.jobs, args.seed)
+    problems = []
     # Snakemake's own memory for this DAG: a dry run builds every job but runs
     # none (its local executor re-selects among all ready jobs after every job,
     # about 1.5 jobs/s at this size, so a real run of it is not practical here).
     baseline = run_snakemake(
         "scale-dry-run", SNAKEFILE.format(jobs=args.jobs, seed=args.seed), ["--dry-run"]
     )
+    # the planted failures make a run exit non-zero (1); anything else, or a
+    # failed dry run, means the measurement is of something else
+    for label, measurement, want in (
+        ("100-job run", small, 1 if expected_failures(100, args.seed) else 0),
+        (f"{args.jobs}-job run", big, 1 if failing else 0),
+        ("dry run", baseline, 0),
+    ):
+        if measurement.returncode != want:
+            problems.append(f"{label} exited {measurement.returncode}, expected {want}")
     rows = [
         [label, f"{m.wall_s:.1f}", f"{1000 * m.cpu_s / n:.2f}", f"{m.maxrss_mb:.0f}"]
         for label, n, m in (
@@ -88,6 +99,10 @@ def main() -> None:
     print(table(rows, ["run", "wall s", "snakemake-process CPU ms/job", "peak RSS MB"]))
     print(f"non-failing outputs missing: {len(missing)} (must be 0)")
     print(f"failures reported: {reported} of {failing} planted (must be equal)")
+    if missing:
+        problems.append(f"{len(missing)} non-failing outputs missing")
+    if reported != failing:
+        problems.append(f"{reported} failures reported of {failing} planted")
     print(
         f"plugin CPU per job (its own work in both threads): "
         f"{1000 * end['plugin_cpu_s'] / args.jobs:.2f} ms (goal <= 2 ms); "
@@ -103,6 +118,8 @@ def main() -> None:
         f"Snakemake's own per-job work inside the plugin's calls: "
         f"{1000 * end['snakemake_work_cpu_s'] / args.jobs:.2f} ms/job (not counted above)"
     )
+    if problems:
+        sys.exit("FAILED: " + "; ".join(problems))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ metadata, retries, checkpoints) run in the main process for both paths.
 
 from __future__ import annotations
 
+import enum
 import inspect
 import json
 import logging
@@ -28,7 +29,6 @@ import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any
 
 from .naming import rule_of
@@ -43,14 +43,24 @@ GROUP_RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "group_r
 OPT_OUT_RESOURCE = "matensemble_direct"
 
 
+class CommandPath(enum.StrEnum):
+    """Which path a job takes."""
+
+    #: the rule's own process, as Snakemake's shell() would start it
+    DIRECT = "direct"
+    #: Snakemake's per-job command (one Snakemake process for the job)
+    SNAKEMAKE = "snakemake"
+    #: nothing to run: a job an earlier run started, still running, re-attached
+    ATTACHED = "attached"
+
+
 @dataclass(frozen=True)
 class JobCommand:
     """A shell command line, the shell that runs it and what it needs."""
 
     command: str
     shell: str = "/bin/sh"
-    #: "direct" (the rule's own shell command) or "snakemake" (per-job process).
-    path: str = "snakemake"
+    path: CommandPath = CommandPath.SNAKEMAKE
     #: The job's environment: complete on the direct path (as shell() built
     #: it), or variables added to the run's environment on the snakemake path.
     env: dict[str, str] = field(default_factory=dict)
@@ -58,31 +68,6 @@ class JobCommand:
     per_task: bool = False
     #: Files to remove when the job has ended.
     cleanup: tuple[str, ...] = ()
-
-
-#: Kinds of rule whose process Snakemake's shell() starts (checked in this order).
-_DIRECT_KINDS = (
-    ("is_script", "script"),
-    ("is_notebook", "notebook"),
-    ("is_wrapper", "wrapper"),
-)
-#: Kinds of rule that run Python in the job's own process.
-_PER_JOB_KINDS = (
-    ("is_run", "a run: block (Snakemake's local executor also starts one Snakemake per job)"),
-    ("is_cwl", "a cwl: directive"),
-    ("is_template_engine", "a template_engine: directive"),
-)
-
-
-def rule_kind(job: Any) -> str:
-    """``shell``, ``script``, ``notebook``, ``wrapper``, ``run``, ... of a single job."""
-    for flag, kind in _DIRECT_KINDS:
-        if getattr(job, flag, False):
-            return kind
-    for flag, _ in _PER_JOB_KINDS:
-        if getattr(job, flag, False):
-            return flag.removeprefix("is_")
-    return "shell" if getattr(job.rule, "shellcmd", None) is not None else "other"
 
 
 def per_job_reason(job: Any, boundary: Any, direct_enabled: bool) -> str | None:
@@ -101,21 +86,19 @@ def per_job_reason(job: Any, boundary: Any, direct_enabled: bool) -> str | None:
 def _group_reason(group: Any, boundary: Any) -> str | None:
     """Why a group job runs through one Snakemake process (None: members run directly)."""
     for job in group.jobs:
-        reason = _single_reason(job, boundary, in_group=True) or _input_dependent(job)
+        reason = _single_reason(job, boundary, in_group=True) or _input_dependent(job, boundary)
         if reason is not None:
             return f"its member {job.rule.name} {reason.removeprefix('it ')}"
     return None
 
 
-def _input_dependent(job: Any) -> str | None:
+def _input_dependent(job: Any, boundary: Any) -> str | None:
     """Params, threads or resources computed from input files, which inside a
     group may be made by an earlier member: those are evaluated when the
     member is ready, so the group runs through Snakemake."""
-    rule = job.rule
-    values = [*getattr(rule, "params", [])]
-    resources = getattr(rule, "resources", {})
-    values.append(resources.get("_cores"))
-    if "resources" in str(getattr(rule, "shellcmd", None) or ""):
+    params, resources, shell_command = boundary.written_inputs(job)
+    values = [*params, resources.get("_cores")]
+    if "resources" in shell_command:
         # Snakemake's default resources (mem_mb, disk_mb) are computed from the
         # input's size; they only matter where the command reads them
         values += list(resources.values())
@@ -133,24 +116,16 @@ def _takes_input(function: Any) -> bool:
 
 
 def _single_reason(job: Any, boundary: Any, in_group: bool = False) -> str | None:
-    for flag, what in _PER_JOB_KINDS:
-        if getattr(job, flag, False):
-            return f"it has {what}"
-    if rule_kind(job) == "other":
-        return "it has no shell:, script:, notebook: or wrapper: directive"
+    reason = boundary.per_job_because(job)
+    if reason is not None:
+        return reason
     if str(job.resources.get(OPT_OUT_RESOURCE, 1)).lower() in {"0", "false", "no"}:
         return f"it opts out with resources: {OPT_OUT_RESOURCE}=0"
-    if job.is_shadow:
-        return "it uses shadow:"
     if job.benchmark:
         return "it has a benchmark: file"
-    if getattr(job.rule, "is_handover", False):
-        return "it is a handover rule"
     if boundary.uses_output_cache(job):
         return "it uses the between-workflow output cache"
-    if any(f.is_storage for f in chain(job.input, job.output, job.log)):
-        return "it reads or writes remote storage"
-    if not in_group and (job.is_pipe or job.is_service):
+    if not in_group and boundary.is_pipe_or_service(job):
         # Snakemake groups every pipe group; a lone one is unexpected
         return "it has pipe or service outputs"
     return None
@@ -161,7 +136,7 @@ def _launched_as_is(process: CapturedProcess, per_task: bool) -> JobCommand:
     return JobCommand(
         command=process.command,
         shell=process.executable,
-        path="direct",
+        path=CommandPath.DIRECT,
         env=process.env,
         per_task=per_task,
         cleanup=tuple(process.cleanup),
@@ -215,13 +190,15 @@ class CommandBuilder:
         done, as many at once as their threads fit the cores; the members of a
         pipe group together."""
         order = self.boundary.run_order(group)  # before preparing: may raise NotDirect
-        if len(order) == 1 and len(order[0].jobs) == 1 and not order[0].jobs[0].is_service:
+        alone = len(order) == 1 and len(order[0].jobs) == 1
+        if alone and not self.boundary.is_service(order[0].jobs[0]):
             # one member (a rule with group: but nothing to group it with):
             # its own command, with no runner around it
             ((_, process),) = self.boundary.capture_group(group)
             return _launched_as_is(process, per_task=False)
         cleanup, members = [], {}
-        served = {str(f) for job in group.jobs if job.is_service for f in job.output}
+        services = [job for job in group.jobs if self.boundary.is_service(job)]
+        served = {str(f) for job in services for f in job.output}
         base = dict(os.environ)  # the group job's own environment, before the backend's
         for job, process in self.boundary.capture_group(group):
             cleanup.extend(process.cleanup)
@@ -233,7 +210,7 @@ class CommandBuilder:
                 # (which has the backend's GPU and task variables)
                 "env": {k: v for k, v in process.env.items() if base.get(k) != v},
                 "unset": [k for k in base if k not in process.env],
-                "service": bool(job.is_service),
+                "service": job in services,
                 "threads": job.threads if isinstance(job.threads, int) else 1,
                 # Snakemake starts a service's consumer once the service's
                 # output is there (it waits for a job's input before it starts)
@@ -243,18 +220,25 @@ class CommandBuilder:
             {"members": [members[job] for job in run_set.jobs], "after": list(run_set.after)}
             for run_set in order
         ]
+        temp = [
+            {"path": path, "after": [members[job]["name"] for job in jobs]}
+            for path, jobs in self.boundary.group_temp_files(group)
+        ]
         os.makedirs(".snakemake", exist_ok=True)
         handle, spec = tempfile.mkstemp(
             dir=".snakemake", prefix="matensemble_group.", suffix=".json"
         )
         with os.fdopen(handle, "w") as stream:
             latency_wait = self.boundary.latency_wait()
-            json.dump({"sets": sets, "cores": cores, "latency_wait": latency_wait}, stream)
+            json.dump(
+                {"sets": sets, "cores": cores, "latency_wait": latency_wait, "temp": temp},
+                stream,
+            )
         spec = os.path.abspath(spec)
         return JobCommand(
             command=shlex.join([sys.executable, GROUP_RUNNER, spec]),
             shell="/bin/sh",
-            path="direct",
+            path=CommandPath.DIRECT,
             env=dict(os.environ),
             cleanup=(*cleanup, spec),
         )
@@ -265,10 +249,11 @@ class CommandBuilder:
             return
         self._announced.add(name)
         if reason is None and job.is_group():
-            together = any(member.is_pipe or member.is_service for member in job.jobs)
+            together = any(self.boundary.is_pipe_or_service(member) for member in job.jobs)
             how = "in order, pipe() and service() members together" if together else "in order"
             log.info(f"matensemble: {name} runs its members' commands directly, {how}.")
         elif reason is None:
-            log.info(f"matensemble: rule {name} ({rule_kind(job)}) runs its command directly.")
+            kind = self.boundary.rule_kind(job)
+            log.info(f"matensemble: rule {name} ({kind}) runs its command directly.")
         else:
             log.info(f"matensemble: {name} runs through a per-job Snakemake process: {reason}.")

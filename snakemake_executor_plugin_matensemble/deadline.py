@@ -22,12 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .backends.base import JobStatus
+from .journal import RunRecord, journal_paths, read_journal
+
 log = logging.getLogger("snakemake.logging.matensemble.deadline")
 
 #: ``--matensemble-runtime-estimate`` choices
 RUNTIME_ESTIMATES = ("declared", "journal")
 #: ``--matensemble-unknown-runtime`` choices
 UNKNOWN_RUNTIME = ("start", "hold")
+#: the journal's status of an attempt that succeeded
+SUCCESS = JobStatus.SUCCESS.value
 
 _DURATION = re.compile(
     r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$"
@@ -121,50 +126,30 @@ class RuntimeEstimator:
 
     @classmethod
     def from_journals(cls, journal_dir: str | Path, limit: int = 20) -> RuntimeEstimator:
-        """Estimates from the newest ``limit`` journals under ``journal_dir``."""
-        paths = sorted(Path(journal_dir).glob("*/journal.jsonl"), key=_mtime)[-limit:]
-        return cls("journal", observed_durations(_events(p) for p in paths))
+        """Estimates from the newest ``limit`` journals under ``journal_dir``
+        (newest by run id, as :func:`.journal.journal_paths` orders them)."""
+        runs = []
+        for path in journal_paths(journal_dir)[-limit:]:
+            try:
+                runs.append(read_journal(path))
+            except OSError:  # removed meanwhile, or unreadable: no estimates from it
+                continue
+        return cls("journal", observed_durations(runs))
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def _events(path: Path) -> Iterable[dict[str, Any]]:
-    import json
-
-    try:
-        with open(path, encoding="utf-8") as stream:
-            for line in stream:
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    continue
-    except OSError:
-        return
-
-
-def observed_durations(journals: Iterable[Iterable[dict[str, Any]]]) -> dict[str, float]:
-    """rule -> longest successful run (seconds, from ``started``'s epoch ``start``
-    to the end line's epoch ``end``, else ``t``) over the given journals' events."""
+def observed_durations(runs: Iterable[RunRecord]) -> dict[str, float]:
+    """rule -> longest successful run (seconds, from the backend's start to its
+    end) over the given journals. Only attempts whose final verdict is success
+    count: one Snakemake failed afterwards (missing output) tells nothing of
+    how long a good run takes."""
     longest: dict[str, float] = {}
-    for events in journals:
-        rules: dict[Any, str] = {}
-        starts: dict[Any, float] = {}
-        for event in events:
-            kind, key = event.get("event"), event.get("key")
-            if kind == "queued":
-                rules[key] = event.get("rule", "")
-            elif kind == "started":
-                starts[key] = float(event.get("start", event.get("t", 0.0)))
-            elif kind == "finished" and key in starts and event.get("status") == "success":
-                rule = rules.get(key, "")
-                duration = float(event.get("end") or event.get("t", 0.0)) - starts[key]
-                if rule and duration >= 0:
-                    longest[rule] = max(longest.get(rule, 0.0), duration)
+    for run in runs:
+        for job in run.jobs:
+            if job.status != SUCCESS or job.start is None or job.end is None:
+                continue
+            duration = job.end - job.start
+            if job.rule and duration >= 0:
+                longest[job.rule] = max(longest.get(job.rule, 0.0), duration)
     return longest
 
 
@@ -201,19 +186,22 @@ class DeadlineGuard:
             self._set(override)
 
     @classmethod
-    def from_settings(cls, settings: Any, clock: Callable[[], float] = time.monotonic):
-        """The guard the executor settings ask for (journal estimates read now)."""
-        mode = getattr(settings, "runtime_estimate", "declared")
+    def from_settings(
+        cls, settings: Any, clock: Callable[[], float] = time.monotonic
+    ) -> DeadlineGuard:
+        """The guard the executor settings ask for (journal estimates read now);
+        every value comes from ``settings`` (:class:`.settings.ExecutorSettings`,
+        the one source of their defaults)."""
         estimator = (
             RuntimeEstimator.from_journals(settings.journal_dir)
-            if mode == "journal"
+            if settings.runtime_estimate == "journal"
             else RuntimeEstimator()
         )
         return cls(
             estimator=estimator,
-            margin=float(getattr(settings, "deadline_margin", 30.0)),
-            unknown=getattr(settings, "unknown_runtime", "start"),
-            override=parse_deadline(getattr(settings, "deadline", None)),
+            margin=float(settings.deadline_margin),
+            unknown=settings.unknown_runtime,
+            override=parse_deadline(settings.deadline),
             clock=clock,
         )
 
@@ -263,6 +251,3 @@ class DeadlineGuard:
     def fits(self, ticket: Any, start: float) -> bool:
         """Whether ``ticket`` started at ``start`` (packer clock) ends in time."""
         return start <= self.latest_start(ticket)
-
-    def seconds_left(self) -> float | None:
-        return None if self.end is None else self.end - self.clock()

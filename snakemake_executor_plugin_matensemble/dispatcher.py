@@ -6,10 +6,10 @@ events (no polling loop: the backend wakes it), gives resources back as jobs
 end and refills at once, MatEnsemble's adaptive strategy.
 
 It also lives inside the allocation: jobs that cannot finish before its end
-are withdrawn (reason ``deadline``) with a message saying how to resume;
-drained ranks get no new jobs (jobs pinned there but not started are placed
-again); jobs on a rank that went down fail with a reason saying so, for
-``--retries`` to rerun them on the ranks left.
+are withdrawn (reason ``deadline``); drained ranks get no new jobs (jobs
+pinned there but not started are placed again); jobs on a rank that went down
+fail with a reason saying so, for ``--retries`` to rerun them on the ranks
+left. What the user reads of all this the listener (:mod:`.observer`) writes.
 
 Times: the packer's clock is monotonic seconds; the ``time`` of backend events
 (``JobStarted``, ``JobFinished``, ``ResourceEvent``) is epoch seconds, passed
@@ -18,6 +18,7 @@ on to the listener unchanged.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import threading
@@ -29,20 +30,27 @@ from .backends.base import (
     Backend,
     JobFinished,
     JobStarted,
+    JobStatus,
     LaunchError,
     LaunchSpec,
     ResourceEvent,
-    Status,
+    ResourceEventKind,
 )
-from .deadline import format_epoch, resume_command
+from .naming import node_names
 from .packer import JobTicket, Packer
 
 log = logging.getLogger("snakemake.logging.matensemble.dispatcher")
 
-#: Why queued jobs are withdrawn: a job failed (no --keep-going), the run was
-#: interrupted (Ctrl-C, SIGTERM, cancel), or they cannot finish before the
-#: allocation's end.
-WITHDRAWN_REASONS = ("failure", "interrupted", "deadline")
+
+class Withdrawal(enum.StrEnum):
+    """Why queued jobs are withdrawn (not started)."""
+
+    #: a job failed and the run stops (no --keep-going)
+    FAILURE = "failure"
+    #: the run was interrupted (Ctrl-C, SIGTERM, cancel)
+    INTERRUPTED = "interrupted"
+    #: they cannot finish before the allocation's end
+    DEADLINE = "deadline"
 
 
 class DispatchListener(Protocol):
@@ -50,21 +58,24 @@ class DispatchListener(Protocol):
 
     def on_started(self, ticket: JobTicket, backend_id: str, time: float) -> None: ...
 
-    def on_finished(self, ticket: JobTicket, result: JobFinished) -> None: ...
+    def on_finished(self, ticket: JobTicket, result: JobFinished) -> bool | None:
+        """Report ``result``; a true return: start no more jobs (queued ones
+        are withdrawn, running ones go on)."""
+        ...
 
-    def on_withdrawn(self, tickets: list[JobTicket], reason: str) -> None:
-        """Queued ``tickets`` will not be started; ``reason`` is one of
-        :data:`WITHDRAWN_REASONS`."""
+    def on_withdrawn(self, tickets: list[JobTicket], reason: Withdrawal) -> None:
+        """Queued ``tickets`` will not be started, for ``reason``."""
         ...
 
     def on_crash(self, error: BaseException, tickets: list[JobTicket]) -> None: ...
 
     def on_tick(self) -> None: ...
 
-    def on_resource_event(self, event: ResourceEvent) -> None:
+    def on_resource_event(self, event: ResourceEvent, changed: bool) -> None:
         """The allocation changed (a rank drained, undrained, down, up, or a new
-        end); already applied to the packer's model. Optional: the dispatcher
-        calls it only if the listener has it."""
+        end); already applied to the packer's model (``changed``: it changed
+        something there). Optional: the dispatcher calls it only if the
+        listener has it."""
         ...
 
 
@@ -79,7 +90,6 @@ class Dispatcher:
         launch_spec: Callable[[JobTicket], LaunchSpec],
         idle_timeout: float = 5.0,
         tick_interval: float | None = None,
-        resume_argv: Sequence[str] | None = None,
     ):
         self.packer = packer
         self.backend = backend
@@ -87,8 +97,6 @@ class Dispatcher:
         self.launch_spec = launch_spec
         self.idle_timeout = idle_timeout
         self.tick_interval = tick_interval
-        #: the snakemake command line, for the resume command (default sys.argv)
-        self.resume_argv = resume_argv
         self.packer.deadline.set_end(backend.expiration(), f"the {backend.name} backend")
         self.packer.deadline_changed()
         #: jobs withdrawn because the allocation ends
@@ -155,7 +163,7 @@ class Dispatcher:
         self._attach([t for t in new if t.attach is not None])
         self.packer.enqueue([t for t in new if t.attach is None])
         if halted or stopping:
-            self._withdraw_queue("interrupted" if stopping else "failure")
+            self._withdraw_queue(Withdrawal.INTERRUPTED if stopping else Withdrawal.FAILURE)
         if stopping:
             self._cancel_running()
             return False
@@ -190,7 +198,7 @@ class Dispatcher:
             if not halted:
                 self._launch(self.packer.admit(self.packer.clock()))
             for ticket, result in succeeded:
-                self.listener.on_finished(ticket, result)
+                self._report(ticket, result)
         return True
 
     def _attach(self, tickets: list[JobTicket]) -> None:
@@ -207,7 +215,7 @@ class Dispatcher:
             except LaunchError as error:
                 self._finish(
                     ticket,
-                    JobFinished(ticket.key, Status.LAUNCH_ERROR, str(error), time=time.time()),
+                    JobFinished(ticket.key, JobStatus.LAUNCH_ERROR, str(error), time=time.time()),
                 )
 
     def _handle(
@@ -239,7 +247,12 @@ class Dispatcher:
             # Flux reports a job's node failure before the rank's "offline"
             # event: take the rank out now, or the retry may be placed there
             self._resource_event(
-                ResourceEvent("down", result.lost_ranks, "a job lost contact with it", result.time)
+                ResourceEvent(
+                    ResourceEventKind.DOWN,
+                    result.lost_ranks,
+                    "a job lost contact with it",
+                    result.time,
+                )
             )
         result = self._blame_lost_node(ticket, result)
         self.packer.finish(ticket)
@@ -248,72 +261,53 @@ class Dispatcher:
         if succeeded is not None and result.ok:
             succeeded.append((ticket, result))
         else:
-            self.listener.on_finished(ticket, result)
+            self._report(ticket, result)
+
+    def _report(self, ticket: JobTicket, result: JobFinished) -> None:
+        if self.listener.on_finished(ticket, result):
+            with self._lock:
+                self._halted = True
 
     # -- the allocation's end ------------------------------------------------------
     def _withdraw_for_deadline(self, tickets: list[JobTicket]) -> None:
-        """Withdraw ``tickets`` (they cannot finish before the allocation ends)
-        and say how many are left, when it ends and how to resume."""
+        """Withdraw ``tickets``: they cannot finish before the allocation ends
+        (the listener says how many are left, when it ends and how to resume)."""
         if not tickets:
             return
         for ticket in tickets:
             self._tickets.pop(ticket.key, None)
-        first = self.deadline_withdrawn == 0
         self.deadline_withdrawn += len(tickets)
-        guard = self.packer.deadline
-        end = format_epoch(guard.end_epoch) if guard.end_epoch is not None else "soon"
-        if first:
-            log.warning(
-                f"matensemble: the allocation ends at {end}: {len(tickets)} queued job(s) "
-                f"cannot finish before then and are not started "
-                f"({len(self.packer.running)} running job(s) finish first; jobs that "
-                "depend on them are left too). Resume in the next allocation with:\n"
-                f"    {resume_command(self.resume_argv)}"
-            )
-        else:
-            log.warning(
-                f"matensemble: {len(tickets)} more job(s) cannot finish before the "
-                f"allocation ends at {end} ({self.deadline_withdrawn} in all); resume with: "
-                f"{resume_command(self.resume_argv)}"
-            )
-        self.listener.on_withdrawn(tickets, "deadline")
+        self.listener.on_withdrawn(tickets, Withdrawal.DEADLINE)
 
     # -- drained and lost ranks ---------------------------------------------------
     def _resource_event(self, event: ResourceEvent) -> None:
+        """Apply ``event`` to the packer's model; the listener is told, with
+        whether it changed anything (it tells the user)."""
         allocation = self.packer.allocation
-        names = ", ".join(f"{allocation.node_name(r)} (rank {r})" for r in event.ranks)
-        why = f": {event.reason}" if event.reason else ""
-        if event.kind == "drain":
-            if allocation.drain(event.ranks, event.reason or "drained"):
-                log.warning(
-                    f"matensemble: {names} drained{why}; no new jobs start there, "
-                    "running ones finish."
-                )
+        changed = True
+        if event.kind is ResourceEventKind.DRAIN:
+            changed = allocation.drain(event.ranks, event.reason or "drained")
+            if changed:
                 self._replace_unstarted(event.ranks)
-        elif event.kind == "undrain":
-            if allocation.undrain(event.ranks):
-                log.info(f"matensemble: {names} undrained; jobs start there again.")
-        elif event.kind == "down":
+        elif event.kind is ResourceEventKind.UNDRAIN:
+            changed = allocation.undrain(event.ranks)
+        elif event.kind is ResourceEventKind.DOWN:
             if not allocation.mark_down(event.ranks):
                 return  # known already (a job's node failure said so first)
             for rank in event.ranks:
                 self.lost_ranks[rank] = event.time
-            log.error(
-                f"matensemble: {names} went down{why}; its jobs are lost "
-                "(--retries reruns them on the ranks left)."
-            )
             self._replace_unstarted(event.ranks)
-        elif event.kind == "up":
-            if allocation.mark_up(event.ranks):
+        elif event.kind is ResourceEventKind.UP:
+            changed = allocation.mark_up(event.ranks)
+            if changed:
                 for rank in event.ranks:
                     self.lost_ranks.pop(rank, None)
-                log.info(f"matensemble: {names} is up again; jobs start there again.")
-        elif event.kind == "expiration":
+        elif event.kind is ResourceEventKind.EXPIRATION:
             self.packer.deadline.set_end(event.expiration, "Flux's resource journal")
             self.packer.deadline_changed()
         notify = getattr(self.listener, "on_resource_event", None)
         if notify is not None:
-            notify(event)
+            notify(event, changed)
 
     def _replace_unstarted(self, ranks: Sequence[int]) -> None:
         """Take back the launched jobs pinned to ``ranks`` that have not started
@@ -342,11 +336,10 @@ class Dispatcher:
         lost = [r for r in ticket.placement.ranks if r in self.lost_ranks]
         if not lost:
             return result
-        allocation = self.packer.allocation
-        names = ", ".join(f"{allocation.node_name(r)} (rank {r})" for r in lost)
+        names = node_names(self.packer.allocation, lost)
         return JobFinished(
             result.key,
-            Status.FAILED,
+            JobStatus.FAILED,
             f"was lost: its node {names} went down ({result.reason}); --retries reruns "
             "it on the ranks left",
             result.exit_code,
@@ -354,7 +347,7 @@ class Dispatcher:
             result.time,
         )
 
-    def _withdraw_queue(self, reason: str) -> None:
+    def _withdraw_queue(self, reason: Withdrawal) -> None:
         withdrawn = self.packer.withdraw_queued()
         if withdrawn:
             for ticket in withdrawn:

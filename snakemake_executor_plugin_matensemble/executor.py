@@ -53,9 +53,7 @@ class Executor(RealExecutor):
         self._snakemake_cpu_s = 0.0
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         self.backend = create_backend(self.settings, self.run_id)
-        self.allocation = Allocation(
-            self.backend.discover(), getattr(self.backend, "resource_hints", None)
-        )
+        self.allocation = Allocation(self.backend.discover(), self.backend.resource_hints)
         self.logger.info(
             f"matensemble: {self.backend.name} backend, allocation of "
             f"{self.allocation.describe()}, policy {self.settings.policy}."
@@ -93,7 +91,7 @@ class Executor(RealExecutor):
             status,
             self.packer,
             self.allocation,
-            self.backend.name,
+            self.backend,
         )
         self.dispatcher = Dispatcher(
             self.packer,
@@ -102,7 +100,6 @@ class Executor(RealExecutor):
             self.intake.launch_spec,
             tick_interval=status.tick_interval,
         )
-        self.observer.halt = self.dispatcher.halt
         self.dispatcher.start()
 
     def _shorten_group_level_pause(self) -> None:
@@ -158,7 +155,7 @@ class Executor(RealExecutor):
             return
         self._stopped = True
         self.dispatcher.stop()
-        self.boundary.shorten_group_level_pause(None)
+        self.boundary.close()  # every change made to Snakemake undone
         own = self._scheduler_cpu_s - self._snakemake_cpu_s
         self.observer.run_ended(
             deadline_withdrawn=self.dispatcher.deadline_withdrawn,

@@ -22,6 +22,11 @@ processes they started. After a failure no further set starts; the runner waits
 for those running, as Snakemake does, and exits with the first failure's exit
 code (128 + N for a signal). Each member's output goes to the group's log under
 a header. SIGTERM/SIGINT are passed on to the running members.
+
+``temp`` lists the group's ``temp()`` files that no job outside the group needs,
+each with the members (``after``, by name) that make or read it: as soon as all
+of those succeeded, the file is removed, before any later set starts, as
+Snakemake's local executor removes a temp file once its last consumer is done.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,13 +176,43 @@ def _wait_for_a_child() -> None:
         time.sleep(POLL_S)
 
 
-def run_sets(sets: list[dict[str, Any]], cores: int, latency_wait: float) -> int:
+class TempFiles:
+    """The group's temp files, each removed once the members that make and
+    read it have all succeeded."""
+
+    def __init__(self, temp: list[dict[str, Any]]):
+        self.pending = [(entry["path"], set(entry["after"])) for entry in temp]
+        self.succeeded: set[str] = set()
+
+    def members_done(self, members: list[dict[str, Any]]) -> None:
+        self.succeeded.update(member["name"] for member in members)
+        for path, after in [entry for entry in self.pending if entry[1] <= self.succeeded]:
+            self.pending.remove((path, after))
+            _print(f"removing temporary output {path}")
+            _remove(path)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def run_sets(
+    sets: list[dict[str, Any]],
+    cores: int,
+    latency_wait: float,
+    temp: list[dict[str, Any]] | None = None,
+) -> int:
     """Run every set as soon as the sets it waits for are done and its threads
     fit; the first failure's exit code (0: all succeeded)."""
     waiting = list(range(len(sets)))
     running: dict[int, SetRun] = {}
     done: set[int] = set()
     failure = 0
+    temp_files = TempFiles(temp or [])
     while waiting or running:
         used = sum(_threads(sets[i]["members"]) for i in running)
         for index in list(waiting) if not failure else []:
@@ -192,6 +228,8 @@ def run_sets(sets: list[dict[str, Any]], cores: int, latency_wait: float) -> int
             del running[index]
             done.add(index)
             failure = failure or code
+            if not code:
+                temp_files.members_done(sets[index]["members"])
         if failure and not running:
             return failure
         if running and not ended:
@@ -204,7 +242,8 @@ def main(argv: list[str]) -> int:
         spec = json.load(stream)
     signal.signal(signal.SIGTERM, _forward)
     signal.signal(signal.SIGINT, _forward)
-    return run_sets(spec["sets"], max(1, spec.get("cores", 1)), spec["latency_wait"])
+    cores = max(1, spec.get("cores", 1))
+    return run_sets(spec["sets"], cores, spec["latency_wait"], spec.get("temp"))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from . import naming
 from .allocation import Allocation
 from .backends.base import Backend, LaunchSpec, RunningJob
-from .command import CommandBuilder, JobCommand
+from .command import CommandBuilder, CommandPath, JobCommand
 from .errors import InvalidRequestError, JobsCannotRunError
 from .packer import JobTicket
 from .request import (
@@ -177,7 +177,7 @@ class Intake:
                 job, request.total_cores, request.tasks, has_mpi=request.mpi is not None
             )
         else:  # re-attach: nothing to prepare or launch, outputs are being written
-            command = JobCommand(command="", path="attached")
+            command = JobCommand(command="", path=CommandPath.ATTACHED)
         submission = Submission(
             job_info=SubmittedJobInfo(
                 job,
@@ -195,7 +195,7 @@ class Intake:
             key=self.new_key(),
             rule=naming.rule_of(job),
             request=request,
-            priority=_priority(job),
+            priority=self.boundary.priority(job),
             payload=submission,
             attach=running,
         )
@@ -205,7 +205,8 @@ class Intake:
         submission = ticket.payload
         assert submission is not None
         command = submission.command
-        env = command.env if command.path == "direct" else {**self.base_env, **command.env}
+        direct = command.path is CommandPath.DIRECT
+        env = command.env if direct else {**self.base_env, **command.env}
         return LaunchSpec(
             key=ticket.key,
             command=command.command,
@@ -235,11 +236,10 @@ class Intake:
         --rerun-incomplete): the only jobs the backend may re-attach to."""
         if not self.backend.can_attach:
             return set()
-        dag = self.boundary.workflow.dag
         ids = set()
-        for job in dag.needrun_jobs():
+        for job in self.boundary.needrun_jobs() or ():
             with contextlib.suppress(Exception):  # several ids: Snakemake refuses it later
-                external = dag.incomplete_external_jobid(job)
+                external = self.boundary.incomplete_external_jobid(job)
                 if external:
                     ids.add(external)
         return ids
@@ -248,7 +248,7 @@ class Intake:
         """The backend job an earlier, killed run started for ``job``, if it runs."""
         if not self.backend.can_attach:
             return None
-        external = self.boundary.workflow.dag.incomplete_external_jobid(job)
+        external = self.boundary.incomplete_external_jobid(job)
         if not external:
             return None
         return self.backend.find_running(external)
@@ -270,11 +270,3 @@ class Intake:
                     f"by the {self.backend.name} backend (memory and disk are not "
                     "limited per job)."
                 )
-
-
-def _priority(job: Any) -> int:
-    try:
-        priority = job.priority
-    except Exception:
-        return 0
-    return priority if isinstance(priority, int) else 0

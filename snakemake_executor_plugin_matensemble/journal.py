@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from .allocation import Allocation, Placement
-from .backends.base import Status
+from .backends.base import JobStatus, ResourceEventKind
 from .request import ResourceRequest
 
 END_EVENTS = frozenset({"finished", "failed", "cancelled"})
 #: Job statuses (``status`` of an end line) that count as failures: the values
-#: of ``backends.base.Status`` other than success and cancelled.
-FAILED_STATUSES = frozenset(status.value for status in Status if status.failed)
+#: of ``backends.base.JobStatus`` other than success and cancelled.
+FAILED_STATUSES = frozenset(status.value for status in JobStatus if status.failed)
 
 
 def job_label(rule: str, wildcards: dict[str, Any]) -> str:
@@ -136,7 +136,12 @@ class Journal:
         self.write(event, key=key, status=status, **fields)
 
     def resource_event(
-        self, kind: str, ranks: list[int], reason: str = "", at: float | None = None, **fields: Any
+        self,
+        kind: ResourceEventKind,
+        ranks: list[int],
+        reason: str = "",
+        at: float | None = None,
+        **fields: Any,
     ) -> None:
         """The allocation changed: ``kind`` is ``drain``, ``undrain``, ``down``,
         ``up`` or ``expiration`` (then ``expiration``: the new end, epoch
@@ -257,12 +262,17 @@ class RunRecord:
         return sum(len(node["gpus"]) for node in self.run.get("nodes", []))
 
 
+def journal_paths(journal_dir: str | Path) -> list[Path]:
+    """The journals in ``journal_dir``, oldest first: by the run id (the
+    directory's name), which starts with the run's start time."""
+    return sorted(Path(journal_dir).glob("*/journal.jsonl"), key=lambda p: p.parent.name)
+
+
 def find_previous_journal(journal_dir: str | Path, current: str | Path) -> Path | None:
-    """The newest journal in ``journal_dir`` other than ``current`` (by the run
-    id, which starts with the start time), or None."""
+    """The newest journal in ``journal_dir`` other than ``current``, or None."""
     current_path = Path(current).resolve()
-    paths = [p for p in Path(journal_dir).glob("*/journal.jsonl") if p.resolve() != current_path]
-    return max(paths, key=lambda p: p.parent.name, default=None)
+    paths = [p for p in journal_paths(journal_dir) if p.resolve() != current_path]
+    return paths[-1] if paths else None
 
 
 def iter_events(path: str | Path) -> Iterator[dict[str, Any]]:

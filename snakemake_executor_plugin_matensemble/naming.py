@@ -5,17 +5,25 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from .snakemake_boundary import facts
 
 #: Characters not kept in file names (``\w`` keeps letters of any script).
 _UNSAFE = re.compile(r"[^\w.=+-]+")
 
 
 def wildcards_of(job: Any) -> dict[str, str]:
+    """A single job's wildcards ({} for a group, and where the start-up probe
+    found Snakemake's ``Job.wildcards_dict`` missing: names without them)."""
     if job.is_group():
         return {}
-    return {k: str(v) for k, v in (getattr(job, "wildcards_dict", None) or {}).items()}
+    try:
+        return facts.wildcards(job)
+    except AttributeError:
+        return {}
 
 
 def rule_of(job: Any) -> str:
@@ -91,3 +99,8 @@ def log_path(log_dir: str | Path, job: Any) -> Path:
     base = Path(log_dir) / f"rule_{_safe(job.rule.name)}"
     wildcards = "_".join(f"{k}={v}" for k, v in wildcards_of(job).items())
     return base / _safe(wildcards) / attempt if wildcards else base / attempt
+
+
+def node_names(allocation: Any, ranks: Iterable[int]) -> str:
+    """``node1 (rank 1), node2 (rank 2)``: ranks as the user's messages name them."""
+    return ", ".join(f"{allocation.node_name(r)} (rank {r})" for r in ranks)

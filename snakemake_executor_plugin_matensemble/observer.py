@@ -14,15 +14,15 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from . import naming
 from .allocation import Allocation
-from .backends.base import JobFinished, ResourceEvent
-from .backends.base import Status as BackendStatus
-from .deadline import resume_command
+from .backends.base import Backend, JobFinished, JobStatus, ResourceEvent, ResourceEventKind
+from .deadline import format_epoch, resume_command
+from .dispatcher import Withdrawal
 from .intake import Submission
 from .journal import Journal, find_previous_journal, read_journal
 from .packer import JobTicket, Packer
@@ -34,13 +34,13 @@ log = logging.getLogger("snakemake.logging.matensemble.observer")
 
 #: What the user reads when queued jobs were not started, by reason.
 _WITHDRAWN_BECAUSE = {
-    "failure": "a job failed; use --keep-going to run independent jobs after a failure",
-    "interrupted": "the run was interrupted",
-    "deadline": "they could not finish before the allocation ends",
+    Withdrawal.FAILURE: "a job failed; use --keep-going to run independent jobs after a failure",
+    Withdrawal.INTERRUPTED: "the run was interrupted",
+    Withdrawal.DEADLINE: "they could not finish before the allocation ends",
 }
 
 #: What the journal says of withdrawn jobs, where it differs from the above.
-_JOURNALED_BECAUSE = {"deadline": "cannot finish before the allocation ends"}
+_JOURNALED_BECAUSE = {Withdrawal.DEADLINE: "cannot finish before the allocation ends"}
 
 
 def open_run_journal(settings: Any, run_id: str, backend: str, allocation: Allocation) -> Journal:
@@ -113,7 +113,8 @@ class Observer:
         status: StatusReporter,
         packer: Packer,
         allocation: Allocation,
-        backend_name: str,
+        backend: Backend,
+        resume_argv: Sequence[str] | None = None,
     ):
         self.snakemake = snakemake
         self.boundary = boundary
@@ -121,11 +122,16 @@ class Observer:
         self.status = status
         self.packer = packer
         self.allocation = allocation
-        self.backend_name = backend_name
-        #: called when a failed job will not be retried and the run must stop
-        self.halt: Any = lambda: None
+        self.backend_name = backend.name
+        #: record backend ids with Snakemake's incomplete markers, so that a
+        #: restarted run re-attaches (backends that can re-attach to jobs)
+        self.register_backend_ids = backend.can_attach
         #: hands outcomes to Snakemake from its own thread (see :class:`Reports`)
         self.reports = Reports()
+        #: the snakemake command line, for the resume command (default sys.argv)
+        self.resume_argv = resume_argv
+        #: jobs withdrawn so far because the allocation ends
+        self.deadline_withdrawn = 0
         #: (jobid, attempt) -> journal key of attempts the backend finished well
         self._succeeded: dict[tuple[str, int], int] = {}
 
@@ -150,9 +156,8 @@ class Observer:
         submission = ticket.payload
         assert submission is not None
         submission.job_info.external_jobid = backend_id
-        if self.backend_name == "flux":
-            # Record the Flux id with Snakemake's incomplete markers, so that a
-            # restarted run re-attaches instead of running the job twice.
+        if self.register_backend_ids:
+            # a restarted run re-attaches instead of running the job twice
             submission.job.register(external_jobid=backend_id)
         self.journal.started(ticket.key, backend_id, ticket.placement, time)
         log.debug(
@@ -160,7 +165,9 @@ class Observer:
             f"{backend_id} on {ticket.placement.describe()}; log {submission.log_path}"
         )
 
-    def on_finished(self, ticket: JobTicket[Submission], result: JobFinished) -> None:
+    def on_finished(self, ticket: JobTicket[Submission], result: JobFinished) -> bool:
+        """Report ``result``; True when the run must start no more jobs (a
+        failure Snakemake will not retry, without --keep-going)."""
         submission = ticket.payload
         assert submission is not None
         for path in submission.command.cleanup:
@@ -180,8 +187,8 @@ class Observer:
         if result.ok:
             self._succeeded[(str(job.jobid), job.attempt)] = ticket.key
             self.reports.post(self.snakemake.report_job_success, submission.job_info)
-            return
-        self._report_failure(submission, result)
+            return False
+        return self._report_failure(submission, result)
 
     def snakemake_failed(self, job: Any) -> None:
         """Snakemake failed an attempt the backend finished well (e.g. its
@@ -193,7 +200,7 @@ class Observer:
             )
             self.status.finished(str(job.jobid), False)
 
-    def _report_failure(self, submission: Submission, result: JobFinished) -> None:
+    def _report_failure(self, submission: Submission, result: JobFinished) -> bool:
         job = submission.job
         message = f"matensemble: {submission.name} {result.reason}. Log: {submission.log_path}"
         details = {"exit_code": result.exit_code} if result.exit_code is not None else {}
@@ -204,26 +211,69 @@ class Observer:
             aux_logs=[submission.log_path],
             **details,
         )
-        retried = getattr(job, "restart_times", 0) > job.attempt - 1
-        if not retried and not self.boundary.keep_going():
-            self.halt()
+        return not self.boundary.retried(job) and not self.boundary.keep_going()
 
-    def on_withdrawn(self, tickets: list[JobTicket[Submission]], reason: str) -> None:
-        why = _WITHDRAWN_BECAUSE.get(reason, reason)
-        if reason != "deadline":  # the dispatcher said it, with the resume command
+    def on_withdrawn(self, tickets: list[JobTicket[Submission]], reason: Withdrawal) -> None:
+        why = _WITHDRAWN_BECAUSE[reason]
+        if reason is Withdrawal.DEADLINE:
+            self._say_deadline(len(tickets))
+        else:
             log.info(f"matensemble: {len(tickets)} queued job(s) were not started ({why}).")
         journaled = _JOURNALED_BECAUSE.get(reason, f"not started: {why}")
         for ticket in tickets:
             self.journal.ended(ticket.key, "cancelled", "cancelled", reason=journaled)
             self.reports.post(self.boundary.job_not_started, ticket.payload.job)
 
-    def on_resource_event(self, event: ResourceEvent) -> None:
+    def _say_deadline(self, count: int) -> None:
+        """``count`` queued jobs cannot finish before the allocation ends: how
+        many, when it ends and how to resume."""
+        first = self.deadline_withdrawn == 0
+        self.deadline_withdrawn += count
+        end_epoch = self.packer.deadline.end_epoch
+        end = format_epoch(end_epoch) if end_epoch is not None else "soon"
+        resume = resume_command(self.resume_argv)
+        if first:
+            log.warning(
+                f"matensemble: the allocation ends at {end}: {count} queued job(s) "
+                f"cannot finish before then and are not started "
+                f"({len(self.packer.running)} running job(s) finish first; jobs that "
+                "depend on them are left too). Resume in the next allocation with:\n"
+                f"    {resume}"
+            )
+        else:
+            log.warning(
+                f"matensemble: {count} more job(s) cannot finish before the allocation "
+                f"ends at {end} ({self.deadline_withdrawn} in all); resume with: {resume}"
+            )
+
+    def on_resource_event(self, event: ResourceEvent, changed: bool = True) -> None:
         """The allocation changed (drained, undrained, lost or returned ranks, a
-        new end): the journal keeps it for the summary and the report."""
-        fields = {"expiration": event.expiration} if event.kind == "expiration" else {}
+        new end): the user is told what it means where it ``changed`` the
+        allocation, the journal keeps it for the summary and the report."""
+        if changed:
+            self._say_resource_event(event)
+        expiration = event.kind is ResourceEventKind.EXPIRATION
+        fields = {"expiration": event.expiration} if expiration else {}
         self.journal.resource_event(
             event.kind, list(event.ranks), event.reason, at=event.time or None, **fields
         )
+
+    def _say_resource_event(self, event: ResourceEvent) -> None:
+        names = naming.node_names(self.allocation, event.ranks)
+        why = f": {event.reason}" if event.reason else ""
+        if event.kind is ResourceEventKind.DRAIN:
+            log.warning(
+                f"matensemble: {names} drained{why}; no new jobs start there, running ones finish."
+            )
+        elif event.kind is ResourceEventKind.UNDRAIN:
+            log.info(f"matensemble: {names} undrained; jobs start there again.")
+        elif event.kind is ResourceEventKind.DOWN:
+            log.error(
+                f"matensemble: {names} went down{why}; its jobs are lost "
+                "(--retries reruns them on the ranks left)."
+            )
+        elif event.kind is ResourceEventKind.UP:
+            log.info(f"matensemble: {names} is up again; jobs start there again.")
 
     def on_tick(self) -> None:
         self.status.report(self.current_status())
@@ -265,7 +315,7 @@ class Observer:
         )
 
 
-def _end_event(status: BackendStatus) -> str:
-    if status is BackendStatus.SUCCESS:
+def _end_event(status: JobStatus) -> str:
+    if status is JobStatus.SUCCESS:
         return "finished"
     return "failed" if status.failed else "cancelled"

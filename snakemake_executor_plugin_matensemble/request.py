@@ -211,11 +211,14 @@ def _parse_bool(fields: _Fields, field: str, value: Any) -> bool:
 
 
 def _cores_per_task(fields: _Fields, threads: Any) -> tuple[int, str]:
-    threads_n = fields.positive_int("threads", threads)
+    """Cores of one task. ``threads: 0`` is Snakemake's (its local executor runs
+    such a job with ``{threads}`` = 0, using no cores of ``--cores``); the job's
+    process still runs on a core, so it is placed on one."""
+    threads_n = fields.positive_int("threads", threads, minimum=0)
     cpus = fields.optional_int("cpus_per_task")
     if cpus is None:
-        return threads_n, "threads"
-    if threads_n not in (1, cpus):
+        return max(1, threads_n), "threads"
+    if threads_n not in (0, 1, cpus):
         fields.fail(
             "cpus_per_task",
             cpus,

@@ -17,7 +17,7 @@ class RunStatus:
     """How the run stands now: jobs queued and running, free and total cores
     and GPUs of the allocation, Snakemake jobs done and failed so far.
 
-    Not :class:`.backends.base.Status` (the outcome of one backend job).
+    Not :class:`.backends.base.JobStatus` (the outcome of one backend job).
     """
 
     queued: int
@@ -36,9 +36,6 @@ class RunStatus:
             f"{self.free_cores}/{self.total_cores} cores free{gpus}, "
             f"{self.done} done, {self.failed} failed."
         )
-
-
-#: Old name, kept until every importer uses :class:`RunStatus`.
 
 
 class StatusReporter:
@@ -73,10 +70,6 @@ class StatusReporter:
             self.done += 1
         else:
             self.failed += 1
-
-    @property
-    def active(self) -> bool:
-        return bool(self.interval) or self.status_file is not None
 
     @property
     def tick_interval(self) -> float | None:

@@ -40,7 +40,9 @@ class LaunchSpec:
     attributes: Mapping[str, object] = field(default_factory=dict)
 
 
-class Status(enum.Enum):
+class JobStatus(enum.Enum):
+    """How one backend job ended (not :class:`.status.RunStatus`, the run's counters)."""
+
     SUCCESS = "success"
     FAILED = "failed"
     TIMEOUT = "timeout"
@@ -50,7 +52,11 @@ class Status(enum.Enum):
     @property
     def failed(self) -> bool:
         """The job ran (or tried to) and did not succeed; cancelled is not failed."""
-        return self in (Status.FAILED, Status.TIMEOUT, Status.LAUNCH_ERROR)
+        return self in (JobStatus.FAILED, JobStatus.TIMEOUT, JobStatus.LAUNCH_ERROR)
+
+
+#: The old name of :class:`JobStatus`, for the backends that still import it.
+Status = JobStatus
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ class JobStarted:
 @dataclass(frozen=True)
 class JobFinished:
     key: int
-    status: Status
+    status: JobStatus
     #: One sentence for the user: what happened.
     reason: str
     exit_code: int | None = None
@@ -79,20 +85,34 @@ class JobFinished:
 
     @property
     def ok(self) -> bool:
-        return self.status is Status.SUCCESS
+        return self.status is JobStatus.SUCCESS
+
+
+class ResourceEventKind(enum.StrEnum):
+    """What changed in the allocation (the journal writes the value)."""
+
+    #: no new jobs on the ranks; running ones finish
+    DRAIN = "drain"
+    #: the ranks are usable again
+    UNDRAIN = "undrain"
+    #: the ranks are gone, with whatever ran there
+    DOWN = "down"
+    #: the ranks are back
+    UP = "up"
+    #: the allocation's end moved
+    EXPIRATION = "expiration"
 
 
 @dataclass(frozen=True)
 class ResourceEvent:
     """A change of the allocation reported by the backend (Flux's resource journal).
 
-    ``kind`` is one of :data:`RESOURCE_EVENT_KINDS`: ``drain`` (no new jobs on
-    ``ranks``; running ones finish), ``undrain`` (usable again), ``down`` (the
-    ranks are gone, with whatever ran there), ``up`` (back), ``expiration``
-    (the allocation's end moved to ``expiration``).
+    ``kind`` (a :class:`ResourceEventKind`; its value is accepted and converted)
+    says what changed; an ``expiration`` event carries the new end in
+    ``expiration``.
     """
 
-    kind: str
+    kind: ResourceEventKind
     ranks: tuple[int, ...] = ()
     reason: str = ""
     #: when it happened, epoch seconds
@@ -100,8 +120,10 @@ class ResourceEvent:
     #: kind ``expiration``: the allocation's new end in epoch seconds (None: no end)
     expiration: float | None = None
 
+    def __post_init__(self) -> None:
+        # a kind given by its value ("drain") becomes the member; an unknown one raises
+        object.__setattr__(self, "kind", ResourceEventKind(self.kind))
 
-RESOURCE_EVENT_KINDS = ("drain", "undrain", "down", "up", "expiration")
 
 BackendEvent = JobStarted | JobFinished | ResourceEvent
 
@@ -171,6 +193,10 @@ class Backend(ABC):
 
     #: Whether jobs of an earlier run can be re-attached (:meth:`find_running`).
     can_attach: bool = False
+
+    #: What to tell the user when a job asks for more than this backend has,
+    #: by ``cores``, ``gpus``, ``nodes`` (:class:`~..allocation.Allocation` ``hints``).
+    resource_hints: Mapping[str, str] | None = None
 
     def settle_leftovers(self, resumable: Collection[str]) -> None:
         """Before anything is launched: adopt or stop what dead runs in this

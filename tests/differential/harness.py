@@ -8,7 +8,10 @@ A case is a directory with a Snakefile (or whatever its args name) and a
 
     args: [...]              # for both sides (targets, --config, flags)
     cores: 2                 # local side: --cores N; plugin side: --matensemble-local-cores N
-    expect: success          # or failure: both sides must exit non-zero
+                             # (always given: the plugin never sees more cores than local)
+    expect: success          # or failure: both sides must exit non-zero; a side killed at
+                             # the time limit, or one that leaves processes running that
+                             # the other does not, is a difference either way
     output_contains: [re]    # each regex must match the output of the first run, both sides
     nondeterministic:        # glob (relative path) -> how to compare it instead of bytes
       "bench/*.txt": tsv_header    # same first line, same row count, same column counts
@@ -19,9 +22,10 @@ A case is a directory with a Snakefile (or whatever its args name) and a
     env: {NAME: value}       # extra environment for every Snakemake call
     prepare: [shell, ...]    # run in each fresh directory before the first run
     steps:                   # after the first run; default: [{dryrun: []}]
-      - run: [args]          # a real run with each side's executor (after args above)
-      - dryrun: [args]       # `snakemake -n` (args above + these) with the local executor:
-                             # same jobs and reasons
+      - run: [args]          # a real run with each side's executor (after args above);
+                             # must succeed when the case expects success
+      - dryrun: [args]       # `snakemake -n --cores N` (args above + these) with the local
+                             # executor: same jobs and reasons
       - summary: [args]      # `snakemake --summary`: same rows (date column dropped)
       - shell: "cmd"         # run in both directories (e.g. touch an input)
     requires:                # skip the case (with reason) unless present
@@ -146,6 +150,8 @@ class Result:
     argv: list[str]
     returncode: int
     output: str
+    #: killed at the case's time limit (a hang is a difference, never agreement)
+    timed_out: bool = False
 
 
 @dataclass
@@ -189,10 +195,17 @@ def base_env(case: Case, side: Side) -> dict[str, str]:
 def executor_args(case: Case, side: Side) -> list[str]:
     if side.name == "local":
         return ["--cores", str(case.cores)]
-    args = ["--executor", "matensemble", "-j", "unlimited", "--matensemble-backend", "local"]
-    if case.cores != 2:
-        args += ["--matensemble-local-cores", str(case.cores)]
-    return args
+    # the plugin's allocation is the case's cores, whatever this machine has
+    return [
+        "--executor",
+        "matensemble",
+        "-j",
+        "unlimited",
+        "--matensemble-backend",
+        "local",
+        "--matensemble-local-cores",
+        str(case.cores),
+    ]
 
 
 def expand(text: str, side: Side) -> str:
@@ -228,12 +241,12 @@ def run_snakemake(case: Case, side: Side, argv_tail: list[str], *, executor: boo
         )
         try:
             code = process.wait(timeout=case.timeout)
-            note = ""
+            note, timed_out = "", False
         except subprocess.TimeoutExpired:
             process.kill()
             code = process.wait()
-            note = f"\n[differential: timed out after {case.timeout} s]"
-    return Result(argv, code, out_path.read_text(errors="replace") + note)
+            note, timed_out = f"\n[differential: timed out after {case.timeout} s]", True
+    return Result(argv, code, out_path.read_text(errors="replace") + note, timed_out)
 
 
 def kill_leftovers(root: Path) -> list[str]:
@@ -280,7 +293,7 @@ def forked_checks(case: Case, sides: list[Side], argv_tail: list[str]) -> dict[s
     results = {}
     deadline = time.monotonic() + case.timeout
     for name, (pid, argv, out_path) in children.items():
-        code = None
+        code, timed_out = None, False
         while code is None:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
@@ -288,10 +301,10 @@ def forked_checks(case: Case, sides: list[Side], argv_tail: list[str]) -> dict[s
             elif time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                code = -9
+                code, timed_out = -9, True
             else:
                 time.sleep(0.02)
-        results[name] = Result(argv, code, out_path.read_text(errors="replace"))
+        results[name] = Result(argv, code, out_path.read_text(errors="replace"), timed_out)
     return results
 
 
@@ -614,7 +627,8 @@ def summary_rows(output: str) -> list[str]:
 
 
 def error_rules(output: str) -> list[str]:
-    return sorted(set(re.findall(r"^Error in rule (\S+):", output, re.M)))
+    """Rules reported failing, also those listed (indented) under a group's error."""
+    return sorted(set(re.findall(r"^\s*Error in rule (\S+):", output, re.M)))
 
 
 def tail(text: str, n: int = OUTPUT_TAIL_LINES) -> str:
@@ -635,6 +649,9 @@ def list_diff(what: str, a: list[str], b: list[str]) -> list[str]:
 
 def exit_diffs(what: str, results: dict[str, Result], expect: str) -> list[str]:
     codes = {name: r.returncode for name, r in results.items()}
+    hung = [name for name, r in results.items() if r.timed_out]
+    if hung:  # killed at the limit: never an agreement, whatever the other side did
+        return [f"{what}: killed at the time limit with {' and '.join(hung)}"]
     diffs = []
     if (codes["local"] == 0) != (codes["matensemble"] == 0):
         diffs.append(
@@ -648,6 +665,24 @@ def exit_diffs(what: str, results: dict[str, Result], expect: str) -> list[str]:
     return diffs
 
 
+def leftover_diffs(what: str, left: dict[str, list[str]]) -> list[str]:
+    """Processes (normalized command lines) the plugin left running that Snakemake's
+    local executor did not (it leaves some itself: a pipe consumer whose producer
+    failed stays blocked on the FIFO; fewer of those with the plugin is no fault)."""
+    if len(left) != 2:
+        return []
+    extra = list(left["matensemble"])
+    for command in left["local"]:
+        if command in extra:
+            extra.remove(command)
+    return [f"{what}: left running with matensemble only: {c}" for c in extra]
+
+
+def run_step_expect(case: Case) -> str:
+    """What a ``run`` step must end with: success when the case expects success."""
+    return "success" if case.expect == "success" else "any"
+
+
 def run_case(case: Case, tmp_path: Path) -> tuple[list[str], dict[str, list[str]]]:
     """Run the case; return (differences, transcript per side)."""
     sides = prepare_sides(case, tmp_path)
@@ -656,13 +691,16 @@ def run_case(case: Case, tmp_path: Path) -> tuple[list[str], dict[str, list[str]
     diffs: list[str] = []
 
     def record(what: str, results: dict[str, Result]) -> None:
+        left: dict[str, list[str]] = {}
         for name, result in results.items():
             leftovers = kill_leftovers(by_name[name].workdir.parent)
+            left[name] = sorted(by_name[name].normalize_text(c) for c in leftovers)
             transcript[name].append(
                 f"$ {' '.join(result.argv)}   # {what}, exit {result.returncode}\n"
                 + tail(by_name[name].normalize_text(result.output))
                 + "".join(f"\n[differential: left running, killed: {c}]" for c in leftovers)
             )
+        diffs.extend(leftover_diffs(what, left))
 
     for command in case.prepare:
         results = both(lambda side, c=command: run_shell(case, side, c), sides)
@@ -710,7 +748,7 @@ def run_case(case: Case, tmp_path: Path) -> tuple[list[str], dict[str, list[str]
                 sides,
             )
             record(what, results)
-            diffs += exit_diffs(what, results, "any")
+            diffs += exit_diffs(what, results, run_step_expect(case))
             texts = {n: by_name[n].normalize_text(r.output) for n, r in results.items()}
             diffs += list_diff(
                 f"{what}: jobs run",
@@ -720,7 +758,8 @@ def run_case(case: Case, tmp_path: Path) -> tuple[list[str], dict[str, list[str]
             diffs += [f"after {what}: {d}" for d in compare_snapshots(case, *map(snapshot, sides))]
         elif kind in ("dryrun", "summary"):
             extra = ["--dry-run"] if kind == "dryrun" else ["--summary"]
-            results = forked_checks(case, sides, ["--cores", "1", *extra, *case.args, *args])
+            cores = ["--cores", str(case.cores)]
+            results = forked_checks(case, sides, [*cores, *extra, *case.args, *args])
             record(what, results)
             # a failed first run may leave a workflow that cannot even be planned again
             diffs += exit_diffs(what, results, "any" if case.expect == "failure" else "success")

@@ -7,8 +7,10 @@ the path the log says each rule took, and what a second run decides.
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import sys
+import time
 from importlib import metadata
 
 import pytest
@@ -259,12 +261,21 @@ def test_pipe_and_service_groups_run_directly_and_leave_nothing_running(tmp_path
 def test_a_failing_pipe_consumer_fails_its_group_and_stops_the_producer(tmp_path):
     marker = tmp_path.name
     snakefile = PIPES_AND_SERVICE.replace("{FAIL}", "fail").replace("{MARKER}", marker)
+    # the producer goes on after it closed the pipe: only the failure stops it
+    producer = "for n in 3 1 2; do echo $n; done > {output}"
+    assert producer in snakefile
+    snakefile = snakefile.replace(producer, f"{producer}; sleep 30 & wait  # PRODUCER-{marker}")
     write_snakefile(tmp_path, snakefile)
+    started = time.monotonic()
     run = run_snakemake(tmp_path, "--keep-going")
     assert run.returncode != 0
+    assert time.monotonic() - started < 20, "the producer was waited for, not stopped"
     assert not (tmp_path / "counted.txt").exists()
     assert (tmp_path / "asked.txt").exists()  # the other group is not affected
-    assert "count (jobid" in run.output or "rule count" in run.output
+    logs = list((tmp_path / ".snakemake/matensemble_logs").glob("group_*/*/attempt1.log"))
+    failed = r"group member count \(jobid \d+\) failed \(1\)"
+    assert any(re.search(failed, log.read_text()) for log in logs), run.output
+    assert _still_running(f"PRODUCER-{marker}") == []
     assert _still_running(f"MARKER-{marker}") == []
 
 

@@ -69,8 +69,13 @@ def test_direct_path_is_equivalent_to_per_job_snakemake(tmp_path, name, args):
     per_job = prepare(name, tmp_path / "per-job")
     first = run_snakemake(direct, *args)
     assert first.returncode == 0, first.output
+    assert "runs its command directly" in first.output
     second = run_snakemake(per_job, *args, PER_JOB)
     assert second.returncode == 0, second.output
+    # the comparison means something only if the other side took the per-job path
+    assert "runs its command directly" not in second.output
+    assert "runs its members' commands directly" not in second.output
+    assert "the direct path is turned off (--matensemble-per-job-snakemake)" in second.output
 
     assert products(direct) == products(per_job)
     assert summary(direct) == summary(per_job)
@@ -78,7 +83,6 @@ def test_direct_path_is_equivalent_to_per_job_snakemake(tmp_path, name, args):
         again = run_snakemake(workdir, *args, *extra)
         assert again.returncode == 0, again.output
         assert "Nothing to be done" in again.output
-    assert "runs its command directly" in first.output
 
 
 def test_formatting_corpus_results(tmp_path):

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import math
+import os
 
 import pytest
 
@@ -12,6 +13,9 @@ from snakemake_executor_plugin_matensemble.deadline import (
     parse_deadline,
     resume_command,
 )
+from snakemake_executor_plugin_matensemble.journal import read_journal
+
+from .journal_events import RUN, job_events, write_events
 
 NOW = 1_795_420_000.0
 
@@ -64,33 +68,58 @@ def test_resume_command_repeats_the_run_and_reruns_incomplete_jobs():
     assert quoted == "snakemake --config 'name=a b' --rerun-incomplete"
 
 
-def test_runtimes_of_earlier_runs_are_the_longest_successful_ones():
-    journal = [
-        {"event": "queued", "key": 1, "rule": "md"},
-        {"event": "started", "key": 1, "start": 100.0},
-        {"event": "finished", "key": 1, "status": "success", "t": 150.0},
-        {"event": "queued", "key": 2, "rule": "md"},
-        {"event": "started", "key": 2, "start": 100.0},
-        {"event": "failed", "key": 2, "status": "failed", "t": 900.0},
-        {"event": "queued", "key": 3, "rule": "prep"},
-        {"event": "started", "key": 3, "start": 100.0},
-        {"event": "finished", "key": 3, "status": "success", "t": 101.5},
-    ]
-    later = [
-        {"event": "queued", "key": 1, "rule": "md"},
-        {"event": "started", "key": 1, "start": 10.0},
-        {"event": "finished", "key": 1, "status": "success", "t": 80.0},
-    ]
-    assert observed_durations([journal, later]) == {"md": 70.0, "prep": 1.5}
+def test_runtimes_of_earlier_runs_are_the_longest_successful_ones(tmp_path):
+    first = tmp_path / "20261123T080000-1" / "journal.jsonl"
+    write_events(
+        first,
+        [
+            RUN,
+            *job_events(1, "md", 100.0, 150.0, [0]),
+            *job_events(2, "md", 100.0, 900.0, [1], status="failed"),
+            *job_events(3, "prep", 100.0, 101.5, [0]),
+        ],
+    )
+    later = tmp_path / "20261124T080000-1" / "journal.jsonl"
+    write_events(later, [RUN, *job_events(1, "md", 10.0, 80.0, [0])])
+    runs = [read_journal(first), read_journal(later)]
+    assert observed_durations(runs) == {"md": 70.0, "prep": 1.5}
+
+
+def test_an_attempt_snakemake_failed_afterwards_is_no_estimate(tmp_path):
+    path = tmp_path / "20261123T080000-1" / "journal.jsonl"
+    write_events(
+        path,
+        [
+            RUN,
+            *job_events(1, "md", 0.0, 500.0, [0]),
+            # the backend said success; Snakemake found the output missing
+            {"event": "verdict", "t": 501.0, "key": 1, "status": "failed", "reason": "missing"},
+            *job_events(2, "md", 0.0, 60.0, [1]),
+        ],
+    )
+    assert RuntimeEstimator.from_journals(tmp_path).observed == {"md": 60.0}
+
+
+def test_estimates_come_from_the_newest_journals_by_run_id(tmp_path):
+    # the file times say the opposite of the run ids: the run id decides
+    old = write_events(
+        tmp_path / "20261101T080000-1" / "journal.jsonl", [RUN, *job_events(1, "md", 0, 10, [0])]
+    )
+    new = write_events(
+        tmp_path / "20261123T080000-1" / "journal.jsonl", [RUN, *job_events(1, "md", 0, 20, [0])]
+    )
+    os.utime(old, (2_000_000_000, 2_000_000_000))
+    os.utime(new, (1_000_000_000, 1_000_000_000))
+    assert RuntimeEstimator.from_journals(tmp_path, limit=1).observed == {"md": 20.0}
 
 
 def test_estimates_read_from_journal_files(tmp_path):
     run = tmp_path / "20261123T080000-1"
     run.mkdir()
     (run / "journal.jsonl").write_text(
-        '{"event": "queued", "key": 1, "rule": "md"}\n'
-        '{"event": "started", "key": 1, "start": 5.0}\n'
-        '{"event": "finished", "key": 1, "status": "success", "t": 65.0}\n'
+        '{"event": "queued", "t": 1.0, "key": 1, "rule": "md"}\n'
+        '{"event": "started", "t": 5.0, "key": 1, "start": 5.0}\n'
+        '{"event": "finished", "t": 65.0, "key": 1, "status": "success"}\n'
         '{"event": "fini'  # a torn last line
     )
     estimator = RuntimeEstimator.from_journals(tmp_path)
@@ -125,3 +154,17 @@ def test_jobs_of_unknown_runtime_are_warned_about_once(caplog):
     assert len(warnings) == 1
     held = DeadlineGuard(clock=lambda: 0.0, wall=lambda: NOW, unknown="hold", override=NOW + 100)
     assert held.latest_start(unknown) == -math.inf
+
+
+def test_the_guard_takes_every_value_from_the_settings(tmp_path):
+    from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
+
+    write_events(
+        tmp_path / "20261123T080000-1" / "journal.jsonl", [RUN, *job_events(1, "md", 0, 9, [0])]
+    )
+    guard = DeadlineGuard.from_settings(ExecutorSettings(journal_dir=str(tmp_path)))
+    defaults = ExecutorSettings()
+    assert guard.estimator.mode == defaults.runtime_estimate == "journal"
+    assert guard.estimator.observed == {"md": 9.0}
+    assert guard.margin == defaults.deadline_margin
+    assert guard.unknown == defaults.unknown_runtime

@@ -1,7 +1,6 @@
 """The dispatcher with a fake backend: start, finish, refill, halt, stop, crash,
 re-attach in the packer's clock, the allocation's end, drained and lost ranks."""
 
-import logging
 import queue
 import threading
 import time
@@ -20,7 +19,7 @@ from snakemake_executor_plugin_matensemble.backends.base import (
     Status,
 )
 from snakemake_executor_plugin_matensemble.deadline import DeadlineGuard
-from snakemake_executor_plugin_matensemble.dispatcher import WITHDRAWN_REASONS, Dispatcher
+from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher, Withdrawal
 from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
 from snakemake_executor_plugin_matensemble.policies import BackfillPolicy
 from snakemake_executor_plugin_matensemble.request import ResourceRequest
@@ -106,7 +105,7 @@ class Listener:
         self.finished.append((ticket.key, result))
 
     def on_withdrawn(self, tickets, reason):
-        assert reason in WITHDRAWN_REASONS
+        assert isinstance(reason, Withdrawal)
         self.withdrawn.append(([t.key for t in tickets], reason))
 
     def on_crash(self, error, tickets):
@@ -115,7 +114,7 @@ class Listener:
     def on_tick(self):
         pass
 
-    def on_resource_event(self, event):
+    def on_resource_event(self, event, changed):
         self.resource_events.append(event)
 
 
@@ -128,9 +127,7 @@ def make(cores=2, nodes=1, backend=None, listener=None, deadline=None, reserve_a
     allocation = Allocation([NodeSpec(r, f"n{r}", tuple(range(cores))) for r in range(nodes)])
     packer = Packer(allocation, BackfillPolicy(reserve_after), deadline=deadline)
     listener = listener or Listener()
-    dispatcher = Dispatcher(
-        packer, backend, listener, spec_for, idle_timeout=0.05, resume_argv=["snakemake", "-j4"]
-    )
+    dispatcher = Dispatcher(packer, backend, listener, spec_for, idle_timeout=0.05)
     return dispatcher, backend, listener
 
 
@@ -253,17 +250,13 @@ def test_a_reattached_job_keeps_the_starvation_guard_on(run):
 
 
 # -- the allocation's end -------------------------------------------------------------
-def test_jobs_that_cannot_finish_are_withdrawn_with_the_resume_command(run, caplog):
-    caplog.set_level(logging.WARNING, logger="snakemake.logging.matensemble.dispatcher")
+def test_jobs_that_cannot_finish_are_withdrawn(run):
     backend = FakeBackend(expiration=time.time() + 100)
     dispatcher, backend, listener = run(cores=4, backend=backend)
     fits, too_long, unknown = ticket(walltime=50), ticket(walltime=90), ticket()
     dispatcher.submit([fits, too_long, unknown])
     assert until(lambda: listener.withdrawn == [([too_long.key], "deadline")])
     assert until(lambda: sorted(keys(backend.launched)) == sorted([fits.key, unknown.key]))
-    (message,) = [r.getMessage() for r in caplog.records if "allocation ends" in r.getMessage()]
-    assert "1 queued job(s) cannot finish before then" in message
-    assert "snakemake -j4 --rerun-incomplete" in message
     assert dispatcher.deadline_withdrawn == 1
 
 
@@ -272,7 +265,8 @@ def test_the_deadline_setting_wins_over_the_backend():
     dispatcher, _, _ = make(
         cores=1, backend=FakeBackend(expiration=time.time() + 10**6), deadline=guard
     )
-    assert 39 < dispatcher.packer.deadline.seconds_left() <= 40
+    deadline = dispatcher.packer.deadline
+    assert 39 < deadline.end - deadline.clock() <= 40
 
 
 def test_queued_jobs_expire_while_nothing_happens(run):
@@ -371,3 +365,12 @@ def test_a_chained_job_that_would_start_too_late_is_withdrawn():
         assert backend.withdrawn == [chained.key]
     finally:
         dispatcher.stop(timeout=5)
+
+
+def test_resource_event_kinds_are_typed_and_checked():
+    from snakemake_executor_plugin_matensemble.backends.base import ResourceEventKind
+
+    event = ResourceEvent("drain", (1,), "admin", 1.0)  # a backend may give the value
+    assert event.kind is ResourceEventKind.DRAIN
+    with pytest.raises(ValueError, match="drained"):
+        ResourceEvent("drained", (1,))

@@ -41,14 +41,16 @@ def sleeper(marker):
     return f"{sys.executable} -c 'import time; time.sleep(120)' {marker}"
 
 
-def write_spec(tmp_path, sets, cores=1, latency_wait=5.0):
+def write_spec(tmp_path, sets, cores=1, latency_wait=5.0, temp=()):
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"sets": sets, "cores": cores, "latency_wait": latency_wait}))
+    spec.write_text(
+        json.dumps({"sets": sets, "cores": cores, "latency_wait": latency_wait, "temp": list(temp)})
+    )
     return spec
 
 
-def run_runner(tmp_path, sets, cores=1, latency_wait=5.0, timeout=60):
-    spec = write_spec(tmp_path, sets, cores, latency_wait)
+def run_runner(tmp_path, sets, cores=1, latency_wait=5.0, timeout=60, temp=()):
+    spec = write_spec(tmp_path, sets, cores, latency_wait, temp)
     return subprocess.run(
         [sys.executable, GROUP_RUNNER, str(spec)],
         cwd=tmp_path,
@@ -210,3 +212,28 @@ def test_after_a_failure_running_members_finish_and_no_other_starts(tmp_path):
     assert (tmp_path / "finished").exists()  # as Snakemake, waits for the running job
     assert not (tmp_path / "later").exists()
     assert not (tmp_path / "queued").exists()
+
+
+def test_a_temp_file_is_removed_once_its_makers_and_readers_succeeded(tmp_path):
+    check = "for f in t1 t2; do test -e $f && echo $f present || echo $f gone; done > seen"
+    done = run_runner(
+        tmp_path,
+        in_order(
+            [member("make", "echo x > t1; echo y > t2")],
+            [member("read", "cat t1 > r")],
+            [member("check", check)],
+        ),
+        temp=[{"path": "t1", "after": ["make", "read"]}, {"path": "t2", "after": ["never"]}],
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "seen").read_text() == "t1 gone\nt2 present\n"
+
+
+def test_a_temp_file_stays_when_its_reader_failed(tmp_path):
+    done = run_runner(
+        tmp_path,
+        in_order([member("make", "echo x > t1")], [member("read", "cat t1; exit 2")]),
+        temp=[{"path": "t1", "after": ["make", "read"]}],
+    )
+    assert done.returncode == 2
+    assert (tmp_path / "t1").exists()

@@ -8,13 +8,14 @@ from types import SimpleNamespace
 
 from snakemake_executor_plugin_matensemble.allocation import Allocation, NodeSpec
 from snakemake_executor_plugin_matensemble.backends.base import JobFinished, Status
-from snakemake_executor_plugin_matensemble.command import JobCommand
+from snakemake_executor_plugin_matensemble.command import CommandPath, JobCommand
 from snakemake_executor_plugin_matensemble.intake import Submission
-from snakemake_executor_plugin_matensemble.journal import Journal, read_journal
+from snakemake_executor_plugin_matensemble.journal import Journal, iter_events, read_journal
 from snakemake_executor_plugin_matensemble.observer import Observer, Reports
 from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
 from snakemake_executor_plugin_matensemble.policies import BackfillPolicy
 from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.snakemake_boundary import SnakemakeBoundary
 from snakemake_executor_plugin_matensemble.status import StatusReporter
 
 
@@ -35,6 +36,9 @@ class FakeSnakemake:
     # the boundary's part
     def keep_going(self):
         return self.keep_going_flag
+
+    def retried(self, job):
+        return SnakemakeBoundary(workflow=None).retried(job)
 
     def job_not_started(self, job):
         self.not_started.append(job.jobid)
@@ -57,7 +61,7 @@ def make_ticket(key, job, tmp_path):
     cleanup.write_text("")
     submission = Submission(
         job_info=SimpleNamespace(job=job, external_jobid=None),
-        command=JobCommand("true", path="direct", cleanup=(str(cleanup),)),
+        command=JobCommand("true", path=CommandPath.DIRECT, cleanup=(str(cleanup),)),
         name=f"r[i={job.jobid}]",
         log_path=f"logs/{key}.log",
     )
@@ -75,14 +79,22 @@ def make_observer(tmp_path, snakemake):
         StatusReporter(0, None),
         Packer(allocation, BackfillPolicy()),
         allocation,
-        "local",
+        SimpleNamespace(name="local", can_attach=False),
     )
-    observer.halt = lambda: halted.append(True)
+    finished = observer.on_finished
+
+    def on_finished(ticket, result):  # what the dispatcher is told: halt or not
+        halt = finished(ticket, result)
+        if halt:
+            halted.append(True)
+        return halt
+
+    observer.on_finished = on_finished
     return observer, journal, halted
 
 
 def finish(observer, ticket, status=Status.SUCCESS, code=0):
-    observer.on_finished(ticket, JobFinished(ticket.key, status, "exited", exit_code=code))
+    return observer.on_finished(ticket, JobFinished(ticket.key, status, "exited", exit_code=code))
 
 
 def test_outcomes_reach_snakemake_in_order_from_the_reports_thread(tmp_path):
@@ -162,3 +174,41 @@ def test_a_report_that_raises_does_not_stop_the_following_ones():
     reports.post(delivered.append, "next")
     reports.close()
     assert delivered == ["next"]
+
+
+def test_jobs_withdrawn_at_the_allocations_end_are_told_with_the_resume_command(tmp_path, caplog):
+    import logging
+    import time
+
+    from snakemake_executor_plugin_matensemble.dispatcher import Withdrawal
+
+    observer, _, _ = make_observer(tmp_path, FakeSnakemake())
+    observer.resume_argv = ["snakemake", "-j4"]
+    observer.packer.deadline.set_end(time.time() + 100)
+    tickets = [make_ticket(k, make_job(k), tmp_path) for k in (1, 2)]
+    for ticket in tickets:
+        observer.queued(ticket)
+    with caplog.at_level(logging.WARNING, logger="snakemake.logging.matensemble"):
+        observer.on_withdrawn(tickets[:1], Withdrawal.DEADLINE)
+        observer.on_withdrawn(tickets[1:], Withdrawal.DEADLINE)
+    first, more = [r.getMessage() for r in caplog.records if "allocation ends" in r.getMessage()]
+    assert "1 queued job(s) cannot finish before then" in first
+    assert "snakemake -j4 --rerun-incomplete" in first
+    assert "1 more job(s)" in more
+    assert "(2 in all)" in more
+    assert observer.deadline_withdrawn == 2
+
+
+def test_a_drained_rank_is_told_only_when_it_changed_the_allocation(tmp_path, caplog):
+    import logging
+
+    from snakemake_executor_plugin_matensemble.backends.base import ResourceEvent
+
+    observer, journal, _ = make_observer(tmp_path, FakeSnakemake())
+    with caplog.at_level(logging.INFO, logger="snakemake.logging.matensemble"):
+        observer.on_resource_event(ResourceEvent("drain", (0,), "admin", 1.0), changed=True)
+        observer.on_resource_event(ResourceEvent("drain", (0,), "admin", 2.0), changed=False)
+    (message,) = [r.getMessage() for r in caplog.records if "drained" in r.getMessage()]
+    assert message.startswith("matensemble: n0 (rank 0) drained: admin; no new jobs start there")
+    journal.close()
+    assert [e["event"] for e in iter_events(journal.path)].count("resource") == 2

@@ -66,6 +66,13 @@ def test_nodes_mpi_and_exclusive():
     assert request.exclusive is True
 
 
+def test_threads_zero_is_accepted_and_placed_on_one_core():
+    # Snakemake's local executor runs threads: 0 with {threads} = 0; the
+    # process still needs a core to run on
+    assert make(threads=0).cores_per_task == 1
+    assert make(threads=0, cpus_per_task=3).cores_per_task == 3
+
+
 def test_numeric_strings_from_profiles_are_accepted():
     assert make(threads="2", tasks="3").total_cores == 6
 
@@ -73,8 +80,7 @@ def test_numeric_strings_from_profiles_are_accepted():
 @pytest.mark.parametrize(
     ("threads", "resources", "field", "words"),
     [
-        (-1, {}, "threads", "at least 1"),
-        (0, {}, "threads", "at least 1"),
+        (-1, {}, "threads", "at least 0"),
         (1.5, {}, "threads", "whole number"),
         ("four", {}, "threads", "whole number"),
         (1, {"tasks": 0}, "tasks", "at least 1"),

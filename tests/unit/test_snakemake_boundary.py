@@ -151,6 +151,10 @@ def test_probe_finds_every_internal_of_this_snakemake():
     assert capabilities.group_capture
     assert capabilities.upfront_check
     assert capabilities.group_level_pause
+    assert capabilities.job_facts
+    assert capabilities.group_temp
+    assert capabilities.job_priority
+    assert capabilities.output_cache
 
 
 def test_the_group_level_pause_is_shortened_and_given_back(monkeypatch):
@@ -261,6 +265,39 @@ def test_without_pipe_groups_a_group_with_pipes_is_not_direct():
     pipe = object()
     producer = FakeMember("producer", output=["p.pipe"], pipe_group=pipe)
     consumer = FakeMember("consumer", input=["p.pipe"], pipe_group=pipe)
-    boundary = SnakemakeBoundary(workflow=None, capabilities=Capabilities(direct=True))
+    capabilities = Capabilities(direct=True, job_facts=True)
+    boundary = SnakemakeBoundary(workflow=None, capabilities=capabilities)
     with pytest.raises(snakemake_boundary.NotDirect, match="pipe groups"):
         boundary.run_order(FakeGroup([producer], [consumer]))
+
+
+def test_every_patch_is_undone(monkeypatch):
+    import asyncio
+
+    import snakemake.jobs
+
+    from snakemake_executor_plugin_matensemble.snakemake_boundary import patches
+
+    resources = {"_cores": None, "mem_mb": 10}
+    patches.limit_cores(resources, 4)
+    patches.limit_cores(resources, 2)  # the first value is the one given back
+    patches.install_capture()
+    patches.set_level_pause(0.004)
+    assert resources["_cores"] == 2
+    assert patches.shell_module().sp is not subprocess
+    assert snakemake.jobs.asyncio is not asyncio
+    patches.undo_all()
+    assert resources == {"_cores": None, "mem_mb": 10}
+    assert patches.shell_module().sp is subprocess
+    assert snakemake.jobs.asyncio is asyncio
+
+
+def test_a_groups_wait_is_changed_only_while_it_is_prepared():
+    import snakemake.jobs
+
+    from snakemake_executor_plugin_matensemble.snakemake_boundary import patches
+
+    original = snakemake.jobs.wait_for_files
+    with patches.waiting_only_for_outside({"made/here.txt"}):
+        assert snakemake.jobs.wait_for_files is not original
+    assert snakemake.jobs.wait_for_files is original
