@@ -47,8 +47,8 @@ from snakemake_executor_plugin_matensemble.allocation import Allocation, NodeSpe
 from snakemake_executor_plugin_matensemble.backends.base import (
     Backend,
     JobFinished,
+    JobStatus,
     LaunchSpec,
-    Status,
 )
 from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher
 from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
@@ -150,7 +150,7 @@ class SimulatedBackend(Backend):
         events = []
         while ends and ends[0][0] == now:
             _, key = heapq.heappop(ends)
-            events.append(JobFinished(key, Status.SUCCESS, "done", 0, None, now))
+            events.append(JobFinished(key, JobStatus.SUCCESS, "done", 0, None, now))
         self.cpu_s += time.thread_time() - began
         return events
 

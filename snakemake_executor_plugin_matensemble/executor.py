@@ -158,7 +158,6 @@ class Executor(RealExecutor):
         self.boundary.close()  # every change made to Snakemake undone
         own = self._scheduler_cpu_s - self._snakemake_cpu_s
         self.observer.run_ended(
-            deadline_withdrawn=self.dispatcher.deadline_withdrawn,
             plugin_cpu_s=round(own + self.dispatcher.cpu_s, 6),
             scheduler_thread_cpu_s=round(own, 6),
             dispatcher_thread_cpu_s=round(self.dispatcher.cpu_s, 6),

@@ -28,7 +28,7 @@ from .journal import Journal, find_previous_journal, read_journal
 from .packer import JobTicket, Packer
 from .snakemake_boundary import SnakemakeBoundary
 from .status import RunStatus, StatusReporter
-from .summary import chain_lines, resource_lines, summarize, summary_lines
+from .summary import end_of_run_lines, summarize
 
 log = logging.getLogger("snakemake.logging.matensemble.observer")
 
@@ -130,8 +130,9 @@ class Observer:
         self.reports = Reports()
         #: the snakemake command line, for the resume command (default sys.argv)
         self.resume_argv = resume_argv
-        #: jobs withdrawn so far because the allocation ends
-        self.deadline_withdrawn = 0
+        #: Snakemake jobs withdrawn so far because the allocation ends (each once,
+        #: however often Snakemake's --retries hands it back)
+        self.deadline_jobs: set[str] = set()
         #: (jobid, attempt) -> journal key of attempts the backend finished well
         self._succeeded: dict[tuple[str, int], int] = {}
 
@@ -216,7 +217,7 @@ class Observer:
     def on_withdrawn(self, tickets: list[JobTicket[Submission]], reason: Withdrawal) -> None:
         why = _WITHDRAWN_BECAUSE[reason]
         if reason is Withdrawal.DEADLINE:
-            self._say_deadline(len(tickets))
+            self._say_deadline(tickets)
         else:
             log.info(f"matensemble: {len(tickets)} queued job(s) were not started ({why}).")
         journaled = _JOURNALED_BECAUSE.get(reason, f"not started: {why}")
@@ -224,11 +225,15 @@ class Observer:
             self.journal.ended(ticket.key, "cancelled", "cancelled", reason=journaled)
             self.reports.post(self.boundary.job_not_started, ticket.payload.job)
 
-    def _say_deadline(self, count: int) -> None:
-        """``count`` queued jobs cannot finish before the allocation ends: how
-        many, when it ends and how to resume."""
-        first = self.deadline_withdrawn == 0
-        self.deadline_withdrawn += count
+    def _say_deadline(self, tickets: list[JobTicket[Submission]]) -> None:
+        """Queued jobs cannot finish before the allocation ends: how many (a job
+        Snakemake retried counts once), when it ends and how to resume."""
+        first = not self.deadline_jobs
+        jobs = {str(ticket.payload.job.jobid) for ticket in tickets}
+        count = len(jobs - self.deadline_jobs)
+        self.deadline_jobs |= jobs
+        if not count:
+            return
         end_epoch = self.packer.deadline.end_epoch
         end = format_epoch(end_epoch) if end_epoch is not None else "soon"
         resume = resume_command(self.resume_argv)
@@ -243,7 +248,7 @@ class Observer:
         else:
             log.warning(
                 f"matensemble: {count} more job(s) cannot finish before the allocation "
-                f"ends at {end} ({self.deadline_withdrawn} in all); resume with: {resume}"
+                f"ends at {end} ({len(self.deadline_jobs)} in all); resume with: {resume}"
             )
 
     def on_resource_event(self, event: ResourceEvent, changed: bool = True) -> None:
@@ -283,7 +288,7 @@ class Observer:
         for ticket in tickets:
             self.reports.post(self.boundary.job_not_started, ticket.payload.job)
 
-    def run_ended(self, deadline_withdrawn: int, **cpu_figures: float) -> None:
+    def run_ended(self, **cpu_figures: float) -> None:
         """Close the journal and tell the user how the run went (Snakemake's
         thread, after the dispatcher stopped); the resume command comes last."""
         self.reports.close()
@@ -291,14 +296,13 @@ class Observer:
             self.status.write_file(self.current_status())
         self.journal.close(**cpu_figures)
         path = self.journal.path
-        lines = summary_lines(summarize(read_journal(path)))
-        lines += resource_lines(path) + chain_lines(path)
+        lines = end_of_run_lines(path)
         lines.append(f"matensemble: journal {path} (matensemble-report {path} draws the timeline).")
         for line in lines:
             log.info(line)
-        if deadline_withdrawn:
+        if self.deadline_jobs:
             log.warning(
-                f"matensemble: {deadline_withdrawn} job(s) could not finish before the "
+                f"matensemble: {len(self.deadline_jobs)} job(s) could not finish before the "
                 f"allocation ended. Resume in the next allocation with:\n  {resume_command()}"
             )
 

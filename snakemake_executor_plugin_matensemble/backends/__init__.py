@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Backend, JobFinished, JobStarted, LaunchError, LaunchSpec, Status
+from .base import Backend, JobFinished, JobStarted, JobStatus, LaunchError, LaunchSpec
 from .local import LocalBackend
 from .selection import FluxCheck, create_backend, flux_availability
 
@@ -11,10 +11,10 @@ __all__ = [
     "FluxCheck",
     "JobFinished",
     "JobStarted",
+    "JobStatus",
     "LaunchError",
     "LaunchSpec",
     "LocalBackend",
-    "Status",
     "create_backend",
     "flux_availability",
 ]

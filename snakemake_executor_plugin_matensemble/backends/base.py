@@ -55,10 +55,6 @@ class JobStatus(enum.Enum):
         return self in (JobStatus.FAILED, JobStatus.TIMEOUT, JobStatus.LAUNCH_ERROR)
 
 
-#: The old name of :class:`JobStatus`, for the backends that still import it.
-Status = JobStatus
-
-
 @dataclass(frozen=True)
 class JobStarted:
     key: int

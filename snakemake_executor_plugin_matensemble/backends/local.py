@@ -37,9 +37,9 @@ from .base import (
     BackendEvent,
     JobFinished,
     JobStarted,
+    JobStatus,
     LaunchError,
     LaunchSpec,
-    Status,
     WakePipe,
 )
 from .local_resources import GPU_VISIBILITY_VARS, local_cores, local_gpus
@@ -332,17 +332,17 @@ class LocalBackend(Backend):
             failing = min(r for r, code in job.returncodes.items() if code == returncode)
             reason = f"task {failing} {reason}"
         if job.cancelled:
-            status, reason = Status.CANCELLED, f"was cancelled ({reason})"
+            status, reason = JobStatus.CANCELLED, f"was cancelled ({reason})"
         elif job.timed_out:
-            status = Status.TIMEOUT
+            status = JobStatus.TIMEOUT
             reason = (
                 f"exceeded its runtime of {_minutes(job.spec.request.walltime_s)} "
                 f"and was killed ({reason})"
             )
         elif returncode == 0:
-            status = Status.SUCCESS
+            status = JobStatus.SUCCESS
         else:
-            status = Status.FAILED
+            status = JobStatus.FAILED
         return JobFinished(job.key, status, reason, exit_code, signum, time.time())
 
     @staticmethod

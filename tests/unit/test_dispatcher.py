@@ -12,11 +12,11 @@ from snakemake_executor_plugin_matensemble.backends.base import (
     Backend,
     JobFinished,
     JobStarted,
+    JobStatus,
     LaunchError,
     LaunchSpec,
     ResourceEvent,
     RunningJob,
-    Status,
 )
 from snakemake_executor_plugin_matensemble.deadline import DeadlineGuard
 from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher, Withdrawal
@@ -62,7 +62,7 @@ class FakeBackend(Backend):
         self.started.add(key)
         self.events.put(JobStarted(key, f"fake-{key}", time.time()))
 
-    def finish(self, key, status=Status.SUCCESS, reason="done"):
+    def finish(self, key, status=JobStatus.SUCCESS, reason="done"):
         self.events.put(JobFinished(key, status, reason, 0, None, time.time()))
 
     def withdraw(self, key):
@@ -188,7 +188,7 @@ def test_a_launch_error_is_a_failed_result_and_frees_the_cores(run):
     dispatcher.submit([bad, good])
     assert until(lambda: keys(backend.launched) == [good.key])
     assert listener.finished[0][0] == bad.key
-    assert listener.finished[0][1].status is Status.LAUNCH_ERROR
+    assert listener.finished[0][1].status is JobStatus.LAUNCH_ERROR
 
 
 def test_halt_withdraws_the_queue_as_failure_and_running_jobs_go_on(run):
@@ -308,11 +308,11 @@ def test_jobs_on_a_lost_rank_fail_saying_so(run):
         backend.start(key)
     lost = next(k for k, r in backend.launched if r == (1,))
     backend.events.put(ResourceEvent("down", (1,), "", time.time()))
-    backend.finish(lost, Status.FAILED, "(Flux job f1) was killed by signal 9")
+    backend.finish(lost, JobStatus.FAILED, "(Flux job f1) was killed by signal 9")
     assert until(lambda: listener.finished)
     key, result = listener.finished[0]
     assert key == lost
-    assert result.status is Status.FAILED
+    assert result.status is JobStatus.FAILED
     assert "was lost: its node n1 (rank 1) went down" in result.reason
     assert dispatcher.packer.allocation.unusable() == {1: "down"}
 
@@ -330,7 +330,7 @@ def test_a_node_failure_takes_the_rank_out_before_the_retry_is_placed(run):
     other = next(k for k, r in backend.launched if r == (0,))
     backend.events.put(
         JobFinished(
-            lost, Status.FAILED, "was lost with its node", time=time.time(), lost_ranks=(1,)
+            lost, JobStatus.FAILED, "was lost with its node", time=time.time(), lost_ranks=(1,)
         )
     )
     assert until(lambda: listener.finished)

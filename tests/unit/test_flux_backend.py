@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.backends import JobFinished, LaunchSpec, Status
+from snakemake_executor_plugin_matensemble.backends import JobFinished, JobStatus, LaunchSpec
 from snakemake_executor_plugin_matensemble.backends.flux import FluxBackend, FluxOptions
 
 from . import flux_fakes
@@ -52,46 +52,46 @@ def test_outcomes_are_pushed_as_events(backend):
     events = run_one(backend, lambda f: f.set_result(0))
     started, finished = events
     assert (started.key, started.backend_id, started.time) == (5, "f4242", 123.0)
-    assert finished.status is Status.SUCCESS
+    assert finished.status is JobStatus.SUCCESS
     assert backend.running_count == 0
 
 
 @pytest.mark.parametrize(
     ("finish", "status", "words"),
     [
-        (lambda f: f.set_result(3), Status.FAILED, "(Flux job f4242) exited with code 3"),
-        (lambda f: f.set_result(-9), Status.FAILED, "killed by signal 9"),
+        (lambda f: f.set_result(3), JobStatus.FAILED, "(Flux job f4242) exited with code 3"),
+        (lambda f: f.set_result(-9), JobStatus.FAILED, "killed by signal 9"),
         (
             lambda f: f.set_exception(FakeJobException("timeout", "resource allocation expired")),
-            Status.TIMEOUT,
+            JobStatus.TIMEOUT,
             "exceeded its runtime of 2 min (Flux job f4242: resource allocation expired)",
         ),
         (
             lambda f: f.set_exception(FakeJobException("cancel", "cancelled by user")),
-            Status.CANCELLED,
+            JobStatus.CANCELLED,
             "was cancelled",
         ),
         (
             lambda f: f.set_exception(FakeJobException("cancel")),
-            Status.FAILED,
+            JobStatus.FAILED,
             "is the instance shutting down?",
         ),
         (
             lambda f: f.set_exception(OSError(errno.ENOSYS, "Function not implemented")),
-            Status.FAILED,
+            JobStatus.FAILED,
             "was lost with the Flux instance",
         ),
         (
             lambda f: f.set_exception(FakeJobException("exec", "task 0: start failed")),
-            Status.FAILED,
+            JobStatus.FAILED,
             "could not be started by Flux",
         ),
         (
             lambda f: f.set_exception(FakeJobException("node-failure", "lost rank 3")),
-            Status.FAILED,
+            JobStatus.FAILED,
             "was lost with its node (Flux job f4242: lost rank 3)",
         ),
-        (lambda f: f.set_exception(OSError("invalid jobspec")), Status.LAUNCH_ERROR, "rejected"),
+        (lambda f: f.set_exception(OSError("invalid jobspec")), JobStatus.LAUNCH_ERROR, "rejected"),
     ],
 )
 def test_every_outcome_is_reported_never_raised(backend, finish, status, words):
@@ -110,7 +110,7 @@ def test_cancel_all_cancels_every_flux_job(backend):
     assert sorted(backend.cancelled) == [11, 12]
     assert third.cancelled()
     assert sorted(r.key for r in results) == [1, 2, 3]
-    assert all(r.status is Status.CANCELLED for r in results)
+    assert all(r.status is JobStatus.CANCELLED for r in results)
     # a Flux id that arrives after the cancel is cancelled (by the dispatcher
     # thread, at its next wait: callbacks make no RPCs)
     backend._on_jobid(9, SimpleNamespace(jobid=lambda: 99))
@@ -143,7 +143,7 @@ def test_a_raising_callback_still_delivers_a_failed_result(backend, monkeypatch)
     events = run_one(backend, lambda f: f.set_result(0))
     (failed,) = [e for e in events if isinstance(e, JobFinished)]
     assert failed.key == 5
-    assert failed.status is Status.FAILED
+    assert failed.status is JobStatus.FAILED
     assert "KeyError('boom')" in failed.reason
     assert backend.running_count == 0
 

@@ -5,7 +5,7 @@ import errno
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.backends import Status
+from snakemake_executor_plugin_matensemble.backends import JobStatus
 from snakemake_executor_plugin_matensemble.backends.flux import outcome
 
 from .flux_fakes import FakeJobException
@@ -31,54 +31,59 @@ def of(future, **kwargs):
 @pytest.mark.parametrize(
     ("future", "kwargs", "status", "words"),
     [
-        (finished(0), {}, Status.SUCCESS, "Flux job fX succeeded"),
-        (finished(3), {}, Status.FAILED, "(Flux job fX) exited with code 3"),
-        (finished(-9), {}, Status.FAILED, "killed by signal 9"),
-        (finished(cancel=True), {}, Status.CANCELLED, "before it reached Flux"),
+        (finished(0), {}, JobStatus.SUCCESS, "Flux job fX succeeded"),
+        (finished(3), {}, JobStatus.FAILED, "(Flux job fX) exited with code 3"),
+        (finished(-9), {}, JobStatus.FAILED, "killed by signal 9"),
+        (finished(cancel=True), {}, JobStatus.CANCELLED, "before it reached Flux"),
         (
             finished(error=FakeJobException("timeout", "expired")),
             {"walltime_s": 90},
-            Status.TIMEOUT,
+            JobStatus.TIMEOUT,
             "exceeded its runtime of 1.5 min (Flux job fX: expired)",
         ),
         (
             finished(error=FakeJobException("cancel")),
             {},
-            Status.FAILED,
+            JobStatus.FAILED,
             "is the instance shutting down?",
         ),
         (
             finished(error=FakeJobException("cancel")),
             {"cancelling": True},
-            Status.CANCELLED,
+            JobStatus.CANCELLED,
             "was cancelled",
         ),
         (
             finished(error=FakeJobException("exec", "node failure on vm (rank 1)")),
             {},
-            Status.FAILED,
+            JobStatus.FAILED,
             "was lost with its node (Flux job fX: node failure on vm (rank 1)); --retries",
         ),
         (
             finished(error=FakeJobException("exec", "task 0: start failed")),
             {},
-            Status.FAILED,
+            JobStatus.FAILED,
             "could not be started by Flux",
         ),
         (
             finished(error=FakeJobException("dependency", "x")),
             {},
-            Status.FAILED,
+            JobStatus.FAILED,
             "type=dependency: x",
         ),
         (
             finished(error=OSError(errno.ECONNRESET, "reset")),
             {"instance_lost": lambda error: "gone"},
-            Status.FAILED,
+            JobStatus.FAILED,
             "gone",
         ),
-        (finished(error=OSError("bad jobspec")), {}, Status.LAUNCH_ERROR, "rejected by Flux"),
-        (finished(error=RuntimeError("boom")), {}, Status.FAILED, "failed: RuntimeError('boom')"),
+        (finished(error=OSError("bad jobspec")), {}, JobStatus.LAUNCH_ERROR, "rejected by Flux"),
+        (
+            finished(error=RuntimeError("boom")),
+            {},
+            JobStatus.FAILED,
+            "failed: RuntimeError('boom')",
+        ),
     ],
 )
 def test_outcome(future, kwargs, status, words):

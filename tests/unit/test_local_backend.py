@@ -14,10 +14,10 @@ import pytest
 from snakemake_executor_plugin_matensemble.allocation import NodeShare, Placement
 from snakemake_executor_plugin_matensemble.backends import (
     JobFinished,
+    JobStatus,
     LaunchError,
     LaunchSpec,
     LocalBackend,
-    Status,
     local_resources,
 )
 from snakemake_executor_plugin_matensemble.errors import SettingsError
@@ -71,7 +71,7 @@ def test_job_runs_on_exactly_its_cores_and_logs_output(backend, tmp_path):
     job = spec(tmp_path, "grep Cpus_allowed_list /proc/self/status; echo err >&2")
     backend.launch(job, on(cores=(core,)))
     (result,) = run_to_end(backend)
-    assert result.status is Status.SUCCESS
+    assert result.status is JobStatus.SUCCESS
     log = Path(job.log_path).read_text()
     assert f"Cpus_allowed_list:\t{core}\n" in log
     assert "err" in log
@@ -98,10 +98,10 @@ def test_exit_code_and_signal_are_reported(backend, tmp_path):
     backend.launch(failing, on())
     backend.launch(killed, on())
     results = {r.key: r for r in run_to_end(backend)}
-    assert results[failing.key].status is Status.FAILED
+    assert results[failing.key].status is JobStatus.FAILED
     assert results[failing.key].exit_code == 3
     assert "exited with code 3" in results[failing.key].reason
-    assert results[killed.key].status is Status.FAILED
+    assert results[killed.key].status is JobStatus.FAILED
     assert results[killed.key].signal == 9
     assert "SIGKILL" in results[killed.key].reason
 
@@ -125,7 +125,7 @@ def test_walltime_is_enforced_and_reported_as_timeout(backend, tmp_path):
     started = time.time()
     backend.launch(job, on())
     (result,) = run_to_end(backend)
-    assert result.status is Status.TIMEOUT
+    assert result.status is JobStatus.TIMEOUT
     assert "exceeded its runtime of 1 s" in result.reason
     assert time.time() - started < 10
 
@@ -135,7 +135,7 @@ def test_a_job_ignoring_sigterm_is_killed_after_the_grace(backend, tmp_path):
     started = time.time()
     backend.launch(job, on())
     (result,) = run_to_end(backend)
-    assert result.status is Status.TIMEOUT
+    assert result.status is JobStatus.TIMEOUT
     assert time.time() - started < 10
 
 
@@ -157,7 +157,7 @@ def test_cancel_all_stops_every_process(backend, tmp_path):
     assert wait_until(lambda: all(p.exists() and p.read_text() for p in pids), 10)
     results = backend.cancel_all()
     assert len(results) == 3
-    assert all(r.status is Status.CANCELLED for r in results)
+    assert all(r.status is JobStatus.CANCELLED for r in results)
     for pidfile in pids:  # SIGKILL is delivered asynchronously: allow a moment
         assert wait_until(lambda p=pidfile: not pid_alive(int(p.read_text())), 5)
 

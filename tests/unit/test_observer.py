@@ -7,7 +7,7 @@ import threading
 from types import SimpleNamespace
 
 from snakemake_executor_plugin_matensemble.allocation import Allocation, NodeSpec
-from snakemake_executor_plugin_matensemble.backends.base import JobFinished, Status
+from snakemake_executor_plugin_matensemble.backends.base import JobFinished, JobStatus
 from snakemake_executor_plugin_matensemble.command import CommandPath, JobCommand
 from snakemake_executor_plugin_matensemble.intake import Submission
 from snakemake_executor_plugin_matensemble.journal import Journal, iter_events, read_journal
@@ -93,7 +93,7 @@ def make_observer(tmp_path, snakemake):
     return observer, journal, halted
 
 
-def finish(observer, ticket, status=Status.SUCCESS, code=0):
+def finish(observer, ticket, status=JobStatus.SUCCESS, code=0):
     return observer.on_finished(ticket, JobFinished(ticket.key, status, "exited", exit_code=code))
 
 
@@ -116,7 +116,7 @@ def test_a_failure_is_reported_with_reason_and_log_and_halts_without_retries(tmp
     observer, _, halted = make_observer(tmp_path, snakemake)
     ticket = make_ticket(1, make_job(1), tmp_path)
     observer.queued(ticket)
-    finish(observer, ticket, Status.FAILED, 3)
+    finish(observer, ticket, JobStatus.FAILED, 3)
     observer.reports.close()
     ((kind, jobid, message),) = snakemake.calls
     assert (kind, jobid) == ("error", 1)
@@ -129,7 +129,7 @@ def test_a_failure_that_will_be_retried_does_not_halt(tmp_path):
     observer, _, halted = make_observer(tmp_path, FakeSnakemake())
     ticket = make_ticket(1, make_job(1, restart_times=2, attempt=1), tmp_path)
     observer.queued(ticket)
-    finish(observer, ticket, Status.FAILED, 1)
+    finish(observer, ticket, JobStatus.FAILED, 1)
     observer.reports.close()
     assert halted == []
 
@@ -196,7 +196,28 @@ def test_jobs_withdrawn_at_the_allocations_end_are_told_with_the_resume_command(
     assert "snakemake -j4 --rerun-incomplete" in first
     assert "1 more job(s)" in more
     assert "(2 in all)" in more
-    assert observer.deadline_withdrawn == 2
+    assert len(observer.deadline_jobs) == 2
+
+
+def test_a_job_retried_after_the_allocations_end_counts_once(tmp_path, caplog):
+    """With --retries, Snakemake hands a withdrawn job back; it is the same job."""
+    import logging
+    import time
+
+    from snakemake_executor_plugin_matensemble.dispatcher import Withdrawal
+
+    observer, _, _ = make_observer(tmp_path, FakeSnakemake())
+    observer.packer.deadline.set_end(time.time() + 100)
+    job = make_job(1)
+    first, retry = make_ticket(1, job, tmp_path), make_ticket(2, job, tmp_path)
+    for ticket in (first, retry):
+        observer.queued(ticket)
+    with caplog.at_level(logging.WARNING, logger="snakemake.logging.matensemble"):
+        observer.on_withdrawn([first], Withdrawal.DEADLINE)
+        observer.on_withdrawn([retry], Withdrawal.DEADLINE)
+    told = [r.getMessage() for r in caplog.records if "allocation ends" in r.getMessage()]
+    assert len(told) == 1, told
+    assert len(observer.deadline_jobs) == 1
 
 
 def test_a_drained_rank_is_told_only_when_it_changed_the_allocation(tmp_path, caplog):

@@ -5,7 +5,7 @@ import logging
 import time
 
 from snakemake_executor_plugin_matensemble import status as status_module
-from snakemake_executor_plugin_matensemble.backends.base import Status as BackendStatus
+from snakemake_executor_plugin_matensemble.backends.base import JobStatus
 from snakemake_executor_plugin_matensemble.status import RunStatus, StatusReporter
 
 
@@ -24,8 +24,9 @@ def test_status_line():
 
 
 def test_run_status_is_not_the_backend_status():
-    assert RunStatus is not BackendStatus
+    assert RunStatus is not JobStatus
     assert not hasattr(status_module, "Status")
+    assert not hasattr(status_module, "JobStatus")
 
 
 def test_a_job_that_failed_then_succeeded_on_retry_is_counted_once_as_done():

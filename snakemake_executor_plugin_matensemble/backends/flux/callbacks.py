@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..base import JobFinished, JobStarted, LaunchSpec, Status
+from ..base import JobFinished, JobStarted, JobStatus, LaunchSpec
 from .outcome import LOST_INSTANCE_ERRNOS, outcome
 
 log = logging.getLogger("snakemake.logging.matensemble.flux")
@@ -68,7 +68,7 @@ class CallbackMixin:
                 with self._lock:
                     self._futures.pop(spec.key, None)
                     self._started.discard(spec.key)
-                self._push(JobFinished(spec.key, Status.FAILED, reason, time=time.time()))
+                self._push(JobFinished(spec.key, JobStatus.FAILED, reason, time=time.time()))
 
     def _guarded(self, key: int, future: Any, callback: Callable[..., None]) -> Callable[..., None]:
         """``callback(key, future, *args)`` that never raises into flux-core.
@@ -93,7 +93,7 @@ class CallbackMixin:
                     self._push(
                         JobFinished(
                             key,
-                            Status.FAILED,
+                            JobStatus.FAILED,
                             f"lost its Flux result: the plugin's handling of a Flux event "
                             f"failed ({error!r}); see the log",
                             time=time.time(),

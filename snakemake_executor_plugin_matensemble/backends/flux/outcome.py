@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ..base import JobFinished, Status
+from ..base import JobFinished, JobStatus
 
 #: errno values that mean the Flux instance itself is gone, not the job
 LOST_INSTANCE_ERRNOS = frozenset(
@@ -39,18 +39,20 @@ def outcome(
     stopped answering. ``now``: the end time to report, epoch seconds.
     """
     if future.cancelled():
-        return JobFinished(key, Status.CANCELLED, "was cancelled before it reached Flux", time=now)
+        return JobFinished(
+            key, JobStatus.CANCELLED, "was cancelled before it reached Flux", time=now
+        )
     error = future.exception()
     if error is None:
         code = future.result()
         if code == 0:
-            return JobFinished(key, Status.SUCCESS, f"{where} succeeded", 0, None, now)
+            return JobFinished(key, JobStatus.SUCCESS, f"{where} succeeded", 0, None, now)
         if code < 0:
             return JobFinished(
-                key, Status.FAILED, f"({where}) was killed by signal {-code}", None, -code, now
+                key, JobStatus.FAILED, f"({where}) was killed by signal {-code}", None, -code, now
             )
         return JobFinished(
-            key, Status.FAILED, f"({where}) exited with code {code}", code, None, now
+            key, JobStatus.FAILED, f"({where}) exited with code {code}", code, None, now
         )
     if isinstance(error, job_exception):
         return exception_outcome(key, error.type, error.note, where, walltime_s, cancelling, now)
@@ -58,10 +60,10 @@ def outcome(
         reason = (
             instance_lost(error) if instance_lost else f"was lost with the Flux instance ({error})"
         )
-        return JobFinished(key, Status.FAILED, reason, time=now)
+        return JobFinished(key, JobStatus.FAILED, reason, time=now)
     if isinstance(error, OSError):
-        return JobFinished(key, Status.LAUNCH_ERROR, f"was rejected by Flux: {error}", time=now)
-    return JobFinished(key, Status.FAILED, f"({where}) failed: {error!r}", time=now)
+        return JobFinished(key, JobStatus.LAUNCH_ERROR, f"was rejected by Flux: {error}", time=now)
+    return JobFinished(key, JobStatus.FAILED, f"({where}) failed: {error!r}", time=now)
 
 
 _BROKER_RANK = re.compile(r"(?<!shell )\brank (\d+)\)")
@@ -86,12 +88,12 @@ def exception_outcome(
     if kind == "timeout":
         limit = f"{walltime_s / 60:g} min" if walltime_s else "its time limit"
         return JobFinished(
-            key, Status.TIMEOUT, f"exceeded its runtime of {limit} ({where}: {note})", time=now
+            key, JobStatus.TIMEOUT, f"exceeded its runtime of {limit} ({where}: {note})", time=now
         )
     if kind == "node-failure" or any(words in (note or "") for words in NODE_FAILURE_WORDS):
         return JobFinished(
             key,
-            Status.FAILED,
+            JobStatus.FAILED,
             f"was lost with its node ({where}: {note}); --retries reruns it on the nodes left",
             time=now,
             lost_ranks=lost_ranks(note),
@@ -100,16 +102,16 @@ def exception_outcome(
         # not cancelled by us: the instance cancels everything when it shuts down
         return JobFinished(
             key,
-            Status.FAILED,
+            JobStatus.FAILED,
             f"was cancelled by Flux ({where}); is the instance shutting down?",
             time=now,
         )
     if kind == "cancel" or cancelling:
-        return JobFinished(key, Status.CANCELLED, f"was cancelled ({where}: {note})", time=now)
+        return JobFinished(key, JobStatus.CANCELLED, f"was cancelled ({where}: {note})", time=now)
     if kind == "exec":
         return JobFinished(
-            key, Status.FAILED, f"could not be started by Flux ({where}: {note})", time=now
+            key, JobStatus.FAILED, f"could not be started by Flux ({where}: {note})", time=now
         )
     return JobFinished(
-        key, Status.FAILED, f"hit a Flux job exception ({where}, type={kind}: {note})", time=now
+        key, JobStatus.FAILED, f"hit a Flux job exception ({where}, type={kind}: {note})", time=now
     )

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from ...allocation import Placement
-from ..base import JobFinished, LaunchError, LaunchSpec, Status
+from ..base import JobFinished, JobStatus, LaunchError, LaunchSpec
 from .jobspec import build_jobspec, urgency
 
 
@@ -76,7 +76,9 @@ class SubmissionMixin:
             try:
                 self._submit(spec, placement, depends_on)
             except LaunchError as error:
-                self._push(JobFinished(spec.key, Status.LAUNCH_ERROR, str(error), time=time.time()))
+                self._push(
+                    JobFinished(spec.key, JobStatus.LAUNCH_ERROR, str(error), time=time.time())
+                )
 
     def _follow(self, spec: LaunchSpec, future: Any) -> None:
         with self._lock:
