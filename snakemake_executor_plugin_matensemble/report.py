@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .journal import JobRecord, RunRecord
+from .journal import JobRecord, RunRecord, journal_paths
 from .summary import RunSummary, read_and_summarize, summary_lines
 
 #: Most lanes (cores and GPUs) drawn one per core and GPU; above, lanes are aggregated.
@@ -41,13 +41,14 @@ TIME_BINS = 1000
 
 def find_journal(path: str | Path) -> Path:
     """A journal file, a run directory, or a directory of runs (the newest by
-    modification time is used). Raises :class:`FileNotFoundError` if there is none."""
+    run id is used, as everywhere: :func:`~.journal.journal_paths`). Raises
+    :class:`FileNotFoundError` if there is none."""
     path = Path(path)
     if path.is_file():
         return path
     if (path / "journal.jsonl").is_file():
         return path / "journal.jsonl"
-    runs = sorted(path.glob("*/journal.jsonl"), key=lambda p: p.stat().st_mtime)
+    runs = journal_paths(path)
     if not runs:
         raise FileNotFoundError(f"no journal.jsonl in {path} or its run directories")
     return runs[-1]

@@ -41,7 +41,7 @@ class FluxOptions:
 
     @classmethod
     def from_settings(cls, settings: Any) -> FluxOptions:
-        keep = getattr(settings, "flux_keep_inactive", 1000)
+        keep = settings.flux_keep_inactive
         return cls(
             queue=settings.flux_queue,
             bank=settings.flux_bank,
