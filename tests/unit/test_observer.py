@@ -191,7 +191,11 @@ def test_jobs_withdrawn_at_the_allocations_end_are_told_with_the_resume_command(
     with caplog.at_level(logging.WARNING, logger="snakemake.logging.matensemble"):
         observer.on_withdrawn(tickets[:1], Withdrawal.DEADLINE)
         observer.on_withdrawn(tickets[1:], Withdrawal.DEADLINE)
-    first, more = [r.getMessage() for r in caplog.records if "allocation ends" in r.getMessage()]
+    first, more = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "allocation ends" in r.getMessage()
+    ]
     assert "1 queued job(s) cannot finish before then" in first
     assert "snakemake -j4 --rerun-incomplete" in first
     assert "1 more job(s)" in more
@@ -215,7 +219,11 @@ def test_a_job_retried_after_the_allocations_end_counts_once(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="snakemake.logging.matensemble"):
         observer.on_withdrawn([first], Withdrawal.DEADLINE)
         observer.on_withdrawn([retry], Withdrawal.DEADLINE)
-    told = [r.getMessage() for r in caplog.records if "allocation ends" in r.getMessage()]
+    told = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "allocation ends" in r.getMessage()
+    ]
     assert len(told) == 1, told
     assert len(observer.deadline_jobs) == 1
 
