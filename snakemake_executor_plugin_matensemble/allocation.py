@@ -272,14 +272,6 @@ class Allocation:
         node = self._by_rank.get(rank)
         return node is not None and node.usable
 
-    def unusable(self) -> dict[int, str]:
-        """rank -> why no job may start there (drained: the reason; down)."""
-        return {
-            node.spec.rank: ("down" if node.down else f"drained ({node.drained})")
-            for node in self.nodes
-            if not node.usable
-        }
-
     def node_name(self, rank: int) -> str:
         node = self._by_rank.get(rank)
         return node.spec.name if node is not None else f"rank{rank}"

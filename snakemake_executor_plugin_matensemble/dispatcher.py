@@ -99,8 +99,6 @@ class Dispatcher:
         self.tick_interval = tick_interval
         self.packer.deadline.set_end(backend.expiration(), f"the {backend.name} backend")
         self.packer.deadline_changed()
-        #: jobs withdrawn because the allocation ends
-        self.deadline_withdrawn = 0
         #: rank -> when it went down (epoch seconds), while it is down
         self.lost_ranks: dict[int, float] = {}
         self._started: set[int] = set()
@@ -276,7 +274,6 @@ class Dispatcher:
             return
         for ticket in tickets:
             self._tickets.pop(ticket.key, None)
-        self.deadline_withdrawn += len(tickets)
         self.listener.on_withdrawn(tickets, Withdrawal.DEADLINE)
 
     # -- drained and lost ranks ---------------------------------------------------

@@ -133,3 +133,13 @@ def reference_earliest_fit(request: ResourceRequest, round_) -> tuple | None:
         if promised is not None:
             return done.expected_end, promised
     return None
+
+
+def unusable(allocation) -> dict[int, str]:
+    """rank -> why no job may start there (drained: the reason; down), read
+    from the allocation's node states."""
+    return {
+        node.spec.rank: ("down" if node.down else f"drained ({node.drained})")
+        for node in allocation.nodes
+        if not node.usable
+    }

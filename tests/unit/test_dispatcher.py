@@ -24,6 +24,8 @@ from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
 from snakemake_executor_plugin_matensemble.policies import BackfillPolicy
 from snakemake_executor_plugin_matensemble.request import ResourceRequest
 
+from .packing import unusable
+
 
 class FakeBackend(Backend):
     """Jobs "run" until the test finishes them; events go through a queue."""
@@ -257,7 +259,6 @@ def test_jobs_that_cannot_finish_are_withdrawn(run):
     dispatcher.submit([fits, too_long, unknown])
     assert until(lambda: listener.withdrawn == [([too_long.key], "deadline")])
     assert until(lambda: sorted(keys(backend.launched)) == sorted([fits.key, unknown.key]))
-    assert dispatcher.deadline_withdrawn == 1
 
 
 def test_the_deadline_setting_wins_over_the_backend():
@@ -314,7 +315,7 @@ def test_jobs_on_a_lost_rank_fail_saying_so(run):
     assert key == lost
     assert result.status is JobStatus.FAILED
     assert "was lost: its node n1 (rank 1) went down" in result.reason
-    assert dispatcher.packer.allocation.unusable() == {1: "down"}
+    assert unusable(dispatcher.packer.allocation) == {1: "down"}
 
 
 def test_a_node_failure_takes_the_rank_out_before_the_retry_is_placed(run):
@@ -334,7 +335,7 @@ def test_a_node_failure_takes_the_rank_out_before_the_retry_is_placed(run):
         )
     )
     assert until(lambda: listener.finished)
-    assert dispatcher.packer.allocation.unusable() == {1: "down"}
+    assert unusable(dispatcher.packer.allocation) == {1: "down"}
     assert [e.kind for e in listener.resource_events] == ["down"]
     retry = ticket()
     dispatcher.submit([retry])

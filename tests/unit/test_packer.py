@@ -9,7 +9,7 @@ from snakemake_executor_plugin_matensemble.deadline import DeadlineGuard, Runtim
 from snakemake_executor_plugin_matensemble.packer import JobQueue, Packer
 from snakemake_executor_plugin_matensemble.policies import BackfillPolicy, FifoPolicy
 
-from .packing import Clock, job, names, packer
+from .packing import Clock, job, names, packer, unusable
 
 
 def test_queue_orders_by_priority_then_arrival():
@@ -244,7 +244,7 @@ def test_no_job_is_placed_on_a_drained_rank_until_it_is_undrained():
     started = p.admit()
     assert [t.placement.ranks for t in started] == [(0,), (0,)]
     assert p.allocation.free_cores == 0
-    assert p.allocation.unusable() == {1: "drained (admin)"}
+    assert unusable(p.allocation) == {1: "drained (admin)"}
     assert p.allocation.undrain([1]) == [1]
     assert [t.placement.ranks for t in p.admit()] == [(1,), (1,)]
 
