@@ -15,7 +15,10 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
 fi
 host=$(hostname -s); cpus=$(nproc)
 mem=$(awk '/MemTotal/ {print int($2/1024) - 512}' /proc/meminfo)
-mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge
+# State of its own: a machine image may keep another cluster's state in /var/spool/slurmctld
+# (slurmctld refuses to start on a cluster-name mismatch there).
+state=/var/spool/matensemble-slurm
+mkdir -p /etc/slurm $state/ctld $state/d /var/log/slurm /run/munge
 cat > /etc/slurm/slurm.conf <<CONF
 ClusterName=matensemble-test
 SlurmctldHost=$host
@@ -27,8 +30,8 @@ SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
 SlurmctldPidFile=/run/slurmctld.pid
 SlurmdPidFile=/run/slurmd.pid
-StateSaveLocation=/var/spool/slurmctld
-SlurmdSpoolDir=/var/spool/slurmd
+StateSaveLocation=$state/ctld
+SlurmdSpoolDir=$state/d
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
 SlurmUser=root
@@ -41,8 +44,8 @@ CONF
 [ -s /etc/munge/munge.key ] || mungekey -c 2>/dev/null || /usr/sbin/create-munge-key -f
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
 pgrep -x munged >/dev/null || su -s /bin/sh munge -c /usr/sbin/munged
-pgrep -x slurmctld >/dev/null || slurmctld
-pgrep -x slurmd >/dev/null || slurmd
+pgrep -x slurmctld >/dev/null || slurmctld || { tail -5 /var/log/slurm/slurmctld.log >&2; exit 1; }
+pgrep -x slurmd >/dev/null || slurmd || { tail -5 /var/log/slurm/slurmd.log >&2; exit 1; }
 for _ in $(seq 60); do sinfo -h -o %t 2>/dev/null | grep -q idle && break; sleep 1; done
-sinfo -h -o %t | grep -q idle || { echo "start-slurm.sh: the node did not become idle" >&2; sinfo >&2; exit 1; }
+sinfo -h -o %t | grep -q idle || { echo "start-slurm.sh: the node did not become idle" >&2; sinfo >&2; tail -5 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2; exit 1; }
 sinfo
