@@ -2,6 +2,7 @@
 
     uv run python benchmarks/full_machine.py    # 9,408 nodes; 10,000 then 100,000 jobs
     uv run python benchmarks/full_machine.py --nodes 200 --jobs 5000 --small-jobs 500
+    uv run python benchmarks/full_machine.py --order arrival   # instead of longest-first
     PATH=/opt/flux/bin:$PATH uv run python benchmarks/full_machine.py --nodes 1000 --flux 2000
 
 The real dispatcher (its own thread), packer, backfill policy and allocation
@@ -10,8 +11,8 @@ runtime on a virtual clock (no processes, no sleeping; the backend's ``wait``
 jumps the clock to the next job end). Nodes are Frontier's (56 usable cores,
 8 GPUs); jobs are a seeded mix of one-core tasks, 7 cores + 1 GPU tasks,
 exclusive whole nodes and 2-node MPI jobs (16 ranks of 7 cores + 1 GPU), all
-queued at once. Each size runs in a fresh interpreter, so its peak memory is
-its own.
+queued at once, in the plugin's default queue order (``--order``). Each size
+runs in a fresh interpreter, so its peak memory is its own.
 
 Printed per run: CPU of the dispatcher thread (plugin CPU: packer, policy,
 allocation, dispatcher; the simulated backend's share is measured and shown
@@ -50,10 +51,13 @@ from snakemake_executor_plugin_matensemble.backends.base import (
     JobStatus,
     LaunchSpec,
 )
+from snakemake_executor_plugin_matensemble.deadline import RuntimeEstimator
 from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher
+from snakemake_executor_plugin_matensemble.ordering import ORDERS, make_order
 from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
 from snakemake_executor_plugin_matensemble.policies import BackfillPolicy
 from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
 CORES, GPUS = 56, 8
 
@@ -240,11 +244,16 @@ class Run:
 
 
 def simulate(
-    nodes: int, jobs: int, seed: int, reserve_after: float, big_first: bool = False
+    nodes: int,
+    jobs: int,
+    seed: int,
+    reserve_after: float,
+    big_first: bool = False,
+    order: str = ExecutorSettings.order,
 ) -> Run:
     """One run of ``jobs`` jobs on ``nodes`` nodes; every job must finish.
     ``big_first``: whole-node and MPI jobs get a higher priority (a rule's
-    ``priority:``)."""
+    ``priority:``); ``order``: the queue order (``--matensemble-order``)."""
     specs = machine(nodes)
     base_mb = rss_mb()
     mix = workload(jobs, seed)
@@ -257,7 +266,12 @@ def simulate(
         for key, (request, _, priority) in enumerate(mix)
     ]
     backend = SimulatedBackend(clock, {key: runtime for key, (_, runtime, _) in enumerate(mix)})
-    packer = Packer(Allocation(specs), BackfillPolicy(reserve_after), clock=clock)
+    packer = Packer(
+        Allocation(specs),
+        BackfillPolicy(reserve_after),
+        clock=clock,
+        order=make_order(order, RuntimeEstimator()),
+    )
     listener = Listener(jobs)
     dispatcher = Dispatcher(packer, backend, listener, launch_spec, idle_timeout=1.0)
     began = time.perf_counter()
@@ -303,9 +317,11 @@ def placement_cost(nodes: int, seed: int, calls: int = 20_000) -> dict[str, floa
     return costs
 
 
-def run_child(nodes: int, jobs: int, seed: int, reserve_after: float, big_first: bool) -> Run:
+def run_child(
+    nodes: int, jobs: int, seed: int, reserve_after: float, big_first: bool, order: str
+) -> Run:
     """:func:`simulate` in a fresh interpreter (its own peak memory)."""
-    argv = [str(nodes), str(jobs), str(seed), str(reserve_after), str(int(big_first))]
+    argv = [str(nodes), str(jobs), str(seed), str(reserve_after), str(int(big_first)), order]
     out = subprocess.run(
         [sys.executable, __file__, "--child", *argv],
         check=True,
@@ -361,8 +377,10 @@ def flux_report(figures: dict) -> str:
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         logging.getLogger("snakemake.logging.matensemble").setLevel(logging.WARNING)
-        nodes, jobs, seed, reserve_after, big_first = sys.argv[2:7]
-        run = simulate(int(nodes), int(jobs), int(seed), float(reserve_after), big_first == "1")
+        nodes, jobs, seed, reserve_after, big_first, order = sys.argv[2:8]
+        run = simulate(
+            int(nodes), int(jobs), int(seed), float(reserve_after), big_first == "1", order
+        )
         print(json.dumps(asdict(run)))
         return
     parser = argparse.ArgumentParser(
@@ -381,6 +399,13 @@ def main() -> None:
         action="store_true",
         help="whole-node and MPI jobs get a higher priority (a rule's priority:)",
     )
+    parser.add_argument(
+        "--order",
+        choices=tuple(ORDERS),
+        default=ExecutorSettings.order,
+        help="the queue order among equal priorities (--matensemble-order; default: the "
+        "plugin's, %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument(
         "--reserve-after", type=float, default=60.0, help="the backfill policy's reserve-after"
@@ -398,10 +423,11 @@ def main() -> None:
         return
     sizes = [(args.small_nodes or args.nodes, args.small_jobs), (args.nodes, args.jobs)]
     runs = [
-        run_child(nodes, jobs, args.seed, args.reserve_after, args.big_first)
+        run_child(nodes, jobs, args.seed, args.reserve_after, args.big_first, args.order)
         for nodes, jobs in sizes
         if jobs
     ]
+    print(f"queue order {args.order}, backfill (reserve after {args.reserve_after:g} s)")
     print(report(runs, placement_cost(args.nodes, args.seed)))
     if not math.isfinite(runs[-1].lower_bound_s):
         raise SystemExit("no lower bound")

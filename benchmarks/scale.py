@@ -2,12 +2,19 @@
 
     uv run python benchmarks/scale.py                 # 10,000 jobs, 1% failing
     uv run python benchmarks/scale.py --jobs 2000
+    uv run python benchmarks/scale.py --jobs 100000 --compare 10000   # end to end at 100k
 
 Runs N trivial jobs (a seeded ~1% of them fail) with --keep-going on the local
 backend, checks that every non-failing output exists and every failure was
 reported, and prints the plugin's CPU per job (its own threads, from the
 journal), the snakemake process's CPU per job, and the growth of peak memory
 against a 100-job run of the same workflow.
+
+``--compare M``: also run M jobs in the same invocation and print, per size,
+where the snakemake process's CPU went (Snakemake's DAG, from a dry run of the
+same DAG; the plugin's own work; Snakemake's per-job work inside the plugin's
+calls; the rest: Snakemake's scheduler and job bookkeeping), and the M -> N
+growth of CPU and memory per job.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ def expected_failures(jobs: int, seed: int) -> set[int]:
     return set(random.Random(seed).sample(range(jobs), jobs // 100))
 
 
-def run(jobs: int, seed: int):
+def run(jobs: int, seed: int, timeout: float = 3600):
     args = [
         "-j",
         "unlimited",
@@ -51,7 +58,7 @@ def run(jobs: int, seed: int):
         "0",
     ]
     measurement, workdir = run_snakemake_in(
-        f"scale-{jobs}", SNAKEFILE.format(jobs=jobs, seed=seed), args
+        f"scale-{jobs}", SNAKEFILE.format(jobs=jobs, seed=seed), args, timeout
     )
     failures = expected_failures(jobs, seed)
     present = {int(p.stem) for p in (workdir / "out").glob("*.txt")}
@@ -69,7 +76,13 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--compare", type=int, metavar="M", help="also run M jobs: where time goes, M -> N growth"
+    )
     args = parser.parse_args()
+    if args.compare:
+        compare(args.compare, args.jobs, args.seed)
+        return
     small, *_ = run(100, args.seed)
     big, missing, reported, failing, end = run(args.jobs, args.seed)
     problems = []
@@ -120,6 +133,67 @@ def main() -> None:
     )
     if problems:
         sys.exit("FAILED: " + "; ".join(problems))
+
+
+def dry_run(jobs: int, seed: int):
+    """Snakemake alone on the same DAG: builds every job, runs none."""
+    return run_snakemake(
+        f"scale-dry-{jobs}", SNAKEFILE.format(jobs=jobs, seed=seed), ["--dry-run"], 7200
+    )
+
+
+def where_time_goes(jobs: int, measurement, end: dict, dry) -> list[str]:
+    """One row: per job, the snakemake process's CPU and its parts (ms)."""
+    per_job = 1000 / jobs
+    plugin = end["plugin_cpu_s"]
+    inside = end["snakemake_work_cpu_s"]
+    rest = measurement.cpu_s - dry.cpu_s - plugin - inside
+    return [
+        f"{jobs:,}",
+        f"{measurement.wall_s:.0f}",
+        f"{jobs / measurement.wall_s:.0f}",
+        f"{measurement.cpu_s * per_job:.2f}",
+        f"{dry.cpu_s * per_job:.2f}",
+        f"{plugin * per_job:.2f}",
+        f"{inside * per_job:.2f}",
+        f"{rest * per_job:.2f}",
+        f"{measurement.maxrss_mb:.0f}",
+        f"{dry.maxrss_mb:.0f}",
+    ]
+
+
+def compare(small: int, big: int, seed: int) -> None:
+    """``small`` then ``big`` jobs end to end, and a 100-job run for memory."""
+    base, *_ = run(100, seed)
+    rows, kb_per_job, plugin_ms = [], [], []
+    for jobs in (small, big):
+        measurement, missing, reported, failing, end = run(jobs, seed, timeout=3 * 3600)
+        if missing or reported != failing or measurement.returncode != 1:
+            sys.exit(
+                f"FAILED at {jobs} jobs: rc {measurement.returncode}, {len(missing)} outputs "
+                f"missing, {reported} of {failing} failures reported"
+            )
+        rows.append(where_time_goes(jobs, measurement, end, dry_run(jobs, seed)))
+        kb_per_job.append(1024 * (measurement.maxrss_mb - base.maxrss_mb) / jobs)
+        plugin_ms.append(1000 * end["plugin_cpu_s"] / jobs)
+    header = [
+        "jobs",
+        "wall s",
+        "jobs/s",
+        "snakemake CPU ms/job",
+        "DAG (dry run)",
+        "plugin",
+        "Snakemake's per-job work in plugin calls",
+        "Snakemake scheduler and rest",
+        "peak RSS MB",
+        "dry run's peak RSS MB",
+    ]
+    print(table(rows, header))
+    print(
+        f"{small:,} -> {big:,} jobs: plugin CPU per job x{plugin_ms[1] / plugin_ms[0]:.2f}, "
+        f"memory per job (above a 100-job run) x{kb_per_job[1] / kb_per_job[0]:.2f} "
+        f"({kb_per_job[0]:.1f} -> {kb_per_job[1]:.1f} KB)"
+    )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,12 @@ def policies_list() -> str:
     return "\n".join(f"- **`{name}`**: {cls.summary}." for name, cls in POLICIES.items())
 
 
+def orders_list() -> str:
+    from snakemake_executor_plugin_matensemble.ordering import ORDERS
+
+    return "\n".join(f"- **`{name}`**: {cls.summary}." for name, cls in ORDERS.items())
+
+
 def on_pre_build(config, **kwargs):
     spec = importlib.util.spec_from_file_location("docs_figures", DOCS / "figures.py")
     figures = importlib.util.module_from_spec(spec)
@@ -36,6 +42,8 @@ def on_pre_build(config, **kwargs):
 
 
 def on_page_markdown(markdown, page, config, files, **kwargs):
-    return markdown.replace("<!-- settings-table -->", settings_table()).replace(
-        "<!-- policies-list -->", policies_list()
+    return (
+        markdown.replace("<!-- settings-table -->", settings_table())
+        .replace("<!-- policies-list -->", policies_list())
+        .replace("<!-- orders-list -->", orders_list())
     )

@@ -28,6 +28,7 @@ from .dispatcher import Dispatcher
 from .errors import JobsCannotRunError
 from .intake import Intake
 from .observer import Observer, open_run_journal
+from .ordering import make_order
 from .packer import JobTicket, Packer
 from .policies import make_policy
 from .settings import ExecutorSettings
@@ -56,7 +57,8 @@ class Executor(RealExecutor):
         self.allocation = Allocation(self.backend.discover(), self.backend.resource_hints)
         self.logger.info(
             f"matensemble: {self.backend.name} backend, allocation of "
-            f"{self.allocation.describe()}, policy {self.settings.policy}."
+            f"{self.allocation.describe()}, policy {self.settings.policy}, "
+            f"order {self.settings.order}."
         )
         commands = CommandBuilder(
             self.boundary,
@@ -75,10 +77,12 @@ class Executor(RealExecutor):
         )
         self._check_all_jobs_up_front()
         self.backend.settle_leftovers(self.intake.resumable_ids())
+        deadline = DeadlineGuard.from_settings(self.settings)
         self.packer = Packer(
             self.allocation,
             make_policy(self.settings.policy, self.settings.reserve_after),
-            deadline=DeadlineGuard.from_settings(self.settings),
+            deadline=deadline,
+            order=make_order(self.settings.order, deadline.estimator),
         )
         self.journal = open_run_journal(
             self.settings, self.run_id, self.backend.name, self.allocation

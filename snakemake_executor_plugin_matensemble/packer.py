@@ -1,9 +1,10 @@
 """The packer: holds every job Snakemake handed over and starts those that fit.
 
 MatEnsemble's "submit until out of resources", done per node: the queue is
-kept in Snakemake priority order; an :class:`~.policies.AdmissionPolicy`
-decides which queued jobs start now; the :class:`~.allocation.Allocation` is
-updated in place when a job starts or finishes; a
+kept in line by a :class:`~.ordering.QueueOrder` (Snakemake priority first);
+an :class:`~.policies.AdmissionPolicy` decides which queued jobs start now;
+the :class:`~.allocation.Allocation` is updated in place when a job starts or
+finishes; a
 :class:`~.deadline.DeadlineGuard` keeps jobs that could not finish before the
 allocation's end from starting.
 
@@ -24,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from .allocation import Allocation, Placement
 from .deadline import DeadlineGuard
+from .ordering import ArrivalOrder, QueueOrder
 from .request import ResourceRequest
 
 #: When a node never empties: a job there has no known end.
@@ -61,11 +63,6 @@ class JobTicket(Generic[PayloadT]):
     successor: JobTicket | None = None
 
     @property
-    def sort_key(self) -> tuple[int, int]:
-        """Higher priority first, then first come first served."""
-        return (-self.priority, self.key)
-
-    @property
     def expected_end(self) -> float | None:
         """When a running job ends at the latest (its walltime), if known
         (packer clock, monotonic seconds)."""
@@ -75,32 +72,34 @@ class JobTicket(Generic[PayloadT]):
 
 
 class JobQueue:
-    """Queued jobs grouped by request shape, each group in priority order.
+    """Queued jobs grouped by request shape, each group in line by ``order``
+    (default: Snakemake priority, then arrival).
 
     Jobs of one shape are interchangeable for placement, so when the head of a
     shape does not fit, none of that shape does: a policy pass costs
     O(shapes + started jobs), not O(queued jobs).
     """
 
-    def __init__(self) -> None:
-        self._by_shape: dict[tuple, list[tuple[tuple[int, int], JobTicket]]] = {}
+    def __init__(self, order: QueueOrder | None = None) -> None:
+        self.order = order if order is not None else ArrivalOrder()
+        self._by_shape: dict[tuple, list[tuple[tuple, JobTicket]]] = {}
         self._size = 0
 
     def __len__(self) -> int:
         return self._size
 
     def __iter__(self) -> Iterator[JobTicket]:
-        """All queued jobs in priority order (for reports; O(n log n))."""
+        """All queued jobs in line order (for reports; O(n log n))."""
         entries = [entry for heap in self._by_shape.values() for entry in heap]
         return (ticket for _, ticket in sorted(entries, key=lambda e: e[0]))
 
     def push(self, ticket: JobTicket) -> None:
         heap = self._by_shape.setdefault(ticket.request.shape, [])
-        heapq.heappush(heap, (ticket.sort_key, ticket))
+        heapq.heappush(heap, (self.order.key(ticket), ticket))
         self._size += 1
 
     def best(self, skip_shapes: frozenset | set = frozenset()) -> JobTicket | None:
-        """The highest-priority queued job whose shape is not in ``skip_shapes``."""
+        """The first queued job in line whose shape is not in ``skip_shapes``."""
         best_entry = None
         for shape, heap in self._by_shape.items():
             if shape in skip_shapes:
@@ -121,7 +120,7 @@ class JobQueue:
         self._size -= 1
 
     def drain(self) -> list[JobTicket]:
-        """Remove and return every queued job, in priority order."""
+        """Remove and return every queued job, in line order."""
         tickets = list(self)
         self._by_shape.clear()
         self._size = 0
@@ -131,17 +130,18 @@ class JobQueue:
         """Remove and return the queued jobs for which ``condition`` holds (O(n))."""
         removed = []
         for shape, heap in list(self._by_shape.items()):
-            kept = [entry for entry in heap if not condition(entry[1])]
+            kept = []
+            for entry in heap:
+                (removed if condition(entry[1]) else kept).append(entry)
             if len(kept) == len(heap):
                 continue
-            removed.extend(entry[1] for entry in heap if condition(entry[1]))
             if kept:
                 heapq.heapify(kept)
                 self._by_shape[shape] = kept
             else:
                 del self._by_shape[shape]
         self._size -= len(removed)
-        return sorted(removed, key=lambda t: t.sort_key)
+        return [ticket for _, ticket in sorted(removed, key=lambda entry: entry[0])]
 
 
 @dataclass
@@ -205,6 +205,7 @@ class Packer:
         clock: Callable[[], float] = time.monotonic,
         deadline: DeadlineGuard | None = None,
         wall: Callable[[], float] = time.time,
+        order: QueueOrder | None = None,
     ):
         self.allocation = allocation
         self.policy = policy
@@ -212,7 +213,7 @@ class Packer:
         self.clock = clock
         #: epoch seconds, only to convert backend times at the seam
         self.wall = wall
-        self.queue = JobQueue()
+        self.queue = JobQueue(order)
         self.running: dict[int, JobTicket] = {}
         #: running job key -> when it joined ``running`` (a counter)
         self._joined: dict[int, int] = {}

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
 
 from .errors import SettingsError
+from .ordering import ORDERS
 from .policies import POLICIES
 
 BACKENDS = ("auto", "local", "flux")
@@ -74,6 +75,13 @@ class ExecutorSettings(ExecutorSettingsBase):
         + ".",
         default_text="backfill",
         choices=tuple(POLICIES),
+    )
+    order: str = setting(
+        "longest-first",
+        "Which queued job is next in line among jobs of equal Snakemake "
+        "priority: " + "; ".join(f"'{name}': {cls.summary}" for name, cls in ORDERS.items()) + ".",
+        default_text="longest-first",
+        choices=tuple(ORDERS),
     )
     reserve_after: float = seconds(
         60.0,
@@ -262,6 +270,10 @@ class ExecutorSettings(ExecutorSettingsBase):
         if self.policy not in POLICIES:
             raise SettingsError(
                 "policy", self.policy, "is not a policy", f"use one of {', '.join(POLICIES)}"
+            )
+        if self.order not in ORDERS:
+            raise SettingsError(
+                "order", self.order, "is not a queue order", f"use one of {', '.join(ORDERS)}"
             )
         if self.flux_urgency is not None and not 0 <= self.flux_urgency <= 31:
             raise SettingsError(

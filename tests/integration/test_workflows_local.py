@@ -175,6 +175,36 @@ def test_failing_job_is_reported_and_others_finish_with_keep_going(tmp_path, pat
         assert "exit status 3" in text
 
 
+@pytest.mark.parametrize("order", ["longest-first", "arrival"])
+def test_queue_order_decides_among_equal_priority(tmp_path, order):
+    """On one core jobs run one at a time: by default the longest declared
+    runtime first (LPT); with --matensemble-order arrival, as handed over."""
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: expand("out/{m}.txt", m=[1, 5, 3, 2])
+
+        rule work:
+            output: "out/{m}.txt"
+            resources: runtime=lambda wc: int(wc.m)
+            shell: "touch {output}"
+        """,
+    )
+    args = ["--matensemble-local-cores", "1"]
+    if order != "longest-first":  # the default
+        args += ["--matensemble-order", order]
+    run = run_snakemake(tmp_path, *args)
+    assert run.returncode == 0, run.output
+    assert f"order {order}." in run.output
+    jobs = read_journal(find_journal(tmp_path / ".snakemake/matensemble")).jobs
+    by_start = sorted(jobs, key=lambda j: j.start)
+    if order == "longest-first":
+        assert [j.wildcards["m"] for j in by_start] == ["5", "3", "2", "1"]
+    else:
+        assert [j.key for j in by_start] == sorted(j.key for j in jobs)
+
+
 def test_without_keep_going_queued_jobs_do_not_start_after_a_failure(tmp_path):
     write_snakefile(
         tmp_path,
