@@ -9,7 +9,9 @@ plugin's own, without rank pinning) submitted asynchronously in a loop, as
 ``flux submit --cc`` does. Each ends when every job is inactive; jobs per
 second of wall time are compared; (3) the same jobspecs through one
 ``FluxExecutor`` without the plugin show how much of any gap is the executor's
-way of following each job.
+way of following each job. With ``repeats`` > 1 the three modes alternate that
+many times in the same instance (a noisy machine then shows in the spread of
+the per-round ratios, not in one figure).
 """
 
 from __future__ import annotations
@@ -50,8 +52,11 @@ flux module load sched-fluxion-qmanager
 TIME_SCALE = 1 / 600
 
 
-def run_in_flux(nodes: int, cores: int, gpus: int, jobs: int, seed: int) -> dict:
-    """Start the instance, run both modes inside it, return their figures."""
+def run_in_flux(
+    nodes: int, cores: int, gpus: int, jobs: int, seed: int, repeats: int = 1
+) -> list[dict]:
+    """Start the instance, run the modes inside it ``repeats`` times, return the
+    figures of each round."""
     flux = shutil.which("flux")
     if flux is None:
         raise SystemExit("--flux needs the flux command on PATH (flux-core with Fluxion)")
@@ -61,7 +66,8 @@ def run_in_flux(nodes: int, cores: int, gpus: int, jobs: int, seed: int) -> dict
             flux_path = shlex.split(line.split("=", 1)[1])[0]
             env["PYTHONPATH"] = os.pathsep.join(p for p in (flux_path, env.get("PYTHONPATH")) if p)
     inside = " ".join(
-        shlex.quote(a) for a in (sys.executable, __file__, str(nodes), str(jobs), str(seed))
+        shlex.quote(a)
+        for a in (sys.executable, __file__, str(nodes), str(jobs), str(seed), str(repeats))
     )
     setup = FAKE_MACHINE.format(nodes=nodes, cores=cores, gpus=gpus)
     out = subprocess.run(
@@ -69,7 +75,7 @@ def run_in_flux(nodes: int, cores: int, gpus: int, jobs: int, seed: int) -> dict
         env=env,
         capture_output=True,
         text=True,
-        timeout=1800,
+        timeout=1800 * repeats,
     )
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or not lines:
@@ -111,7 +117,11 @@ def _settle() -> None:
     subprocess.run(["flux", "job", "purge", "--force", "--num-limit=0", "--batch=100"], check=True)
 
 
-def _inside(nodes: int, jobs: int, seed: int) -> dict:
+def _inside(nodes: int, jobs: int, seed: int, repeats: int) -> list[dict]:
+    return [_one_round(nodes, jobs, seed) for _ in range(repeats)]
+
+
+def _one_round(nodes: int, jobs: int, seed: int) -> dict:
     import flux
     import flux.job
     from full_machine import workload
@@ -119,6 +129,9 @@ def _inside(nodes: int, jobs: int, seed: int) -> dict:
     from snakemake_executor_plugin_matensemble.backends.flux.backend import FluxBackend
     from snakemake_executor_plugin_matensemble.backends.flux.jobspec import build_jobspec
     from snakemake_executor_plugin_matensemble.backends.flux.options import FluxOptions
+    from snakemake_executor_plugin_matensemble.deadline import RuntimeEstimator
+    from snakemake_executor_plugin_matensemble.ordering import make_order
+    from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
     mix = workload(jobs, seed)
     durations = {key: max(0.01, runtime * TIME_SCALE) for key, (_, runtime, _) in enumerate(mix)}
@@ -138,7 +151,8 @@ def _inside(nodes: int, jobs: int, seed: int) -> dict:
     # (1) the plugin
     backend = TestExecution(FluxOptions(), run_id="bench")
     allocation = Allocation(backend.discover())
-    packer = Packer(allocation, BackfillPolicy(60.0))
+    order = make_order(ExecutorSettings.order, RuntimeEstimator())
+    packer = Packer(allocation, BackfillPolicy(60.0), order=order)
     listener = _Listener(jobs)
     dispatcher = Dispatcher(packer, backend, listener, spec_for, idle_timeout=1.0)
     tickets = [JobTicket(key, request) for key, (request, _, _) in enumerate(mix)]
@@ -187,8 +201,9 @@ def _inside(nodes: int, jobs: int, seed: int) -> dict:
         "raw_wall_s": raw_wall,
         "executor_wall_s": executor_wall,
     }
+    _settle()
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    print(json.dumps(_inside(*(int(a) for a in sys.argv[1:4]))))
+    print(json.dumps(_inside(*(int(a) for a in sys.argv[1:5]))))

@@ -36,6 +36,7 @@ import logging
 import math
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -359,19 +360,28 @@ def report(runs: list[Run], costs: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def flux_report(figures: dict) -> str:
-    plugin = figures["jobs"] / figures["plugin_wall_s"]
-    raw = figures["jobs"] / figures["raw_wall_s"]
-    executor = figures["jobs"] / figures["executor_wall_s"]
-    return (
-        f"real Flux, {figures['nodes']:,} fake nodes, {figures['jobs']:,} jobs in test execution:\n"
-        f"  plugin: {figures['plugin_wall_s']:.1f} s, {plugin:.0f} jobs/s "
-        f"(dispatcher CPU {figures['plugin_cpu_s']:.2f} s, {figures['plugin_failed']} failed)\n"
-        f"  raw submission of the same jobspecs: {figures['raw_wall_s']:.1f} s, {raw:.0f} jobs/s\n"
-        f"  the same jobspecs through one FluxExecutor, no plugin: "
-        f"{figures['executor_wall_s']:.1f} s, {executor:.0f} jobs/s\n"
-        f"  plugin / raw: {plugin / raw:.2f}x"
-    )
+def flux_report(rounds: list[dict]) -> str:
+    """A row per round (the modes alternate in one instance), and the median ratio."""
+    first = rounds[0]
+    lines = [
+        f"real Flux, {first['nodes']:,} fake nodes, {first['jobs']:,} jobs in test execution, "
+        f"{len(rounds)} round(s):",
+        "| round | plugin jobs/s | raw jobs/s | FluxExecutor alone jobs/s | plugin / raw "
+        "| plugin CPU s | plugin jobs failed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ratios = []
+    for number, figures in enumerate(rounds, 1):
+        plugin = figures["jobs"] / figures["plugin_wall_s"]
+        raw = figures["jobs"] / figures["raw_wall_s"]
+        executor = figures["jobs"] / figures["executor_wall_s"]
+        ratios.append(plugin / raw)
+        lines.append(
+            f"| {number} | {plugin:.0f} | {raw:.0f} | {executor:.0f} | {plugin / raw:.2f}x "
+            f"| {figures['plugin_cpu_s']:.2f} | {figures['plugin_failed']} |"
+        )
+    lines.append(f"median plugin / raw: {statistics.median(ratios):.2f}x")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -417,9 +427,16 @@ def main() -> None:
         help="instead: JOBS jobs under real Flux (test execution, --nodes fake nodes), "
         "the plugin against raw submission of the same jobspecs",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="with --flux: how many times the modes alternate in the instance",
+    )
     args = parser.parse_args()
     if args.flux:
-        print(flux_report(run_in_flux(args.nodes, CORES, GPUS, args.flux, args.seed)))
+        rounds = run_in_flux(args.nodes, CORES, GPUS, args.flux, args.seed, args.rounds)
+        print(flux_report(rounds))
         return
     sizes = [(args.small_nodes or args.nodes, args.small_jobs), (args.nodes, args.jobs)]
     runs = [

@@ -119,6 +119,7 @@ RESOURCE_CASES = [
 # (case id, CLI args naming one --matensemble-* flag, words the error must contain)
 SETTINGS_CASES = [
     ("unknown-policy", ("--matensemble-policy", "random"), ["--matensemble-policy", "random"]),
+    ("unknown-order", ("--matensemble-order", "shortest"), ["--matensemble-order", "shortest"]),
     ("unknown-backend", ("--matensemble-backend", "slurm"), ["--matensemble-backend", "slurm"]),
     (
         "negative-reserve",
