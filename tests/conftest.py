@@ -5,17 +5,28 @@
 marked ``flux`` (``slurm``) that skips is reported as a failure with its skip
 reason, so the real-Flux and Slurm paths can never drop out of CI unnoticed.
 Everywhere else (a laptop without Flux) they skip with the reason, as before.
+
+Tests interrupt snakemake as a user's Ctrl-C does (SIGINT). A shell that starts
+the tests in the background (``nohup .ci/run &``) makes them ignore SIGINT, and
+every process they start inherits that; the session restores Python's own
+handler, so the processes the tests start get SIGINT as a terminal gives it.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
 pytest_plugins = ["pytester"]
 
 REQUIRED = {"flux": "MATENSEMBLE_REQUIRE_FLUX", "slurm": "MATENSEMBLE_REQUIRE_SLURM"}
+
+
+def pytest_configure(config):
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def required_markers() -> set[str]:
