@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shlex
 import sys
 
 from _harness import run_snakemake, run_snakemake_in, table
@@ -45,8 +46,9 @@ def expected_failures(jobs: int, seed: int) -> set[int]:
     return set(random.Random(seed).sample(range(jobs), jobs // 100))
 
 
-def run(jobs: int, seed: int, timeout: float = 3600):
+def run(jobs: int, seed: int, timeout: float = 3600, extra: tuple[str, ...] = ()):
     args = [
+        *extra,
         "-j",
         "unlimited",
         "--executor",
@@ -77,14 +79,21 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument(
+        "--snakemake-args",
+        default="",
+        help="more snakemake arguments for the plugin's runs (one string), e.g. "
+        "'--max-jobs-per-timespan 100000/1s --scheduler greedy'",
+    )
+    parser.add_argument(
         "--compare", type=int, metavar="M", help="also run M jobs: where time goes, M -> N growth"
     )
     args = parser.parse_args()
     if args.compare:
-        compare(args.compare, args.jobs, args.seed)
+        compare(args.compare, args.jobs, args.seed, tuple(shlex.split(args.snakemake_args)))
         return
-    small, *_ = run(100, args.seed)
-    big, missing, reported, failing, end = run(args.jobs, args.seed)
+    extra = tuple(shlex.split(args.snakemake_args))
+    small, *_ = run(100, args.seed, extra=extra)
+    big, missing, reported, failing, end = run(args.jobs, args.seed, extra=extra)
     problems = []
     # Snakemake's own memory for this DAG: a dry run builds every job but runs
     # none (its local executor re-selects among all ready jobs after every job,
@@ -162,12 +171,14 @@ def where_time_goes(jobs: int, measurement, end: dict, dry) -> list[str]:
     ]
 
 
-def compare(small: int, big: int, seed: int) -> None:
+def compare(small: int, big: int, seed: int, extra: tuple[str, ...]) -> None:
     """``small`` then ``big`` jobs end to end, and a 100-job run for memory."""
-    base, *_ = run(100, seed)
+    base, *_ = run(100, seed, extra=extra)
     rows, kb_per_job, plugin_ms = [], [], []
     for jobs in (small, big):
-        measurement, missing, reported, failing, end = run(jobs, seed, timeout=3 * 3600)
+        measurement, missing, reported, failing, end = run(
+            jobs, seed, timeout=3 * 3600, extra=extra
+        )
         if missing or reported != failing or measurement.returncode != 1:
             sys.exit(
                 f"FAILED at {jobs} jobs: rc {measurement.returncode}, {len(missing)} outputs "

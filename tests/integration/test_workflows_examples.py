@@ -123,3 +123,24 @@ def test_profiles_are_valid_snakemake_profiles(tmp_path):
             text=True,
         )
         assert dry.returncode == 0, f"{profile.name}: {dry.stderr[-2000:]}"
+
+
+def test_the_workstation_profile_command_runs_as_written(tmp_path):
+    """The command in the workstation profile's comment, word for word (with
+    ``<name>`` an example workflow), from a directory holding ``workflows/``."""
+    profile = (WORKFLOWS / "profiles" / "workstation" / "config.yaml").read_text()
+    (line,) = [line for line in profile.splitlines() if "snakemake --profile" in line]
+    command = line.lstrip("# ").replace("<name>", "eos-screening").split()
+    assert command[:3] == ["snakemake", "--profile", "workflows/profiles/workstation"]
+    (tmp_path / "workflows").symlink_to(WORKFLOWS)
+    run = subprocess.run(
+        [*SNAKEMAKE, *command[1:]],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "matensemble: local backend" in run.stdout
+    assert_png(tmp_path / "results/eos-screening/eos.png")

@@ -205,6 +205,39 @@ def test_queue_order_decides_among_equal_priority(tmp_path, order):
         assert [j.key for j in by_start] == sorted(j.key for j in jobs)
 
 
+def test_the_matensemble_scheduler_plugin_runs_a_workflow(tmp_path):
+    """``--scheduler matensemble`` (docs/performance.md, large ensembles): every
+    ready job handed over at once, the same files as Snakemake's own selector."""
+    pytest.importorskip(
+        "snakemake_interface_scheduler_plugins",
+        reason="this Snakemake has no scheduler plugins (--scheduler takes no plugin)",
+    )
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: "sum.txt"
+
+        rule member:
+            output: "members/{i}.txt"
+            priority: lambda wc: int(wc.i) % 3
+            shell: "echo {wildcards.i} > {output}"
+
+        rule total:
+            input: expand("members/{i}.txt", i=range(40))
+            output: "sum.txt"
+            shell: "awk '{{s += $1}} END {{print s}}' {input} > {output}"
+        """,
+    )
+    run = run_snakemake(
+        tmp_path, "--scheduler", "matensemble", "--max-jobs-per-timespan", "100000/1s"
+    )
+    assert run.returncode == 0, run.output
+    assert (tmp_path / "sum.txt").read_text() == f"{sum(range(40))}\n"
+    # all 40 members were handed over in one selection
+    assert "Execute 40 jobs..." in run.output
+
+
 def test_without_keep_going_queued_jobs_do_not_start_after_a_failure(tmp_path):
     write_snakefile(
         tmp_path,
