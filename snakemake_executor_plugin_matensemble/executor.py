@@ -37,6 +37,9 @@ from .snakemake_boundary import SnakemakeBoundary
 from .status import StatusReporter
 from .timestamps import level_pause
 
+#: the longest a prepared job waits before the dispatcher sees it (seconds)
+HANDOVER_INTERVAL_S = 0.2
+
 
 class Executor(RealExecutor):
     """Packs every Snakemake job into the allocation and runs it on the backend."""
@@ -130,12 +133,25 @@ class Executor(RealExecutor):
         self.run_jobs([job])
 
     def run_jobs(self, jobs: list[JobExecutorInterface]) -> None:
+        """Turn Snakemake's jobs into tickets and hand them to the dispatcher in
+        batches, one at least every :data:`HANDOVER_INTERVAL_S`: when Snakemake
+        hands over 100,000 jobs at once, the first ones start while the rest are
+        still being prepared (a hand-over prepared in less time is one batch, so
+        the queue order applies to all of it)."""
         started = time.thread_time()
         try:
             cancel_on_sigterm()
-            tickets = [t for t in map(self._ticket_or_error, jobs) if t is not None]
-            if tickets:
-                self.dispatcher.submit(tickets)
+            batch: list[JobTicket] = []
+            due = time.monotonic() + HANDOVER_INTERVAL_S
+            for job in jobs:
+                ticket = self._ticket_or_error(job)
+                if ticket is not None:
+                    batch.append(ticket)
+                if batch and time.monotonic() >= due:
+                    self.dispatcher.submit(batch)
+                    batch, due = [], time.monotonic() + HANDOVER_INTERVAL_S
+            if batch:
+                self.dispatcher.submit(batch)
         finally:
             self._scheduler_cpu_s += time.thread_time() - started
 

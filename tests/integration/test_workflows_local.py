@@ -229,13 +229,38 @@ def test_the_matensemble_scheduler_plugin_runs_a_workflow(tmp_path):
             shell: "awk '{{s += $1}} END {{print s}}' {input} > {output}"
         """,
     )
-    run = run_snakemake(
-        tmp_path, "--scheduler", "matensemble", "--max-jobs-per-timespan", "100000/1s"
-    )
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    (command,) = [c for c in readme.splitlines() if c.endswith("--scheduler matensemble")]
+    words = command.split()
+    assert words[:5] == ["snakemake", "--executor", "matensemble", "-j", "unlimited"]
+    run = run_snakemake(tmp_path, *words[5:])  # the README's command, word for word
     assert run.returncode == 0, run.output
     assert (tmp_path / "sum.txt").read_text() == f"{sum(range(40))}\n"
     # all 40 members were handed over in one selection
     assert "Execute 40 jobs..." in run.output
+
+
+def test_a_large_hand_over_starts_jobs_while_the_rest_is_prepared(tmp_path):
+    """Snakemake hands 1,500 jobs over in one call; the first ones start before
+    the last ones are prepared (the executor hands batches to the dispatcher)."""
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: expand("out/{i}.txt", i=range(1500))
+
+        rule member:
+            output: "out/{i}.txt"
+            shell: "touch {output}"
+        """,
+    )
+    run = run_snakemake(tmp_path, "--max-jobs-per-timespan", "1000000/1s", "--quiet", "all")
+    assert run.returncode == 0, run.output
+    jobs = read_journal(find_journal(tmp_path / ".snakemake/matensemble")).jobs
+    assert len(jobs) == 1500
+    first_start = min(j.start for j in jobs)
+    last_prepared = max(j.queued for j in jobs)
+    assert first_start < last_prepared, (first_start, last_prepared)
 
 
 def test_without_keep_going_queued_jobs_do_not_start_after_a_failure(tmp_path):
