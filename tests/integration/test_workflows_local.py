@@ -208,8 +208,8 @@ def test_queue_order_decides_among_equal_priority(tmp_path, order):
 def test_the_matensemble_scheduler_plugin_runs_a_workflow(tmp_path):
     """``--scheduler matensemble`` (docs/performance.md, large ensembles): every
     ready job handed over at once, the same files as Snakemake's own selector."""
-    pytest.importorskip(
-        "snakemake_interface_scheduler_plugins",
+    pytest.importorskip(  # scheduler plugins came with Snakemake 9.10
+        "snakemake.scheduling.greedy",
         reason="this Snakemake has no scheduler plugins (--scheduler takes no plugin)",
     )
     write_snakefile(
