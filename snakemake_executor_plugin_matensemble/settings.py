@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
 
+from .deadline import RUNTIME_ESTIMATES, UNKNOWN_RUNTIME
 from .errors import SettingsError
 from .ordering import ORDERS
 from .policies import POLICIES
@@ -171,7 +172,7 @@ class ExecutorSettings(ExecutorSettingsBase):
         "the longest successful run of the same rule in the journals of earlier "
         "runs in --matensemble-journal-dir).",
         default_text="journal",
-        choices=("declared", "journal"),
+        choices=RUNTIME_ESTIMATES,
     )
     unknown_runtime: str = setting(
         "start",
@@ -180,7 +181,7 @@ class ExecutorSettings(ExecutorSettingsBase):
         "and the log says so once) or 'hold' (start none of them; they wait for "
         "the next allocation).",
         default_text="start",
-        choices=("start", "hold"),
+        choices=UNKNOWN_RUNTIME,
     )
 
     flux_queue: Optional[str] = setting(  # noqa: UP045
