@@ -185,17 +185,18 @@ def test_higher_priority_first():
     assert _ours().select_jobs([low, high], [low, high], available, {}) == [high]
 
 
-def test_where_ilp_differs_a_big_job_and_two_small_ones(monkeypatch):
-    """The docs' example: --resources mem_mb=100, three jobs of equal priority, one
-    of 60 MB (with the larger input) and two of 50 MB. greedy and matensemble
-    start the big one; Snakemake's default ilp starts the two small ones."""
+def test_where_ilp_differs_a_big_job_and_two_small_ones():
+    """The docs' example: --resources io=100, three ready jobs of equal priority,
+    one needing io=60 (with the largest input) and two needing io=50. greedy and
+    matensemble start the big one; Snakemake's default ilp starts the two small
+    ones (after priority it maximizes the cores in use)."""
     milp = pytest.importorskip("snakemake.scheduling.milp", reason="no ilp selector")
     pytest.importorskip("pulp", reason="the ilp selector needs pulp")
     data = Path("data")
-    big = Job(0, {"_cores": 1, "mem_mb": 60}, [data], "big")
-    small = [Job(0, {"_cores": 1, "mem_mb": 50}, name=f"small{i}") for i in range(2)]
+    big = Job(0, {"_cores": 1, "io": 60}, [data], "big")
+    small = [Job(0, {"_cores": 1, "io": 50}, name=f"small{i}") for i in range(2)]
     jobs = [*small, big]
-    available = {"_cores": UNLIMITED, "_nodes": UNLIMITED, "_job_count": UNLIMITED, "mem_mb": 100}
+    available = {"_cores": UNLIMITED, "_nodes": UNLIMITED, "_job_count": UNLIMITED, "io": 100}
     ours, theirs = _both(jobs, available, {data: 10**6})
     assert ours == theirs == [big]
     ilp = milp.Scheduler(None, milp.SchedulerSettings(), logging.getLogger("test"))
