@@ -15,6 +15,11 @@ where the snakemake process's CPU went (Snakemake's DAG, from a dry run of the
 same DAG; the plugin's own work; Snakemake's per-job work inside the plugin's
 calls; the rest: Snakemake's scheduler and job bookkeeping), and the M -> N
 growth of CPU and memory per job.
+
+Every run's exit code is checked (the planted failures make a run exit 1, a run
+without any 0, a dry run 0): any other stops the benchmark with a non-zero exit
+naming the command and the tail of its output, before any figure is printed
+from it.
 """
 
 from __future__ import annotations
