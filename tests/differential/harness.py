@@ -36,7 +36,9 @@ A case is a directory with a Snakefile (or whatever its args name) and a
     timeout: 120
     known_differences:       # differences accepted for this case, each verbatim as the
       why: "..."             # harness reports it, with why; every one must occur (a fix
-      differences: ["..."]   # makes the case fail until it is removed), any other fails
+      differences:           # makes the case fail until it is removed), any other fails
+        - "..."                        # with every Snakemake
+        - {text: "...", snakemake: "<9.7"}   # only with the Snakemake releases in range
 
 Each side runs with TMPDIR set to its own empty system temporary directory. In args
 and env, ``{workdir}`` and ``{systmp}`` stand for the side's run directory and that
@@ -145,13 +147,24 @@ def load_case(path: Path) -> Case:
         or not str(known["why"]).strip()
         or not isinstance(known["differences"], list)
         or not known["differences"]
-        or not all(isinstance(d, str) for d in known["differences"])
+        or not all(_is_known_difference(d) for d in known["differences"])
     ):
         raise ValueError(
             f"{path / SPEC_NAME}: known_differences needs 'why' (the reason) and "
-            "'differences' (a list of each difference's exact text)"
+            "'differences' (a list of each difference's exact text, or of "
+            "{text: ..., snakemake: <version range>})"
         )
     return Case(name=f"{path.parent.name}/{path.name}", path=path, **spec)
+
+
+def _is_known_difference(entry: object) -> bool:
+    if isinstance(entry, str):
+        return True
+    return (
+        isinstance(entry, dict)
+        and set(entry) == {"text", "snakemake"}
+        and all(isinstance(v, str) for v in entry.values())
+    )
 
 
 def all_cases() -> list[Case]:
@@ -815,17 +828,32 @@ def run_case(case: Case, tmp_path: Path) -> tuple[list[str], dict[str, list[str]
     return without_known_differences(case, diffs), transcript
 
 
+def known_texts(case: Case) -> list[str]:
+    """The exact texts of the case's known differences that apply to this Snakemake."""
+    from importlib.metadata import version
+
+    from packaging.specifiers import SpecifierSet
+
+    have = version("snakemake")
+    texts = []
+    for entry in case.known_differences.get("differences", []):
+        if isinstance(entry, str):
+            texts.append(entry.rstrip())
+        elif have in SpecifierSet(entry["snakemake"]):
+            texts.append(entry["text"].rstrip())
+    return texts
+
+
 def without_known_differences(case: Case, diffs: list[str]) -> list[str]:
     """``diffs`` less the case's known differences (each exactly, once); a known
     difference that did not occur is itself reported (fixed: remove it)."""
     left = list(diffs)
-    for known in case.known_differences.get("differences", []):
-        if known.rstrip() in left:
-            left.remove(known.rstrip())
+    for known in known_texts(case):
+        if known in left:
+            left.remove(known)
         else:
             left.append(
-                f"known difference did not occur (fixed? remove it from {SPEC_NAME}):\n"
-                + known.rstrip()
+                f"known difference did not occur (fixed? remove it from {SPEC_NAME}):\n" + known
             )
     return left
 

@@ -123,6 +123,13 @@ def test_a_known_difference_that_no_longer_occurs_fails(tmp_path):
     assert KNOWN in diff
 
 
+def test_a_known_difference_for_other_snakemake_releases_is_not_accepted(tmp_path):
+    never, always = {"text": KNOWN, "snakemake": "<0.1"}, {"text": KNOWN, "snakemake": ">=0.1"}
+    assert without_known_differences(_case_with_known(tmp_path, never), [KNOWN]) == [KNOWN]
+    assert without_known_differences(_case_with_known(tmp_path, never), []) == []
+    assert without_known_differences(_case_with_known(tmp_path, always), [KNOWN]) == []
+
+
 @pytest.mark.parametrize(
     "known",
     [
@@ -130,6 +137,7 @@ def test_a_known_difference_that_no_longer_occurs_fails(tmp_path):
         {"why": " ", "differences": ["x"]},
         {"why": "because", "differences": []},
         {"why": "because", "differences": "x"},
+        {"why": "because", "differences": [{"text": "x"}]},  # no version range
     ],
 )
 def test_a_known_difference_needs_its_reason_and_its_exact_text(tmp_path, known):
