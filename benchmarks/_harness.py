@@ -39,6 +39,10 @@ class Measurement:
     returncode: int
     #: CPU seconds matensemble spent writing its journal (from the journal's end line)
     journal_cpu_s: float | None = None
+    #: the snakemake command line (arguments after ``snakemake``) and the tail of its
+    #: output (stdout and stderr together: Snakemake prints a Snakefile's errors to stdout)
+    command: tuple[str, ...] = ()
+    output_tail: str = ""
 
     def per_job_ms(self, jobs: int) -> float:
         return 1000 * self.cpu_s / jobs
@@ -76,25 +80,33 @@ def run_snakemake_in(
     rusage = workdir / "rusage.json"
     env = {**os.environ, "MATENSEMBLE_BENCH_RUSAGE": str(rusage)}
     started = time.perf_counter()
+    command = ("--quiet", "all", *args)
     process = subprocess.run(
-        [sys.executable, "-c", _MEASURED_SNAKEMAKE, "--quiet", "all", *args],
+        [sys.executable, "-c", _MEASURED_SNAKEMAKE, *command],
         cwd=workdir,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         timeout=timeout,
     )
     wall = time.perf_counter() - started
     if process.returncode != 0:
-        sys.stderr.write(process.stderr[-4000:])
+        sys.stderr.write(process.stdout[-4000:])
     usage = (
         json.loads(rusage.read_text())
         if rusage.exists()
         else {"cpu_s": float("nan"), "maxrss_mb": float("nan")}
     )
     measurement = Measurement(
-        label, wall, usage["cpu_s"], usage["maxrss_mb"], process.returncode, journal_cpu(workdir)
+        label,
+        wall,
+        usage["cpu_s"],
+        usage["maxrss_mb"],
+        process.returncode,
+        journal_cpu(workdir),
+        command,
+        process.stdout[-4000:],
     )
     return measurement, workdir
 

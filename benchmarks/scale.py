@@ -15,6 +15,11 @@ where the snakemake process's CPU went (Snakemake's DAG, from a dry run of the
 same DAG; the plugin's own work; Snakemake's per-job work inside the plugin's
 calls; the rest: Snakemake's scheduler and job bookkeeping), and the M -> N
 growth of CPU and memory per job.
+
+Every run's exit code is checked (the planted failures make a run exit 1, a run
+without any 0, a dry run 0): any other stops the benchmark with a non-zero exit
+naming the command and the tail of its output, before any figure is printed
+from it.
 """
 
 from __future__ import annotations
@@ -46,6 +51,24 @@ def expected_failures(jobs: int, seed: int) -> set[int]:
     return set(random.Random(seed).sample(range(jobs), jobs // 100))
 
 
+def expected_exit(jobs: int, seed: int) -> int:
+    """The planted failures make a run exit 1 (--keep-going); none, 0."""
+    return 1 if expected_failures(jobs, seed) else 0
+
+
+def require_exit(label: str, measurement, want: int) -> None:
+    """Stop the benchmark (non-zero) unless the run exited ``want``: its figures
+    would be of something else. Names the command and the tail of its output."""
+    if measurement.returncode == want:
+        return
+    output = "\n".join(measurement.output_tail.splitlines()[-20:])
+    sys.exit(
+        f"FAILED: {label} exited {measurement.returncode}, expected {want}\n"
+        f"  command: snakemake {shlex.join(measurement.command)}\n"
+        f"  its output (stdout and stderr, tail):\n{output}"
+    )
+
+
 def run(jobs: int, seed: int, timeout: float = 3600, extra: tuple[str, ...] = ()):
     args = [
         *extra,
@@ -62,6 +85,7 @@ def run(jobs: int, seed: int, timeout: float = 3600, extra: tuple[str, ...] = ()
     measurement, workdir = run_snakemake_in(
         f"scale-{jobs}", SNAKEFILE.format(jobs=jobs, seed=seed), args, timeout
     )
+    require_exit(f"the {jobs}-job run (in {workdir})", measurement, expected_exit(jobs, seed))
     failures = expected_failures(jobs, seed)
     present = {int(p.stem) for p in (workdir / "out").glob("*.txt")}
     missing = set(range(jobs)) - failures - present
@@ -94,22 +118,11 @@ def main() -> None:
     extra = tuple(shlex.split(args.snakemake_args))
     small, *_ = run(100, args.seed, extra=extra)
     big, missing, reported, failing, end = run(args.jobs, args.seed, extra=extra)
-    problems = []
     # Snakemake's own memory for this DAG: a dry run builds every job but runs
     # none (its local executor re-selects among all ready jobs after every job,
     # about 1.5 jobs/s at this size, so a real run of it is not practical here).
-    baseline = run_snakemake(
-        "scale-dry-run", SNAKEFILE.format(jobs=args.jobs, seed=args.seed), ["--dry-run"]
-    )
-    # the planted failures make a run exit non-zero (1); anything else, or a
-    # failed dry run, means the measurement is of something else
-    for label, measurement, want in (
-        ("100-job run", small, 1 if expected_failures(100, args.seed) else 0),
-        (f"{args.jobs}-job run", big, 1 if failing else 0),
-        ("dry run", baseline, 0),
-    ):
-        if measurement.returncode != want:
-            problems.append(f"{label} exited {measurement.returncode}, expected {want}")
+    baseline = dry_run(args.jobs, args.seed)
+    problems = []
     rows = [
         [label, f"{m.wall_s:.1f}", f"{1000 * m.cpu_s / n:.2f}", f"{m.maxrss_mb:.0f}"]
         for label, n, m in (
@@ -146,9 +159,11 @@ def main() -> None:
 
 def dry_run(jobs: int, seed: int):
     """Snakemake alone on the same DAG: builds every job, runs none."""
-    return run_snakemake(
+    measurement = run_snakemake(
         f"scale-dry-{jobs}", SNAKEFILE.format(jobs=jobs, seed=seed), ["--dry-run"], 7200
     )
+    require_exit(f"the dry run of the {jobs}-job DAG", measurement, 0)
+    return measurement
 
 
 def where_time_goes(jobs: int, measurement, end: dict, dry) -> list[str]:
@@ -171,18 +186,19 @@ def where_time_goes(jobs: int, measurement, end: dict, dry) -> list[str]:
     ]
 
 
-def compare(small: int, big: int, seed: int, extra: tuple[str, ...]) -> None:
-    """``small`` then ``big`` jobs end to end, and a 100-job run for memory."""
-    base, *_ = run(100, seed, extra=extra)
+def compare(small: int, big: int, seed: int, extra: tuple[str, ...], base_jobs: int = 100) -> None:
+    """``small`` then ``big`` jobs end to end, and a ``base_jobs`` run for memory.
+    Any run that exits otherwise than expected stops it (non-zero)."""
+    base, *_ = run(base_jobs, seed, extra=extra)
     rows, kb_per_job, plugin_ms = [], [], []
     for jobs in (small, big):
         measurement, missing, reported, failing, end = run(
             jobs, seed, timeout=3 * 3600, extra=extra
         )
-        if missing or reported != failing or measurement.returncode != 1:
+        if missing or reported != failing:
             sys.exit(
-                f"FAILED at {jobs} jobs: rc {measurement.returncode}, {len(missing)} outputs "
-                f"missing, {reported} of {failing} failures reported"
+                f"FAILED at {jobs} jobs: {len(missing)} outputs missing, "
+                f"{reported} of {failing} failures reported"
             )
         rows.append(where_time_goes(jobs, measurement, end, dry_run(jobs, seed)))
         kb_per_job.append(1024 * (measurement.maxrss_mb - base.maxrss_mb) / jobs)

@@ -9,7 +9,15 @@ Snakemake's ``greedy`` selector does that in time quadratic in the ready jobs
 of them, which on a 100,000-job ensemble costs hours before the first job runs.
 This one sorts the ready jobs once, as Snakemake's greedy selector ranks them
 (priority, then the bytes of temporary input they would free, then the bytes
-of input) and takes each job that still fits: O(jobs x resources).
+of input; among equal ones, the first given first) and takes each job that
+still fits: O(jobs x resources). Since every limit only shrinks, a job that does
+not fit now never fits later in the same selection, so this picks exactly the
+jobs greedy picks (one argmax over the fitting jobs per job selected), and
+returns them in the order given, as greedy does.
+
+It is not the default ``ilp`` selector: that one maximizes the cores in use
+after priority, so where a big job and two small ones compete for a limit it
+may start the two small ones where greedy (and this) start the big one.
 """
 
 from __future__ import annotations
@@ -41,15 +49,18 @@ class Scheduler(SchedulerBase):
         input_sizes: dict[AnnotatedStringInterface, int],
     ) -> Sequence[JobSchedulerInterface]:
         left = {name: value for name, value in available_resources.items() if _is_count(value)}
+        # a stable sort: jobs of equal rank stay in the order given, and the first
+        # of them is taken first, as greedy's argmax over its jobs takes the first
         ranked = sorted(selectable_jobs, key=lambda job: _rank(job, input_sizes), reverse=True)
-        selected = []
+        chosen: set[int] = set()
         for job in ranked:
             needs = _needs(job, left)
             if all(amount <= left[name] for name, amount in needs):
                 for name, amount in needs:
                     left[name] -= amount
-                selected.append(job)
-        return selected
+                chosen.add(id(job))
+        # in the order given, as greedy returns them
+        return [job for job in selectable_jobs if id(job) in chosen]
 
 
 def _is_count(value: object) -> bool:

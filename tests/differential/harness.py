@@ -34,6 +34,11 @@ A case is a directory with a Snakefile (or whatever its args name) and a
       snakemake: ">=9.21.1"  # a version range, with
       why: "..."             # why (Snakemake's own local run fails outside it)
     timeout: 120
+    known_differences:       # differences accepted for this case, each verbatim as the
+      why: "..."             # harness reports it, with why; every one must occur (a fix
+      differences:           # makes the case fail until it is removed), any other fails
+        - "..."                        # with every Snakemake
+        - {text: "...", snakemake: "<9.7"}   # only with the Snakemake releases in range
 
 Each side runs with TMPDIR set to its own empty system temporary directory. In args
 and env, ``{workdir}`` and ``{systmp}`` stand for the side's run directory and that
@@ -58,6 +63,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +89,7 @@ KNOWN_KEYS = {
     "requires",
     "timeout",
     "description",
+    "known_differences",
 }
 
 
@@ -100,6 +107,8 @@ class Case:
     steps: list[dict] = field(default_factory=lambda: [dict(s) for s in DEFAULT_STEPS])
     requires: dict = field(default_factory=dict)
     timeout: float = 150
+    #: {"why": reason, "differences": [exact text of each accepted difference]}
+    known_differences: dict = field(default_factory=dict)
 
     def missing_requirement(self) -> str | None:
         wanted = self.requires.get("snakemake")
@@ -131,7 +140,31 @@ def load_case(path: Path) -> Case:
         raise ValueError(f"{path / SPEC_NAME}: expect must be success or failure")
     spec["args"] = [str(a) for a in spec.get("args", [])]
     spec["env"] = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
+    known = spec.get("known_differences")
+    if known is not None and (
+        not isinstance(known, dict)
+        or set(known) != {"why", "differences"}
+        or not str(known["why"]).strip()
+        or not isinstance(known["differences"], list)
+        or not known["differences"]
+        or not all(_is_known_difference(d) for d in known["differences"])
+    ):
+        raise ValueError(
+            f"{path / SPEC_NAME}: known_differences needs 'why' (the reason) and "
+            "'differences' (a list of each difference's exact text, or of "
+            "{text: ..., snakemake: <version range>})"
+        )
     return Case(name=f"{path.parent.name}/{path.name}", path=path, **spec)
+
+
+def _is_known_difference(entry: object) -> bool:
+    if isinstance(entry, str):
+        return True
+    return (
+        isinstance(entry, dict)
+        and set(entry) == {"text", "snakemake"}
+        and all(isinstance(v, str) for v in entry.values())
+    )
 
 
 def all_cases() -> list[Case]:
@@ -575,13 +608,18 @@ def job_blocks(output: str, executor_neutral: bool = False) -> list[str]:
     tmpdir a remote executor prints as <TBD> until the job runs)."""
     blocks: list[list[str]] = []
     current: list[str] | None = None
+    head_indent = 0
     for line in output.splitlines():
+        indent = len(line) - len(line.lstrip(" "))
         head = BLOCK_HEAD.match(line.strip())
-        if head and not line.startswith(" "):
+        # a group job's members are printed indented under "Group job g": the
+        # same blocks, one level deeper
+        if head and indent in (0, 4):
             current = [line.strip().removeprefix("local") if executor_neutral else line.strip()]
+            head_indent = indent
             blocks.append(current)
             continue
-        if current is not None and line.startswith("    ") and ": " in line:
+        if current is not None and indent >= head_indent + 4 and ": " in line:
             key, _, value = line.strip().partition(": ")
             if key == "jobid" or (executor_neutral and key == "resources"):
                 continue
@@ -627,8 +665,11 @@ def summary_rows(output: str) -> list[str]:
 
 
 def error_rules(output: str) -> list[str]:
-    """Rules reported failing, also those listed (indented) under a group's error."""
-    return sorted(set(re.findall(r"^\s*Error in rule (\S+):", output, re.M)))
+    """Rules reported failing, each with how many times ("b x3": three 'Error in rule
+    b' lines, e.g. one per failed attempt), also those listed (indented) under a
+    group's error."""
+    counts = Counter(re.findall(r"^\s*Error in rule (\S+):", output, re.M))
+    return [f"{rule} x{count}" for rule, count in sorted(counts.items())]
 
 
 def tail(text: str, n: int = OUTPUT_TAIL_LINES) -> str:
@@ -784,7 +825,37 @@ def run_case(case: Case, tmp_path: Path) -> tuple[list[str], dict[str, list[str]
                 )
         else:
             raise ValueError(f"{case.name}: unknown step kind {kind!r}")
-    return diffs, transcript
+    return without_known_differences(case, diffs), transcript
+
+
+def known_texts(case: Case) -> list[str]:
+    """The exact texts of the case's known differences that apply to this Snakemake."""
+    from importlib.metadata import version
+
+    from packaging.specifiers import SpecifierSet
+
+    have = version("snakemake")
+    texts = []
+    for entry in case.known_differences.get("differences", []):
+        if isinstance(entry, str):
+            texts.append(entry.rstrip())
+        elif have in SpecifierSet(entry["snakemake"]):
+            texts.append(entry["text"].rstrip())
+    return texts
+
+
+def without_known_differences(case: Case, diffs: list[str]) -> list[str]:
+    """``diffs`` less the case's known differences (each exactly, once); a known
+    difference that did not occur is itself reported (fixed: remove it)."""
+    left = list(diffs)
+    for known in known_texts(case):
+        if known in left:
+            left.remove(known)
+        else:
+            left.append(
+                f"known difference did not occur (fixed? remove it from {SPEC_NAME}):\n" + known
+            )
+    return left
 
 
 def report(case: Case, diffs: list[str], transcript: dict[str, list[str]]) -> str:
