@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from ..helpers import SNAKEMAKE, write_snakefile
-from .fluxenv import flux_env, flux_pythonpath, requires_flux, run_in_flux
+from .fluxenv import flux_env, requires_flux, run_in_flux
 
 pytestmark = [requires_flux, pytest.mark.flux]
 
@@ -53,12 +54,17 @@ def test_unusable_bindings_inside_flux_stop_the_run_before_any_job(tmp_path):
     assert "the flux Python bindings do not import" in out
 
 
-def pip_flux_python(site: Path, version: str) -> str:
+def pip_flux_python(site: Path, version: str) -> None:
     """A site folder where flux-python ``version`` looks pip-installed: its
     ``flux`` package is the instance's own bindings (a link), its metadata says
-    ``version``. Returns a PYTHONPATH with it first."""
-    bindings = flux_pythonpath()
-    assert bindings, "flux env names no PYTHONPATH"
+    ``version``."""
+    bindings = subprocess.run(
+        [sys.executable, "-c", "import flux, os; print(os.path.dirname(flux.__path__[0]))"],
+        env=flux_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     site.mkdir()
     (site / "flux").symlink_to(Path(bindings) / "flux")
     info = site / f"flux_python-{version}.dist-info"
@@ -66,16 +72,15 @@ def pip_flux_python(site: Path, version: str) -> str:
     (info / "METADATA").write_text(
         f"Metadata-Version: 2.1\nName: flux-python\nVersion: {version}\n"
     )
-    return f"{site}:{bindings}"
 
 
 def test_bindings_of_another_release_inside_flux_stop_the_run_before_any_job(tmp_path):
     """flux-python of release 0.1.0 in a real instance (whatever it runs): the
     bindings would speak another protocol than the broker."""
     write_snakefile(tmp_path / "run", SNAKEFILE)
-    path = pip_flux_python(tmp_path / "site", "0.1.0")
+    pip_flux_python(tmp_path / "site", "0.1.0")
     process = run_in_flux(
-        snakemake(before=f"export PYTHONPATH={shlex.quote(path)}; "),
+        snakemake(before=f"export PYTHONPATH={shlex.quote(str(tmp_path / 'site'))}:$PYTHONPATH; "),
         cwd=tmp_path / "run",
         size=1,
         timeout=120,
