@@ -105,15 +105,36 @@ def _flux_libdir() -> str:
 
 
 def bindings_version() -> str:
-    """The flux bindings' release: flux-python's from PyPI, else libflux-core's."""
-    try:
-        return importlib.metadata.version("flux-python")
-    except importlib.metadata.PackageNotFoundError:
-        pass
+    """The release of the flux bindings this process imports: flux-python's
+    (PyPI) where the imported ``flux`` package is flux-python's own files, else
+    that of the libflux-core they load (a flux-core installation's bindings,
+    e.g. through ``eval $(flux env)``, which may shadow an installed flux-python)."""
+    import flux
+
+    pypi = _pypi_release_of(getattr(flux, "__file__", None))
+    if pypi is not None:
+        return pypi
     from flux.core.inner import raw
 
     version = raw.flux_core_version_string()
     return version.decode() if isinstance(version, bytes) else str(version)
+
+
+def _pypi_release_of(module_file: str | None) -> str | None:
+    """flux-python's version, if ``module_file`` (the imported ``flux/__init__.py``)
+    is the one it installed; None if it is not installed or not the one imported."""
+    try:
+        distribution = importlib.metadata.distribution("flux-python")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if module_file is None:
+        return None
+    installed = Path(str(distribution.locate_file("flux/__init__.py")))
+    try:
+        same = installed.resolve() == Path(module_file).resolve()
+    except OSError:
+        return None
+    return distribution.version if same else None
 
 
 def _release(version: str) -> tuple[int, ...]:

@@ -5,10 +5,12 @@ interrupting it (or the instance, or a rank) at that moment."""
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 from ..helpers import SNAKEMAKE
+from .fluxenv import flux_command, flux_env
 
 DUMP = str(Path(__file__).with_name("flux_dump_jobs.py"))
 
@@ -55,3 +57,19 @@ def interrupt_script(
     if dump:
         script += f"; {sys.executable} {DUMP} {dump}"
     return ["bash", "-c", script]
+
+
+def declared_resources(workdir: Path, hosts: str, cores: int, gpus: int = 0) -> tuple[str, ...]:
+    """``flux start`` options for ranks that look like the nodes ``hosts`` (one per
+    rank), each with ``cores`` cores and ``gpus`` GPUs, whatever this machine has
+    (``resource.noverify``): a test's instance is the same on any machine."""
+    resources = workdir / "R.json"
+    command = [flux_command() or "flux", "R", "encode", f"--hosts={hosts}"]
+    command += [f"--cores=0-{cores - 1}"] + ([f"--gpus=0-{gpus - 1}"] if gpus else [])
+    encoded = subprocess.run(command, capture_output=True, text=True, check=True, env=flux_env())
+    resources.write_text(encoded.stdout)
+    return (
+        f"--test-hosts={hosts}",
+        "--conf=resource.noverify=true",
+        f'--conf=resource.path="{resources}"',
+    )

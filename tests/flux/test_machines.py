@@ -3,10 +3,13 @@
 A Flux test instance whose four ranks look like four nodes of the machine
 (``--test-hosts``, a resource set with the node's cores and GPUs,
 ``resource.noverify``) runs the shipped gpu-ensemble workflow with the
-machine's shipped profile, by the command the docs give. Per job: the GPUs Flux
-assigned are exactly the ones the job saw, no two jobs ever held one GPU of one
-node at the same time, and every job got the cores it asked for; an MPI job
-with ``nodes=2`` spans two nodes, each task with its own GPU.
+machine's shipped profile, by the command the docs give. From what the jobs
+saw (their GPU ids, node and start/end stamps): each saw exactly the GPU it
+asked for, and no two jobs used one GPU of one node at the same time. Per job,
+against Flux's records: the GPUs Flux assigned are exactly the ones the job
+saw, Flux never gave one GPU of one node to two jobs at once, and every job got
+the cores it asked for. An MPI job with ``nodes=2`` spans two nodes, each task
+with its own GPU.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 import shlex
-import subprocess
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,14 +27,12 @@ import pytest
 from ..helpers import write_snakefile
 from ..recipes import snakemake_of
 from .fluxenv import (
-    flux_command,
-    flux_env,
     fluxion_available,
     requires_flux,
     run_in_flux,
     skip_reason,
 )
-from .scripts import DUMP
+from .scripts import DUMP, declared_resources
 
 ROOT = Path(__file__).parents[2]
 pytestmark = [
@@ -62,31 +62,6 @@ MACHINES = {
 }
 
 
-def instance_options(machine: Machine, workdir: Path) -> tuple[str, ...]:
-    """``flux start`` options for four ranks that look like four nodes of ``machine``."""
-    resources = workdir / "R.json"
-    encoded = subprocess.run(
-        [
-            flux_command() or "flux",
-            "R",
-            "encode",
-            f"--hosts={machine.hosts}",
-            f"--cores=0-{machine.cores - 1}",
-            f"--gpus=0-{machine.gpus - 1}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=flux_env(),
-    )
-    resources.write_text(encoded.stdout)
-    return (
-        f"--test-hosts={machine.hosts}",
-        "--conf=resource.noverify=true",
-        f'--conf=resource.path="{resources}"',
-    )
-
-
 def documented_snakemake(machine: Machine, *args: str) -> str:
     """The snakemake command of the machine's launch recipe (docs, README, profile
     comments), with ``-s Snakefile`` replaced by ``args``."""
@@ -112,7 +87,7 @@ def run_profile(machine: Machine, workdir: Path, *args: str, timeout: float = 24
         cwd=ROOT,
         size=4,
         timeout=timeout,
-        options=instance_options(machine, workdir),
+        options=declared_resources(workdir, machine.hosts, machine.cores, machine.gpus),
     )
     jobs = [json.loads(line) for line in dump.read_text().splitlines()] if dump.exists() else []
     return process, jobs
@@ -157,6 +132,25 @@ def assert_no_gpu_held_twice(jobs: list[dict]) -> None:
             assert start >= end, f"GPU {gpu} of rank {rank} held by two jobs at once"
 
 
+def assert_no_gpu_used_twice(records: list[dict], gpus_per_node: int) -> None:
+    """From what the jobs themselves saw (not Flux's records): each job saw
+    exactly the one GPU it asked for, one the node has, and no GPU of a node
+    was seen by two jobs running at the same time (each job's own start and end
+    stamps)."""
+    used: dict[tuple[str, str], list[tuple[float, float, str]]] = defaultdict(list)
+    for record in records:
+        gpus = record["gpu_ids"]
+        assert len(gpus) == 1, f"a one-GPU job saw GPUs {gpus}: {record['visible']}"
+        assert gpus[0] in {str(i) for i in range(gpus_per_node)}, record["visible"]
+        used[(record["node"], gpus[0])].append(
+            (record["start"], record["end"], record["flux_job_id"])
+        )
+    for (node, gpu), spans in used.items():
+        spans.sort()
+        for (_, end, first), (start, _, second) in itertools.pairwise(spans):
+            assert start >= end, f"GPU {gpu} of {node} used by jobs {first} and {second} at once"
+
+
 @pytest.mark.parametrize("name", sorted(MACHINES))
 def test_gpu_ensemble_with_the_machines_profile(tmp_path, name):
     machine = MACHINES[name]
@@ -178,6 +172,7 @@ def test_gpu_ensemble_with_the_machines_profile(tmp_path, name):
     table = by_id(jobs)
     records = [json.loads(p.read_text()) for p in (tmp_path / "run" / "tasks").glob("*.json")]
     assert len(records) == jobs_wanted
+    assert_no_gpu_used_twice(records, machine.gpus)
     for record in records:
         job = table[record["flux_job_id"]]
         gpus = assigned(job)
