@@ -38,14 +38,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from snakemake_executor_plugin_matensemble.allocation import (
+from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.observing.journal import Journal
+from snakemake_executor_plugin_matensemble.packing.allocation import (
     Allocation,
     NodeShare,
     NodeSpec,
     Placement,
 )
-from snakemake_executor_plugin_matensemble.journal import Journal
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
 
 CORES, GPUS = 56, 8
 RULES = ("relax", "md", "dft", "analyze", "train_potential", "aggregate")
@@ -182,9 +182,9 @@ def step_summary(directory: Path, how: str = "observer") -> dict:
     """``observer``: the calls ``observer.run_ended`` makes today;
     ``lines``: ``summary.end_of_run_lines`` (the same lines, the journal read
     with the collector paused)."""
-    from snakemake_executor_plugin_matensemble import summary
-    from snakemake_executor_plugin_matensemble.journal import read_journal
-    from snakemake_executor_plugin_matensemble.summary import (
+    from snakemake_executor_plugin_matensemble.observing import summary
+    from snakemake_executor_plugin_matensemble.observing.journal import read_journal
+    from snakemake_executor_plugin_matensemble.observing.summary import (
         chain_lines,
         resource_lines,
         summarize,
@@ -213,7 +213,7 @@ def step_report(directory: Path) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: F401  (imported before the baseline)
 
-    from snakemake_executor_plugin_matensemble import report
+    from snakemake_executor_plugin_matensemble.observing import report
 
     base = _peak_mb()
     started, cpu = time.perf_counter(), time.process_time()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from snakemake_executor_plugin_matensemble.allocation import Allocation, NodeSpec
-from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
-from snakemake_executor_plugin_matensemble.policies import BackfillPolicy, FifoPolicy
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation, NodeSpec
+from snakemake_executor_plugin_matensemble.packing.packer import JobTicket, Packer
+from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy, FifoPolicy
 
 
 class _Clock:

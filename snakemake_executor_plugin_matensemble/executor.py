@@ -20,22 +20,22 @@ from snakemake_interface_executor_plugins.executors.real import RealExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import ExecMode
 
-from .allocation import Allocation
 from .backends import create_backend
-from .command import CommandBuilder
-from .deadline import DeadlineGuard
 from .dispatcher import Dispatcher
 from .errors import JobsCannotRunError
-from .intake import Intake
-from .observer import Observer, open_run_journal
-from .ordering import make_order
-from .packer import JobTicket, Packer
-from .policies import make_policy
+from .intake.command import CommandBuilder
+from .intake.intake import Intake
+from .observing.observer import Observer, open_run_journal
+from .observing.status import StatusReporter
+from .packing.allocation import Allocation
+from .packing.deadline import DeadlineGuard
+from .packing.ordering import make_order
+from .packing.packer import JobTicket, Packer
+from .packing.policies import make_policy
 from .settings import ExecutorSettings
 from .signals import cancel_on_sigterm
 from .snakemake_boundary import SnakemakeBoundary
-from .status import StatusReporter
-from .timestamps import level_pause
+from .snakemake_boundary.timestamps import level_pause
 
 #: the longest a prepared job waits before the dispatcher sees it (seconds)
 HANDOVER_INTERVAL_S = 0.2

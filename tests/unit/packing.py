@@ -1,14 +1,14 @@
 """Helpers for packer and policy tests: a settable clock, nodes, tickets, and
 the reference (scan-every-node) placement the indexed allocation must match."""
 
-from snakemake_executor_plugin_matensemble.allocation import (
+from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.allocation import (
     Allocation,
     NodeSpec,
     NodeState,
     Placement,
 )
-from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.packer import JobTicket, Packer
 
 
 class Clock:

@@ -5,13 +5,13 @@ import random
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.allocation import (
+from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.allocation import (
     Allocation,
     NodeShare,
     NodeSpec,
     Placement,
 )
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
 
 from .packing import ReferenceAllocation
 

@@ -6,14 +6,14 @@ import os
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.deadline import (
+from snakemake_executor_plugin_matensemble.observing.journal import read_journal
+from snakemake_executor_plugin_matensemble.packing.deadline import (
     DeadlineGuard,
     RuntimeEstimator,
     observed_durations,
     parse_deadline,
     resume_command,
 )
-from snakemake_executor_plugin_matensemble.journal import read_journal
 
 from .journal_events import RUN, job_events, write_events
 
@@ -142,7 +142,7 @@ def test_guard_converts_the_epoch_end_to_the_packers_clock():
 def test_jobs_of_unknown_runtime_are_warned_about_once(caplog):
     from types import SimpleNamespace
 
-    from snakemake_executor_plugin_matensemble.request import ResourceRequest
+    from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
 
     unknown = SimpleNamespace(request=ResourceRequest(), rule="md")
     guard = DeadlineGuard(clock=lambda: 0.0, wall=lambda: NOW, margin=10)

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from snakemake_executor_plugin_matensemble import naming
+from snakemake_executor_plugin_matensemble.intake import naming
 
 
 def single_job(rule: str, attempt: int = 1, **wildcards: str) -> SimpleNamespace:

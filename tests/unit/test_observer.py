@@ -6,17 +6,21 @@ from __future__ import annotations
 import threading
 from types import SimpleNamespace
 
-from snakemake_executor_plugin_matensemble.allocation import Allocation, NodeSpec
 from snakemake_executor_plugin_matensemble.backends.base import JobFinished, JobStatus
-from snakemake_executor_plugin_matensemble.command import CommandPath, JobCommand
-from snakemake_executor_plugin_matensemble.intake import Submission
-from snakemake_executor_plugin_matensemble.journal import Journal, iter_events, read_journal
-from snakemake_executor_plugin_matensemble.observer import Observer, Reports
-from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
-from snakemake_executor_plugin_matensemble.policies import BackfillPolicy
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.intake.command import CommandPath, JobCommand
+from snakemake_executor_plugin_matensemble.intake.intake import Submission
+from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.observing.journal import (
+    Journal,
+    iter_events,
+    read_journal,
+)
+from snakemake_executor_plugin_matensemble.observing.observer import Observer, Reports
+from snakemake_executor_plugin_matensemble.observing.status import StatusReporter
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation, NodeSpec
+from snakemake_executor_plugin_matensemble.packing.packer import JobTicket, Packer
+from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
 from snakemake_executor_plugin_matensemble.snakemake_boundary import SnakemakeBoundary
-from snakemake_executor_plugin_matensemble.status import StatusReporter
 
 
 class FakeSnakemake:

@@ -5,9 +5,10 @@ import random
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.allocation import NodeShare, Placement
-from snakemake_executor_plugin_matensemble.packer import AdmissionRound, JobQueue, JobTicket
-from snakemake_executor_plugin_matensemble.policies import (
+from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.allocation import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.packing.packer import AdmissionRound, JobQueue, JobTicket
+from snakemake_executor_plugin_matensemble.packing.policies import (
     _UNKNOWN,
     POLICIES,
     BackfillPolicy,
@@ -17,7 +18,6 @@ from snakemake_executor_plugin_matensemble.policies import (
     _when_nodes_empty,
     make_policy,
 )
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
 
 from .packing import job, names, packer, reference_earliest_fit
 

@@ -5,9 +5,9 @@ import csv
 import matplotlib
 import pytest
 
-from snakemake_executor_plugin_matensemble import report
-from snakemake_executor_plugin_matensemble.journal import read_journal
-from snakemake_executor_plugin_matensemble.report import (
+from snakemake_executor_plugin_matensemble.observing import report
+from snakemake_executor_plugin_matensemble.observing.journal import read_journal
+from snakemake_executor_plugin_matensemble.observing.report import (
     OUTCOME_STYLES,
     main,
     make_report,

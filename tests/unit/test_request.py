@@ -3,7 +3,7 @@
 import pytest
 
 from snakemake_executor_plugin_matensemble.errors import InvalidRequestError
-from snakemake_executor_plugin_matensemble.request import (
+from snakemake_executor_plugin_matensemble.intake.request import (
     ResourceRequest,
     request_from_resources,
     unread_resources,

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends.base import JobStatus
-from .journal import RunRecord, journal_paths, read_journal
+from ..backends.base import JobStatus
+from ..observing.journal import RunRecord, journal_paths, read_journal
 
 log = logging.getLogger("snakemake.logging.matensemble.deadline")
 

@@ -19,19 +19,19 @@ from typing import Any
 
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 
+from ..backends.base import Backend, LaunchSpec, RunningJob
+from ..errors import InvalidRequestError, JobsCannotRunError
+from ..packing.allocation import Allocation
+from ..packing.packer import JobTicket
+from ..snakemake_boundary import SnakemakeBoundary, is_unknown_yet
 from . import naming
-from .allocation import Allocation
-from .backends.base import Backend, LaunchSpec, RunningJob
 from .command import CommandBuilder, CommandPath, JobCommand
-from .errors import InvalidRequestError, JobsCannotRunError
-from .packer import JobTicket
 from .request import (
     CONFUSABLE_RESOURCES,
     ResourceRequest,
     request_from_resources,
     unread_resources,
 )
-from .snakemake_boundary import SnakemakeBoundary, is_unknown_yet
 
 log = logging.getLogger("snakemake.logging.matensemble.intake")
 

@@ -31,8 +31,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..snakemake_boundary import CapturedProcess, NotDirect
 from .naming import rule_of
-from .snakemake_boundary import CapturedProcess, NotDirect
 
 log = logging.getLogger("snakemake.logging.matensemble.command")
 

@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from ..intake.request import ResourceRequest
 from .allocation import Allocation, Placement
 from .deadline import DeadlineGuard
 from .ordering import ArrivalOrder, QueueOrder
-from .request import ResourceRequest
 
 #: When a node never empties: a job there has no known end.
 NEVER = (math.inf, 2, 0)

@@ -18,15 +18,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import naming
-from .allocation import Allocation
-from .backends.base import Backend, JobFinished, JobStatus, ResourceEvent, ResourceEventKind
-from .deadline import format_epoch, resume_command
-from .dispatcher import Withdrawal
-from .intake import Submission
+from ..backends.base import Backend, JobFinished, JobStatus, ResourceEvent, ResourceEventKind
+from ..dispatcher import Withdrawal
+from ..intake import naming
+from ..intake.intake import Submission
+from ..packing.allocation import Allocation
+from ..packing.deadline import format_epoch, resume_command
+from ..packing.packer import JobTicket, Packer
+from ..snakemake_boundary import SnakemakeBoundary
 from .journal import Journal, find_previous_journal, read_journal
-from .packer import JobTicket, Packer
-from .snakemake_boundary import SnakemakeBoundary
 from .status import RunStatus, StatusReporter
 from .summary import end_of_run_lines, summarize
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..intake.request import ResourceRequest
 from .allocation import Allocation, Placement
 from .packer import NEVER, AdmissionRound, JobTicket
-from .request import ResourceRequest
 
 
 class AdmissionPolicy(ABC):

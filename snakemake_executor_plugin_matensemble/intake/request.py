@@ -28,7 +28,7 @@ from typing import Any
 
 import humanfriendly
 
-from .errors import InvalidRequestError
+from ..errors import InvalidRequestError
 
 #: Resources that Snakemake itself sets and that need no comment.
 SNAKEMAKE_INTERNAL = frozenset({"_cores", "_nodes", "tmpdir", "_job_count"})

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..cpulist import format_cpu_list
+from ..intake.request import ResourceRequest
 from .capacity import CapacityIndex
-from .cpulist import format_cpu_list
-from .request import ResourceRequest
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .snakemake_boundary import facts
+from ..snakemake_boundary import facts
 
 #: Characters not kept in file names (``\w`` keeps letters of any script).
 _UNSAFE = re.compile(r"[^\w.=+-]+")

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cpulist import format_cpu_list
+from ..cpulist import format_cpu_list
 from .journal import JobRecord, RunRecord, read_journal
 
 #: Journal events read apart from the jobs' (by :func:`side_events`).
