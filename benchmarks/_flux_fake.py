@@ -30,8 +30,9 @@ from pathlib import Path
 from snakemake_executor_plugin_matensemble.backends.base import LaunchSpec
 from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher
 from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
-from snakemake_executor_plugin_matensemble.packing.packer import JobTicket, Packer
+from snakemake_executor_plugin_matensemble.packing.packer import Packer
 from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
+from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
 
 #: replaces the test instance's resources with NODES x (CORES, GPUS) fake nodes
 FAKE_MACHINE = """

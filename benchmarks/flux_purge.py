@@ -87,8 +87,9 @@ def inner(args: argparse.Namespace) -> int:
     from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher
     from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
     from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
-    from snakemake_executor_plugin_matensemble.packing.packer import JobTicket, Packer
+    from snakemake_executor_plugin_matensemble.packing.packer import Packer
     from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
+    from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
 
     keep = None if args.keep < 0 else args.keep
     backend = FluxBackend(FluxOptions(reserve_cores=0, keep_inactive=keep), run_id="bench")

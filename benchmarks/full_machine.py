@@ -53,11 +53,13 @@ from snakemake_executor_plugin_matensemble.backends.base import (
 )
 from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher
 from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
-from snakemake_executor_plugin_matensemble.packing.allocation import Allocation, NodeSpec
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
 from snakemake_executor_plugin_matensemble.packing.deadline import RuntimeEstimator
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec
 from snakemake_executor_plugin_matensemble.packing.ordering import ORDERS, make_order
-from snakemake_executor_plugin_matensemble.packing.packer import JobTicket, Packer
+from snakemake_executor_plugin_matensemble.packing.packer import Packer
 from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
+from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
 from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
 CORES, GPUS = 56, 8

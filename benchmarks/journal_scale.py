@@ -15,7 +15,7 @@ Then, each in a fresh interpreter so that its peak memory is its own:
 - ``write``: the journal written through ``Journal`` (its own CPU, bytes per job);
 - ``summary``: what the end of a run does (``observer.run_ended`` today):
   ``read_journal``, ``summarize``, ``summary_lines``, ``resource_lines``,
-  ``chain_lines``; and the same lines by ``summary.end_of_run_lines`` (the
+  ``chain_lines``; and the same lines by ``summary_text.end_of_run_lines`` (the
   journal read with the garbage collector paused);
 - ``report``: ``report.make_report`` (timeline, utilization, tables, page).
 
@@ -40,12 +40,8 @@ from pathlib import Path
 
 from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
 from snakemake_executor_plugin_matensemble.observing.journal import Journal
-from snakemake_executor_plugin_matensemble.packing.allocation import (
-    Allocation,
-    NodeShare,
-    NodeSpec,
-    Placement,
-)
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, NodeSpec, Placement
 
 CORES, GPUS = 56, 8
 RULES = ("relax", "md", "dft", "analyze", "train_potential", "aggregate")
@@ -180,14 +176,14 @@ def step_write(directory: Path, jobs: int, nodes: int) -> dict:
 
 def step_summary(directory: Path, how: str = "observer") -> dict:
     """``observer``: the calls ``observer.run_ended`` makes today;
-    ``lines``: ``summary.end_of_run_lines`` (the same lines, the journal read
+    ``lines``: ``summary_text.end_of_run_lines`` (the same lines, the journal read
     with the collector paused)."""
-    from snakemake_executor_plugin_matensemble.observing import summary
+    from snakemake_executor_plugin_matensemble.observing import summary_text
     from snakemake_executor_plugin_matensemble.observing.journal import read_journal
-    from snakemake_executor_plugin_matensemble.observing.summary import (
+    from snakemake_executor_plugin_matensemble.observing.summary import summarize
+    from snakemake_executor_plugin_matensemble.observing.summary_text import (
         chain_lines,
         resource_lines,
-        summarize,
         summary_lines,
     )
 
@@ -195,7 +191,7 @@ def step_summary(directory: Path, how: str = "observer") -> dict:
     base = _peak_mb()
     started, cpu = time.perf_counter(), time.process_time()
     if how == "lines":
-        lines = summary.end_of_run_lines(path)
+        lines = summary_text.end_of_run_lines(path)
     else:
         lines = summary_lines(summarize(read_journal(path)))
         lines += resource_lines(path) + chain_lines(path)

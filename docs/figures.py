@@ -6,9 +6,11 @@ import random
 from pathlib import Path
 
 from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
-from snakemake_executor_plugin_matensemble.packing.allocation import Allocation, NodeSpec
-from snakemake_executor_plugin_matensemble.packing.packer import JobTicket, Packer
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec
+from snakemake_executor_plugin_matensemble.packing.packer import Packer
 from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy, FifoPolicy
+from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
 
 
 class _Clock:

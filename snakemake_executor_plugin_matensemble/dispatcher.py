@@ -37,7 +37,8 @@ from .backends.base import (
     ResourceEventKind,
 )
 from .intake.naming import node_names
-from .packing.packer import JobTicket, Packer
+from .packing.packer import Packer
+from .packing.queue import JobTicket
 
 log = logging.getLogger("snakemake.logging.matensemble.dispatcher")
 

@@ -30,8 +30,9 @@ from .observing.status import StatusReporter
 from .packing.allocation import Allocation
 from .packing.deadline import DeadlineGuard
 from .packing.ordering import make_order
-from .packing.packer import JobTicket, Packer
+from .packing.packer import Packer
 from .packing.policies import make_policy
+from .packing.queue import JobTicket
 from .settings import ExecutorSettings
 from .signals import cancel_on_sigterm
 from .snakemake_boundary import SnakemakeBoundary

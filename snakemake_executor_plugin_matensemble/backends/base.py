@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from ..intake.request import ResourceRequest
-from ..packing.allocation import NodeSpec, Placement
+from ..packing.nodes import NodeSpec, Placement
 
 
 @dataclass(frozen=True)

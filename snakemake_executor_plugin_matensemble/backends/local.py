@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..cpulist import format_cpu_list
 from ..errors import BackendUnavailableError
-from ..packing.allocation import NodeSpec, Placement
+from ..packing.nodes import NodeSpec, Placement
 from .base import (
     Backend,
     BackendEvent,

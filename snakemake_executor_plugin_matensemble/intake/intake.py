@@ -22,7 +22,7 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from ..backends.base import Backend, LaunchSpec, RunningJob
 from ..errors import InvalidRequestError, JobsCannotRunError
 from ..packing.allocation import Allocation
-from ..packing.packer import JobTicket
+from ..packing.queue import JobTicket
 from ..snakemake_boundary import SnakemakeBoundary, is_unknown_yet
 from . import naming
 from .command import CommandBuilder, CommandPath, JobCommand

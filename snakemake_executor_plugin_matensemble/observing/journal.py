@@ -32,7 +32,8 @@ from typing import Any
 
 from ..backends.base import JobStatus, ResourceEventKind
 from ..intake.request import ResourceRequest
-from ..packing.allocation import Allocation, Placement
+from ..packing.allocation import Allocation
+from ..packing.nodes import Placement
 
 END_EVENTS = frozenset({"finished", "failed", "cancelled"})
 #: Job statuses (``status`` of an end line) that count as failures: the values

@@ -24,11 +24,13 @@ from ..intake import naming
 from ..intake.intake import Submission
 from ..packing.allocation import Allocation
 from ..packing.deadline import format_epoch, resume_command
-from ..packing.packer import JobTicket, Packer
+from ..packing.packer import Packer
+from ..packing.queue import JobTicket
 from ..snakemake_boundary import SnakemakeBoundary
 from .journal import Journal, find_previous_journal, read_journal
 from .status import RunStatus, StatusReporter
-from .summary import end_of_run_lines, summarize
+from .summary import summarize
+from .summary_text import end_of_run_lines
 
 log = logging.getLogger("snakemake.logging.matensemble.observer")
 

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..intake.request import ResourceRequest
-from .allocation import Allocation, Placement
-from .packer import NEVER, AdmissionRound, JobTicket
+from .allocation import Allocation
+from .nodes import Placement
+from .packer import AdmissionRound
+from .queue import JobTicket
+from .running import NEVER
 
 
 class AdmissionPolicy(ABC):

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from snakemake_executor_plugin_matensemble.backends import LaunchSpec
 from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
-from snakemake_executor_plugin_matensemble.packing.allocation import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, Placement
 
 
 class FakeJobspec:

@@ -2,13 +2,10 @@
 the reference (scan-every-node) placement the indexed allocation must match."""
 
 from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
-from snakemake_executor_plugin_matensemble.packing.allocation import (
-    Allocation,
-    NodeSpec,
-    NodeState,
-    Placement,
-)
-from snakemake_executor_plugin_matensemble.packing.packer import JobTicket, Packer
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec, NodeState, Placement
+from snakemake_executor_plugin_matensemble.packing.packer import Packer
+from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
 
 
 class Clock:

@@ -6,12 +6,8 @@ import random
 import pytest
 
 from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
-from snakemake_executor_plugin_matensemble.packing.allocation import (
-    Allocation,
-    NodeShare,
-    NodeSpec,
-    Placement,
-)
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, NodeSpec, Placement
 
 from .packing import ReferenceAllocation
 

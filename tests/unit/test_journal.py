@@ -10,12 +10,8 @@ from snakemake_executor_plugin_matensemble.observing.journal import (
     job_label,
     read_journal,
 )
-from snakemake_executor_plugin_matensemble.packing.allocation import (
-    Allocation,
-    NodeShare,
-    NodeSpec,
-    Placement,
-)
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, NodeSpec, Placement
 
 from .journal_events import RUN, job_events, write_events
 

@@ -21,7 +21,7 @@ from snakemake_executor_plugin_matensemble.backends import (
 )
 from snakemake_executor_plugin_matensemble.errors import SettingsError
 from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
-from snakemake_executor_plugin_matensemble.packing.allocation import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, Placement
 
 from ..helpers import pid_alive, wait_until
 
@@ -164,7 +164,7 @@ def test_cancel_all_stops_every_process(backend, tmp_path):
 
 GUARDED_PARENT = """
 import os, signal, sys, time
-from snakemake_executor_plugin_matensemble.packing.allocation import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, Placement
 from snakemake_executor_plugin_matensemble.backends import LaunchSpec, LocalBackend
 from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
 backend = LocalBackend(kill_grace_seconds=1)

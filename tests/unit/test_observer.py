@@ -17,9 +17,11 @@ from snakemake_executor_plugin_matensemble.observing.journal import (
 )
 from snakemake_executor_plugin_matensemble.observing.observer import Observer, Reports
 from snakemake_executor_plugin_matensemble.observing.status import StatusReporter
-from snakemake_executor_plugin_matensemble.packing.allocation import Allocation, NodeSpec
-from snakemake_executor_plugin_matensemble.packing.packer import JobTicket, Packer
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec
+from snakemake_executor_plugin_matensemble.packing.packer import Packer
 from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
+from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
 from snakemake_executor_plugin_matensemble.snakemake_boundary import SnakemakeBoundary
 
 

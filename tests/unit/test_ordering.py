@@ -10,8 +10,8 @@ from snakemake_executor_plugin_matensemble.packing.ordering import (
     LongestFirstOrder,
     make_order,
 )
-from snakemake_executor_plugin_matensemble.packing.packer import JobQueue
 from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy, FifoPolicy
+from snakemake_executor_plugin_matensemble.packing.queue import JobQueue
 from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
 from .packing import job, names, packer

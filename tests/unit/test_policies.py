@@ -6,8 +6,8 @@ import random
 import pytest
 
 from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
-from snakemake_executor_plugin_matensemble.packing.allocation import NodeShare, Placement
-from snakemake_executor_plugin_matensemble.packing.packer import AdmissionRound, JobQueue, JobTicket
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.packing.packer import AdmissionRound
 from snakemake_executor_plugin_matensemble.packing.policies import (
     _UNKNOWN,
     POLICIES,
@@ -18,6 +18,7 @@ from snakemake_executor_plugin_matensemble.packing.policies import (
     _when_nodes_empty,
     make_policy,
 )
+from snakemake_executor_plugin_matensemble.packing.queue import JobQueue, JobTicket
 
 from .packing import job, names, packer, reference_earliest_fit
 

@@ -3,12 +3,13 @@ the allocation's changes (resource events) in the journal."""
 
 from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
 from snakemake_executor_plugin_matensemble.observing.journal import Journal, find_previous_journal
-from snakemake_executor_plugin_matensemble.observing.summary import (
+from snakemake_executor_plugin_matensemble.observing.summary_text import (
     chain_lines,
     resource_lines,
     run_chain,
 )
-from snakemake_executor_plugin_matensemble.packing.allocation import Allocation, NodeSpec
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec
 
 ALLOCATION = Allocation([NodeSpec(0, "n0", (0, 1)), NodeSpec(1, "n1", (0, 1))])
 
