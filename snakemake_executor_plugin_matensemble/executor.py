@@ -1,9 +1,10 @@
 """The Snakemake-facing executor: only Snakemake's executor interface.
 
-A job's route: Snakemake -> :meth:`Executor.run_jobs` -> :class:`.intake.Intake`
+A job's route: Snakemake -> :meth:`Executor.run_jobs` -> the boundary reads it
+once (:class:`.snakemake_boundary.JobRecord`) -> :class:`.intake.intake.Intake`
 (request, command, names, ticket) -> :class:`.dispatcher.Dispatcher` (packer,
-backend) -> :class:`.observer.Observer` (journal, status, outcome reported to
-Snakemake). See docs/architecture.md.
+backend) -> :class:`.observing.observer.Observer` (journal, status, outcome
+reported to Snakemake). See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .packing.policies import make_policy
 from .packing.queue import JobTicket
 from .settings import ExecutorSettings
 from .signals import cancel_on_sigterm
-from .snakemake_boundary import SnakemakeBoundary
+from .snakemake_boundary import JobRecord, SnakemakeBoundary
 from .snakemake_boundary.timestamps import level_pause
 
 #: the longest a prepared job waits before the dispatcher sees it (seconds)
@@ -159,14 +160,28 @@ class Executor(RealExecutor):
     def _ticket_or_error(self, job: JobExecutorInterface) -> JobTicket | None:
         with self.snakemake_work():
             self.run_job_pre(job)
+        record = None
         try:
-            ticket = self.intake.ticket_for(job, self.report_job_submission)
+            record = self.intake.record(job)  # the job read once
+            ticket = self.intake.ticket_for(record, self._report_submission)
         except Exception as error:  # bad request, unformattable command, ...
-            self.observer.refused(self.intake.new_key(), job, self.settings.log_dir, error)
+            if record is None:  # its values could not be read: its names only
+                record = self.boundary.identity(job)
+            self.observer.refused(self.intake.new_key(), record, self.settings.log_dir, error)
             self.report_job_error(SubmittedJobInfo(job), msg=f"matensemble: {error}")
             return None
         self.observer.queued(ticket)
         return ticket
+
+    def _report_submission(
+        self, record: JobRecord, external_jobid: str | None, log_path: str
+    ) -> SubmittedJobInfo:
+        """Tell Snakemake the job was submitted (its incomplete markers)."""
+        job_info = SubmittedJobInfo(
+            record.job, external_jobid=external_jobid, aux={"log": log_path}
+        )
+        self.report_job_submission(job_info)
+        return job_info
 
     def cancel(self) -> None:
         self.shutdown()
@@ -195,7 +210,7 @@ class Executor(RealExecutor):
         pass
 
     def handle_job_error(self, job: JobExecutorInterface) -> None:
-        self.observer.snakemake_failed(job)
+        self.observer.snakemake_failed(str(job.jobid), job.attempt)
 
     # -- helpers ---------------------------------------------------------------
     @contextlib.contextmanager

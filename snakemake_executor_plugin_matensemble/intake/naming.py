@@ -1,71 +1,44 @@
-"""How a Snakemake job is named in messages, backend job names and log paths."""
+"""How a job (its :class:`~.snakemake_boundary.JobRecord`) is named in messages,
+backend job names and log paths."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..snakemake_boundary import facts
+from ..snakemake_boundary import JobRecord
 
 #: Characters not kept in file names (``\w`` keeps letters of any script).
 _UNSAFE = re.compile(r"[^\w.=+-]+")
 
 
-def wildcards_of(job: Any) -> dict[str, str]:
-    """A single job's wildcards ({} for a group, and where the start-up probe
-    found Snakemake's ``Job.wildcards_dict`` missing: names without them)."""
-    if job.is_group():
-        return {}
-    try:
-        return facts.wildcards(job)
-    except AttributeError:
-        return {}
-
-
-def rule_of(job: Any) -> str:
-    """The rule name, or the group's name for a group job."""
-    return group_name(job) if job.is_group() else job.rule.name
-
-
-def group_name(group: Any) -> str:
-    """``group NAME`` for a group the workflow names; ``group of rules a, b``
-    for the groups Snakemake makes itself (pipe groups, with a random id)."""
-    try:
-        uuid.UUID(str(group.groupid))
-    except ValueError:
-        return f"group {group.groupid}"
-    return "group of rules " + ", ".join(sorted({job.rule.name for job in group.jobs}))
-
-
-def where(job: Any) -> str:
+def where(record: JobRecord) -> str:
     """``rule 'md' (jobid 3, wildcards T=300)`` for error messages."""
-    if job.is_group():
-        rules = ", ".join(sorted({j.rule.name for j in job.jobs}))
-        return f"group job '{job.groupid}' (rules {rules})"
-    wildcards = ", ".join(f"{k}={v}" for k, v in wildcards_of(job).items())
+    if record.is_group:
+        return f"group job '{record.groupid}' (rules {', '.join(record.rules)})"
+    wildcards = ", ".join(f"{k}={v}" for k, v in record.wildcards.items())
     extra = f", wildcards {wildcards}" if wildcards else ""
-    return f"rule '{job.rule.name}' (jobid {job.jobid}{extra})"
+    return f"rule '{record.rule}' (jobid {record.jobid}{extra})"
 
 
-def display_name(job: Any) -> str:
+def display_name(record: JobRecord) -> str:
     """``md[T=300,seed=1]``: short, shows rule and wildcards (backend job names)."""
-    if job.is_group():
-        return f"group-{job.groupid}"
-    wildcards = ",".join(f"{k}={v}" for k, v in wildcards_of(job).items())
-    return f"{job.rule.name}[{wildcards}]" if wildcards else job.rule.name
+    if record.is_group:
+        return f"group-{record.groupid}"
+    wildcards = ",".join(f"{k}={v}" for k, v in record.wildcards.items())
+    return f"{record.rule}[{wildcards}]" if wildcards else record.rule
 
 
-def journal_record(job: Any) -> dict[str, Any]:
+def journal_record(record: JobRecord) -> dict[str, Any]:
     """What the journal records of a job: rule, wildcards, job id, attempt."""
     return {
-        "rule": rule_of(job),
-        "wildcards": wildcards_of(job),
-        "jobid": str(job.jobid),
-        "attempt": job.attempt,
+        "rule": record.rule,
+        "wildcards": record.wildcards,
+        "jobid": record.jobid,
+        "attempt": record.attempt,
     }
 
 
@@ -85,19 +58,19 @@ def _safe(text: str) -> str:
     return f"{name[:100]}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
-def log_path(log_dir: str | Path, job: Any) -> Path:
+def log_path(log_dir: str | Path, record: JobRecord) -> Path:
     """One log per job and attempt, findable by rule and wildcards.
 
     ``<log_dir>/rule_md/T=300_seed=1/attempt1.log``; a group job's log is
     ``<log_dir>/group_<groupid>/<group job id>/attempt1.log`` (its members
     also write their own ``log:`` files).
     """
-    attempt = f"attempt{job.attempt}.log"
-    if job.is_group():
-        group = Path(log_dir) / f"group_{_safe(str(job.groupid))}"
-        return group / _safe(str(job.jobid)) / attempt
-    base = Path(log_dir) / f"rule_{_safe(job.rule.name)}"
-    wildcards = "_".join(f"{k}={v}" for k, v in wildcards_of(job).items())
+    attempt = f"attempt{record.attempt}.log"
+    if record.is_group:
+        group = Path(log_dir) / f"group_{_safe(str(record.groupid))}"
+        return group / _safe(record.jobid) / attempt
+    base = Path(log_dir) / f"rule_{_safe(record.rule)}"
+    wildcards = "_".join(f"{k}={v}" for k, v in record.wildcards.items())
     return base / _safe(wildcards) / attempt if wildcards else base / attempt
 
 

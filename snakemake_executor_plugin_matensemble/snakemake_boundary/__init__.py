@@ -11,14 +11,16 @@ interface or through this package:
 * :mod:`.preparation`: Snakemake's own preparation of a job, its process
   captured unstarted (:mod:`.capture`);
 * :mod:`.patches`: every change made to Snakemake's modules and objects, each
-  undone by :meth:`SnakemakeBoundary.close`.
+  undone by :meth:`SnakemakeBoundary.close`;
+* :mod:`.record`: a job as the rest of the plugin sees it (:class:`JobRecord`),
+  read here once per job (:meth:`SnakemakeBoundary.record`).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
@@ -29,10 +31,13 @@ from .patches import install_capture as _install_capture
 from .preparation import NotDirect, RunSet, is_unknown_yet
 from .preparation import capture_command as _capture_command
 from .probing import Capabilities, probe
+from .record import DirectFacts, JobRecord, group_name
 
 __all__ = [
     "Capabilities",
     "CapturedProcess",
+    "DirectFacts",
+    "JobRecord",
     "NotDirect",
     "RunSet",
     "SnakemakeBoundary",
@@ -84,9 +89,14 @@ class SnakemakeBoundary:
         """``--latency-wait``: how long Snakemake waits for a job's missing input."""
         return float(self.workflow.execution_settings.latency_wait)
 
-    def job_not_started(self, job: Any) -> None:
-        """Tell Snakemake's scheduler that ``job`` was handed over but will not run."""
-        self.workflow.scheduler.error_callback(job)
+    def job_not_started(self, record: JobRecord) -> None:
+        """Tell Snakemake's scheduler that the job was handed over but will not run."""
+        self.workflow.scheduler.error_callback(record.job)
+
+    def register_external_jobid(self, record: JobRecord, backend_id: str) -> None:
+        """Record the backend's id in the job's incomplete marker (a killed and
+        restarted run re-attaches to it instead of running the job twice)."""
+        record.job.register(external_jobid=backend_id)
 
     def incomplete_external_jobid(self, job: Any) -> str | None:
         """The backend id an earlier, killed run recorded for ``job`` (if any)."""
@@ -116,17 +126,168 @@ class SnakemakeBoundary:
         patches.set_level_pause(pause)
         return pause
 
-    # -- what decides a job's path (None / per-job where the probe found it not) --
-    def per_job_because(self, job: Any) -> str | None:
-        """Why ``job`` (a single job) must run per job, from what it is: a
-        ``run:``-like directive, a shadow directory, a handover rule, remote
-        storage, no command at all; None: nothing of that."""
+    # -- the record: a job read once ---------------------------------------------
+    def identity(self, job: Any) -> JobRecord:
+        """``job``'s names only: its id, rule (a group's name), attempt and
+        wildcards (a job refused before its record was read, or one Snakemake
+        failed after it succeeded)."""
+        if job.is_group():
+            groupid = str(job.groupid)
+            rules = tuple(sorted({member.rule.name for member in job.jobs}))
+            return JobRecord(
+                job, str(job.jobid), group_name(groupid, rules), job.attempt, {}, groupid, rules
+            )
+        rule = job.rule.name
+        return JobRecord(job, str(job.jobid), rule, job.attempt, self.wildcards(job), None, (rule,))
+
+    def record(self, job: Any, node_cores: int, direct: bool) -> JobRecord:
+        """``job``, ready to run, read once: names, threads and resources (a
+        group's as Snakemake layers them for ``node_cores``), priority,
+        retries, outputs; with ``direct``, what decides whether it can run
+        directly (for a group: of each member, in Snakemake's order)."""
+        if job.is_group():
+            groupid = str(job.groupid)
+            members = tuple(
+                self._member(member, direct) for level in job.toposorted for member in level
+            )
+            rules = tuple(sorted({member.rule for member in members}))
+            resources = self.group_resources(job, node_cores)
+            return JobRecord(
+                job,
+                str(job.jobid),
+                group_name(groupid, rules),
+                job.attempt,
+                {},
+                groupid,
+                rules,
+                threads=resources.get("_cores", 1),
+                resources=resources,
+                priority=self.priority(job),
+                local=bool(job.is_local),
+                restart_times=self._restart_times(job),
+                outputs=tuple(str(f) for f in job.output),
+                members=members,
+            )
+        rule = job.rule.name
+        resources = job.resources  # evaluated here, when Snakemake handed the job over
+        return JobRecord(
+            job,
+            str(job.jobid),
+            rule,
+            job.attempt,
+            self.wildcards(job),
+            None,
+            (rule,),
+            threads=job.threads,
+            resources=resources,
+            priority=self.priority(job),
+            local=bool(job.is_local),
+            restart_times=self._restart_times(job),
+            outputs=tuple(str(f) for f in job.output),
+            direct=self._direct_facts(job) if direct else None,
+        )
+
+    def request_record(self, job: Any, node_cores: int) -> JobRecord:
+        """What the up-front check needs of ``job``: names, threads, resources
+        (read inside :meth:`evaluated_early`, which the caller opens)."""
+        identity = self.identity(job)
+        if job.is_group():
+            resources = self.group_resources(job, node_cores)
+            threads = resources.get("_cores", 1)
+        else:
+            resources = job.resources
+            threads = job.threads
+        return JobRecord(
+            job,
+            identity.jobid,
+            identity.rule,
+            identity.attempt,
+            identity.wildcards,
+            identity.groupid,
+            identity.rules,
+            threads=threads,
+            resources=resources,
+            local=bool(job.is_local),
+        )
+
+    def records_read_early(
+        self, jobs: list[Any], node_cores: int, skip_rules: Container[str]
+    ) -> Iterator[tuple[str, JobRecord | Exception]]:
+        """The up-front check's reading of ``jobs``: for each job that is not a
+        ``localrule`` and whose rule is not in ``skip_rules`` (looked at as it
+        goes), its rule and its :meth:`request_record`, or the exception that
+        reading raised. Read before Snakemake would (:meth:`evaluated_early`):
+        what was evaluated is forgotten when the caller asks for the next job."""
+        for job in jobs:
+            rule = job.rule.name
+            if job.is_local or rule in skip_rules:
+                continue
+            with self.evaluated_early(job):
+                try:
+                    record: JobRecord | Exception = self.request_record(job, node_cores)
+                except Exception as error:  # values that need inputs not made yet
+                    record = error
+                yield rule, record
+
+    def _member(self, job: Any, direct: bool) -> JobRecord:
+        """A group's member: names, files, what decides its path (its threads
+        and resources are Snakemake's to evaluate when the group runs:
+        :meth:`member_resources`, :meth:`member_threads`)."""
+        rule = job.rule.name
+        return JobRecord(
+            job,
+            str(job.jobid),
+            rule,
+            job.attempt,
+            rules=(rule,),
+            inputs=tuple(str(f) for f in job.input),
+            outputs=tuple(str(f) for f in job.output),
+            direct=self._direct_facts(job, in_group=True) if direct else None,
+        )
+
+    def member_resources(self, member: JobRecord) -> Any:
+        """A group member's resources, evaluated now (Snakemake's own mapping)."""
+        return member.job.resources
+
+    def member_threads(self, member: JobRecord) -> Any:
+        """A group member's threads, evaluated now."""
+        return member.job.threads
+
+    def _restart_times(self, job: Any) -> int:
+        return facts.restart_times(job) if self.caps.job_facts else 0
+
+    def _direct_facts(self, job: Any, in_group: bool = False) -> DirectFacts:
+        """What decides whether a single job can run directly (the rule's
+        params, resources and command as written: of a group's members only)."""
         if not self.caps.job_facts:
-            return f"Snakemake {self.version}'s job attributes are unknown here"
+            unknown = f"Snakemake {self.version}'s job attributes are unknown here"
+            return DirectFacts(unknown, "unknown", False, False, False, False)
+        kind = facts.rule_kind(job)
+        written: tuple[Any, ...] = ()
+        if in_group:
+            written = (
+                tuple(facts.rule_params(job)),
+                facts.rule_resources(job),
+                facts.shell_command(job) or "",
+            )
+        return DirectFacts(
+            self._per_job_because(job, kind),
+            kind,
+            facts.is_pipe(job),
+            facts.is_service(job),
+            bool(job.benchmark),
+            self.uses_output_cache(job),
+            *written,
+        )
+
+    def _per_job_because(self, job: Any, kind: str) -> str | None:
+        """Why a single job of rule ``kind`` must run per job, from what it is:
+        a ``run:``-like directive, a shadow directory, a handover rule, remote
+        storage, no command at all; None: nothing of that."""
         what = facts.per_job_kind(job)
         if what is not None:
             return f"it has {what}"
-        if facts.rule_kind(job) == "other":
+        if kind == "other":
             return "it has no shell:, script:, notebook: or wrapper: directive"
         if facts.is_shadow(job):
             return "it uses shadow:"
@@ -135,26 +296,6 @@ class SnakemakeBoundary:
         if facts.uses_storage(job):
             return "it reads or writes remote storage"
         return None
-
-    def rule_kind(self, job: Any) -> str:
-        """``shell``, ``script``, ... of a single job (``unknown``: not known here)."""
-        return facts.rule_kind(job) if self.caps.job_facts else "unknown"
-
-    def is_pipe_or_service(self, job: Any) -> bool:
-        return facts.is_pipe(job) or facts.is_service(job)
-
-    def is_service(self, job: Any) -> bool:
-        return facts.is_service(job)
-
-    def written_inputs(self, job: Any) -> tuple[list[Any], Any, str]:
-        """The rule's params, resources and shell command as written."""
-        return facts.rule_params(job), facts.rule_resources(job), facts.shell_command(job) or ""
-
-    def retried(self, job: Any) -> bool:
-        """Snakemake retries ``job`` after this attempt fails (False where unknown)."""
-        if not self.caps.job_facts:
-            return False
-        return facts.restart_times(job) > job.attempt - 1
 
     def priority(self, job: Any) -> int:
         """A job's Snakemake ``priority`` (0 where unknown or not a number)."""
@@ -255,17 +396,18 @@ class SnakemakeBoundary:
         )
 
     # -- the direct path ---------------------------------------------------------
-    def capture_command(self, job: Any) -> CapturedProcess:
-        """Prepare ``job`` and build its process exactly as Snakemake's local
+    def capture_command(self, record: JobRecord) -> CapturedProcess:
+        """Prepare the job and build its process exactly as Snakemake's local
         executor would, without starting it (:func:`.preparation.capture_command`).
 
         Raises :class:`NotDirect` when the job cannot run this way.
         """
         if not self.caps.direct:
             raise NotDirect(f"Snakemake {self.version} lacks what the direct path needs")
+        job = record.job
         return _capture_command(self.workflow, job, self.resources_as_local(job))
 
-    def capture_group(self, group: Any) -> list[tuple[Any, CapturedProcess]]:
+    def capture_group(self, group: JobRecord) -> list[tuple[JobRecord, CapturedProcess]]:
         """Prepare and capture every member of ``group``, in Snakemake's order.
 
         Snakemake's ``job.prepare()`` waits for a job's input files; inside a
@@ -276,21 +418,24 @@ class SnakemakeBoundary:
         """
         if not self.caps.group_capture:
             raise NotDirect(f"Snakemake {self.version} cannot prepare group members here")
-        from .preparation import produced_by
+        produced = {path for member in group.members for path in member.outputs}
+        with patches.waiting_only_for_outside(produced):
+            return [(member, self.capture_command(member)) for member in group.members]
 
-        with patches.waiting_only_for_outside(produced_by(group)):
-            return [(job, self.capture_command(job)) for level in group.toposorted for job in level]
-
-    def run_order(self, group: Any) -> list[RunSet]:
-        """The members of ``group`` as Snakemake runs them, in sets
-        (:func:`.preparation.run_order`)."""
+    def run_order(self, group: JobRecord) -> list[RunSet]:
+        """The members of ``group`` as Snakemake runs them, in sets of member
+        records (:func:`.preparation.run_order`)."""
         from .preparation import run_order
 
         if not self.caps.job_facts:
             raise NotDirect(f"Snakemake {self.version}'s job attributes are unknown here")
-        return run_order(group, self.caps.pipe_groups, self.version)
+        member = _members_by_job(group)
+        return [
+            RunSet([member[id(job)] for job in run_set.jobs], run_set.after)
+            for run_set in run_order(group.job, self.caps.pipe_groups, self.version)
+        ]
 
-    def group_temp_files(self, group: Any) -> list[tuple[str, list[Any]]]:
+    def group_temp_files(self, group: JobRecord) -> list[tuple[str, list[JobRecord]]]:
         """The ``temp()`` files made inside ``group`` that no job outside it
         needs, each with the members that make or read it: Snakemake's local
         executor removes such a file as soon as the last of them is done
@@ -299,14 +444,21 @@ class SnakemakeBoundary:
         group has temp files (Snakemake's per-job command removes them)."""
         from .preparation import removable_temp_files, temp_files_made
 
-        produced = temp_files_made(group)
+        produced = temp_files_made(group.job)
         if not produced:
             return []
         if not self.caps.group_temp:
             raise NotDirect(f"Snakemake {self.version}'s temp file handling is unknown here")
         try:
-            return removable_temp_files(self.workflow, group, produced)
+            removable = removable_temp_files(self.workflow, group.job, produced)
         except AttributeError as error:  # the DAG's own fields (instance attributes)
             raise NotDirect(
                 f"Snakemake {self.version}'s temp file handling is unknown here ({error})"
             ) from None
+        member = _members_by_job(group)
+        return [(path, [member[id(job)] for job in jobs]) for path, jobs in removable]
+
+
+def _members_by_job(group: JobRecord) -> dict[int, JobRecord]:
+    """A group's member records by their Snakemake job (its ``id``)."""
+    return {id(member.job): member for member in group.members}

@@ -22,7 +22,7 @@ from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec
 from snakemake_executor_plugin_matensemble.packing.packer import Packer
 from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
 from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
-from snakemake_executor_plugin_matensemble.snakemake_boundary import SnakemakeBoundary
+from snakemake_executor_plugin_matensemble.snakemake_boundary import JobRecord
 
 
 class FakeSnakemake:
@@ -43,22 +43,23 @@ class FakeSnakemake:
     def keep_going(self):
         return self.keep_going_flag
 
-    def retried(self, job):
-        return SnakemakeBoundary(workflow=None).retried(job)
+    def job_not_started(self, record):
+        self.not_started.append(record.job.jobid)
 
-    def job_not_started(self, job):
-        self.not_started.append(job.jobid)
+    def register_external_jobid(self, record, backend_id):
+        pass
 
 
 def make_job(jobid, restart_times=0, attempt=1):
-    return SimpleNamespace(
-        jobid=jobid,
-        attempt=attempt,
+    """The record of job ``jobid`` (Snakemake's job: its id only, for the reports)."""
+    return JobRecord(
+        SimpleNamespace(jobid=jobid),
+        str(jobid),
+        "r",
+        attempt,
+        {"i": str(jobid)},
+        rules=("r",),
         restart_times=restart_times,
-        is_group=lambda: False,
-        rule=SimpleNamespace(name="r"),
-        wildcards_dict={"i": str(jobid)},
-        register=lambda external_jobid=None: None,
     )
 
 
@@ -66,7 +67,8 @@ def make_ticket(key, job, tmp_path):
     cleanup = tmp_path / f"script{key}.py"
     cleanup.write_text("")
     submission = Submission(
-        job_info=SimpleNamespace(job=job, external_jobid=None),
+        record=job,
+        job_info=SimpleNamespace(job=job.job, external_jobid=None),
         command=JobCommand("true", path=CommandPath.DIRECT, cleanup=(str(cleanup),)),
         name=f"r[i={job.jobid}]",
         log_path=f"logs/{key}.log",
@@ -146,7 +148,7 @@ def test_snakemakes_own_failure_after_success_is_journaled_as_failed(tmp_path):
     ticket = make_ticket(1, job, tmp_path)
     observer.queued(ticket)
     finish(observer, ticket)
-    observer.snakemake_failed(job)  # e.g. missing output files
+    observer.snakemake_failed(job.jobid, job.attempt)  # e.g. missing output files
     observer.reports.close()
     journal.close()
     (record,) = read_journal(journal.path).jobs
