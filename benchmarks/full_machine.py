@@ -52,7 +52,6 @@ from snakemake_executor_plugin_matensemble.backends.base import (
     LaunchSpec,
 )
 from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher
-from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
 from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
 from snakemake_executor_plugin_matensemble.packing.deadline import RuntimeEstimator
 from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec
@@ -60,6 +59,7 @@ from snakemake_executor_plugin_matensemble.packing.ordering import ORDERS, make_
 from snakemake_executor_plugin_matensemble.packing.packer import Packer
 from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
 from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
 CORES, GPUS = 56, 8

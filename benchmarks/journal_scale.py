@@ -38,10 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
 from snakemake_executor_plugin_matensemble.observing.journal import Journal
 from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
 from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, NodeSpec, Placement
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 CORES, GPUS = 56, 8
 RULES = ("relax", "md", "dft", "analyze", "train_potential", "aggregate")

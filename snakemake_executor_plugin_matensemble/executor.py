@@ -27,6 +27,7 @@ from .errors import JobsCannotRunError
 from .intake.command import CommandBuilder
 from .intake.intake import Intake
 from .observing.observer import Observer, open_run_journal
+from .observing.runtimes import durations_from_journals
 from .observing.status import StatusReporter
 from .packing.allocation import Allocation
 from .packing.deadline import DeadlineGuard
@@ -82,7 +83,7 @@ class Executor(RealExecutor):
         )
         self._check_all_jobs_up_front()
         self.backend.settle_leftovers(self.intake.resumable_ids())
-        deadline = DeadlineGuard.from_settings(self.settings)
+        deadline = DeadlineGuard.from_settings(self.settings, durations_from_journals)
         self.packer = Packer(
             self.allocation,
             make_policy(self.settings.policy, self.settings.reserve_after),

@@ -14,8 +14,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from ..intake.request import ResourceRequest
 from ..packing.nodes import NodeSpec, Placement
+from ..packing.resource_request import ResourceRequest
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import JobStatus, ResourceEventKind
-from ..intake.request import ResourceRequest
 from ..packing.allocation import Allocation
 from ..packing.nodes import Placement
+from ..packing.resource_request import ResourceRequest
 
 END_EVENTS = frozenset({"finished", "failed", "cancelled"})
 #: Job statuses (``status`` of an end line) that count as failures: the values

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..cpulist import format_cpu_list
-from ..intake.request import ResourceRequest
+from .resource_request import ResourceRequest
 
 
 @dataclass(frozen=True)

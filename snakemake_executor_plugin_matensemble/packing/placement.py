@@ -8,9 +8,9 @@ the idle allocation, which resource to blame. A part of
 
 from __future__ import annotations
 
-from ..intake.request import ResourceRequest
 from .capacity import CapacityIndex
 from .nodes import Placement
+from .resource_request import ResourceRequest
 
 
 class PlacementSearch:

@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..intake.request import ResourceRequest
 from .allocation import Allocation
 from .nodes import Placement
 from .packer import AdmissionRound
 from .queue import JobTicket
+from .resource_request import ResourceRequest
 from .running import NEVER
 
 

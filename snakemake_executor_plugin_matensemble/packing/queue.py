@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ..intake.request import ResourceRequest
 from .nodes import Placement
 from .ordering import ArrivalOrder, QueueOrder
+from .resource_request import ResourceRequest
 
 #: What the caller keeps with a ticket (the executor: its ``intake.Submission``).
 PayloadT = TypeVar("PayloadT")

@@ -5,8 +5,8 @@ import threading
 from types import SimpleNamespace
 
 from snakemake_executor_plugin_matensemble.backends import LaunchSpec
-from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
 from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 
 class FakeJobspec:

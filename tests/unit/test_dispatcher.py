@@ -18,13 +18,13 @@ from snakemake_executor_plugin_matensemble.backends.base import (
     RunningJob,
 )
 from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher, Withdrawal
-from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
 from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
 from snakemake_executor_plugin_matensemble.packing.deadline import DeadlineGuard
 from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec
 from snakemake_executor_plugin_matensemble.packing.packer import Packer
 from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
 from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 from .packing import unusable
 

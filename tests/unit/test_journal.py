@@ -3,7 +3,6 @@
 import json
 import time
 
-from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
 from snakemake_executor_plugin_matensemble.observing.journal import (
     Journal,
     iter_events,
@@ -12,6 +11,7 @@ from snakemake_executor_plugin_matensemble.observing.journal import (
 )
 from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
 from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, NodeSpec, Placement
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 from .journal_events import RUN, job_events, write_events
 

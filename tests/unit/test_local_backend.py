@@ -20,8 +20,8 @@ from snakemake_executor_plugin_matensemble.backends import (
     local_resources,
 )
 from snakemake_executor_plugin_matensemble.errors import SettingsError
-from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
 from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 from ..helpers import pid_alive, wait_until
 
@@ -166,7 +166,7 @@ GUARDED_PARENT = """
 import os, signal, sys, time
 from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, Placement
 from snakemake_executor_plugin_matensemble.backends import LaunchSpec, LocalBackend
-from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 backend = LocalBackend(kill_grace_seconds=1)
 pidfile = sys.argv[1]
 backend.launch(

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 from snakemake_executor_plugin_matensemble.backends.base import JobFinished, JobStatus
 from snakemake_executor_plugin_matensemble.intake.command import CommandPath, JobCommand
 from snakemake_executor_plugin_matensemble.intake.intake import Submission
-from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
 from snakemake_executor_plugin_matensemble.observing.journal import (
     Journal,
     iter_events,
@@ -22,6 +21,7 @@ from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec
 from snakemake_executor_plugin_matensemble.packing.packer import Packer
 from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
 from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 from snakemake_executor_plugin_matensemble.snakemake_boundary import JobRecord
 
 

@@ -5,7 +5,6 @@ import random
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.intake.request import ResourceRequest
 from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, Placement
 from snakemake_executor_plugin_matensemble.packing.packer import AdmissionRound
 from snakemake_executor_plugin_matensemble.packing.policies import (
@@ -19,6 +18,7 @@ from snakemake_executor_plugin_matensemble.packing.policies import (
     make_policy,
 )
 from snakemake_executor_plugin_matensemble.packing.queue import JobQueue, JobTicket
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 from .packing import job, names, packer, reference_earliest_fit
 

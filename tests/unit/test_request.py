@@ -4,10 +4,10 @@ import pytest
 
 from snakemake_executor_plugin_matensemble.errors import InvalidRequestError
 from snakemake_executor_plugin_matensemble.intake.request import (
-    ResourceRequest,
     request_from_resources,
     unread_resources,
 )
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 
 def make(threads=1, **resources) -> ResourceRequest:
