@@ -14,7 +14,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.real import RealExecutor
@@ -225,11 +224,11 @@ class Executor(RealExecutor):
         finally:
             self._snakemake_cpu_s += time.thread_time() - started
 
-    def _per_job_command(self, job: Any, cores: int) -> str:
+    def _per_job_command(self, record: JobRecord, cores: int) -> str:
         """Snakemake's per-job command, restricted to the job's ``cores``."""
         self._job_cores = cores
         try:
-            return self.format_job_exec(job)
+            return self.format_job_exec(record.job)
         finally:
             self._job_cores = None
 

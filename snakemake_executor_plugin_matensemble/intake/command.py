@@ -152,14 +152,14 @@ class CommandBuilder:
     """Chooses the path for each job and builds its command.
 
     Runs in Snakemake's scheduler thread (the boundary prepares the job there).
-    ``per_job_command(job, cores)`` is Snakemake's per-job command restricted
+    ``per_job_command(record, cores)`` is Snakemake's per-job command restricted
     to ``cores``; ``snakemake_work()`` times Snakemake's own per-job work.
     """
 
     def __init__(
         self,
         boundary: Any,
-        per_job_command: Callable[[Any, int], str],
+        per_job_command: Callable[[JobRecord, int], str],
         snakemake_work: Callable[[], AbstractContextManager[None]],
         direct_enabled: bool,
     ):
@@ -184,7 +184,7 @@ class CommandBuilder:
                 self._announce(record, None)
                 return command
         self._announce(record, reason)
-        return JobCommand(self.per_job_command(record.job, cores))
+        return JobCommand(self.per_job_command(record, cores))
 
     def _direct_command(self, record: JobRecord, per_task: bool) -> JobCommand:
         return _launched_as_is(self.boundary.capture_command(record), per_task)

@@ -11,7 +11,6 @@ the fix.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
@@ -226,19 +225,13 @@ class Intake:
         --rerun-incomplete): the only jobs the backend may re-attach to."""
         if not self.backend.can_attach:
             return set()
-        ids = set()
-        for job in self.boundary.needrun_jobs() or ():
-            with contextlib.suppress(Exception):  # several ids: Snakemake refuses it later
-                external = self.boundary.incomplete_external_jobid(job)
-                if external:
-                    ids.add(external)
-        return ids
+        return self.boundary.recorded_external_jobids()
 
     def _still_running(self, record: JobRecord) -> RunningJob | None:
         """The backend job an earlier, killed run started for the job, if it runs."""
         if not self.backend.can_attach:
             return None
-        external = self.boundary.incomplete_external_jobid(record.job)
+        external = self.boundary.incomplete_external_jobid(record)
         if not external:
             return None
         return self.backend.find_running(external)

@@ -18,6 +18,7 @@ interface or through this package:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections.abc import Iterator, Mapping
@@ -99,9 +100,21 @@ class SnakemakeBoundary(JobReader):
         restarted run re-attaches to it instead of running the job twice)."""
         record.job.register(external_jobid=backend_id)
 
-    def incomplete_external_jobid(self, job: Any) -> str | None:
-        """The backend id an earlier, killed run recorded for ``job`` (if any)."""
-        return self.workflow.dag.incomplete_external_jobid(job)
+    def incomplete_external_jobid(self, record: JobRecord) -> str | None:
+        """The backend id an earlier, killed run recorded for the job (if any)."""
+        return self.workflow.dag.incomplete_external_jobid(record.job)
+
+    def recorded_external_jobids(self) -> set[str]:
+        """The backend ids an earlier, killed run recorded in the incomplete
+        markers of jobs this run needs (Snakemake gives none under
+        --rerun-incomplete)."""
+        ids = set()
+        for job in self.needrun_jobs() or ():
+            with contextlib.suppress(Exception):  # several ids: Snakemake refuses it later
+                external = self.workflow.dag.incomplete_external_jobid(job)
+                if external:
+                    ids.add(external)
+        return ids
 
     def executor_failed(self, error: BaseException) -> None:
         self.workflow.scheduler.executor_error_callback(error)
