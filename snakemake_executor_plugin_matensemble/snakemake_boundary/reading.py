@@ -55,7 +55,6 @@ class JobReader:
                 threads=resources.get("_cores", 1),
                 resources=resources,
                 priority=self.priority(job),
-                local=bool(job.is_local),
                 restart_times=self._restart_times(job),
                 outputs=tuple(str(f) for f in job.output),
                 members=members,
@@ -73,7 +72,6 @@ class JobReader:
             threads=job.threads,
             resources=resources,
             priority=self.priority(job),
-            local=bool(job.is_local),
             restart_times=self._restart_times(job),
             outputs=tuple(str(f) for f in job.output),
             direct=self._direct_facts(job) if direct else None,
@@ -99,7 +97,6 @@ class JobReader:
             identity.rules,
             threads=threads,
             resources=resources,
-            local=bool(job.is_local),
         )
 
     def records_read_early(

@@ -64,8 +64,6 @@ class JobRecord:
     resources: Mapping[str, Any] | None = None
     #: Snakemake's ``priority`` (0 where unknown or not a number)
     priority: int = 0
-    #: a ``localrule``
-    local: bool = False
     #: how often Snakemake retries the job after a failure (0 where unknown)
     restart_times: int = 0
     #: input files (read for a group's members only: a service's consumer waits for them)
