@@ -27,11 +27,12 @@ import threading
 import time
 from pathlib import Path
 
-from snakemake_executor_plugin_matensemble.allocation import Allocation
 from snakemake_executor_plugin_matensemble.backends.base import LaunchSpec
 from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher
-from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
-from snakemake_executor_plugin_matensemble.policies import BackfillPolicy
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.packer import Packer
+from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
+from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
 
 #: replaces the test instance's resources with NODES x (CORES, GPUS) fake nodes
 FAKE_MACHINE = """
@@ -129,8 +130,8 @@ def _one_round(nodes: int, jobs: int, seed: int) -> dict:
     from snakemake_executor_plugin_matensemble.backends.flux.backend import FluxBackend
     from snakemake_executor_plugin_matensemble.backends.flux.jobspec import build_jobspec
     from snakemake_executor_plugin_matensemble.backends.flux.options import FluxOptions
-    from snakemake_executor_plugin_matensemble.deadline import RuntimeEstimator
-    from snakemake_executor_plugin_matensemble.ordering import make_order
+    from snakemake_executor_plugin_matensemble.packing.deadline import RuntimeEstimator
+    from snakemake_executor_plugin_matensemble.packing.ordering import make_order
     from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
     mix = workload(jobs, seed)

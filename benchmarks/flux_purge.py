@@ -82,13 +82,14 @@ def inner(args: argparse.Namespace) -> int:
     import flux
     import flux.job.stats
 
-    from snakemake_executor_plugin_matensemble.allocation import Allocation
     from snakemake_executor_plugin_matensemble.backends.base import LaunchSpec
     from snakemake_executor_plugin_matensemble.backends.flux import FluxBackend, FluxOptions
     from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher
-    from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
-    from snakemake_executor_plugin_matensemble.policies import BackfillPolicy
-    from snakemake_executor_plugin_matensemble.request import ResourceRequest
+    from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+    from snakemake_executor_plugin_matensemble.packing.packer import Packer
+    from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
+    from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
+    from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
     keep = None if args.keep < 0 else args.keep
     backend = FluxBackend(FluxOptions(reserve_cores=0, keep_inactive=keep), run_id="bench")

@@ -45,19 +45,21 @@ from dataclasses import asdict, dataclass
 
 from _flux_fake import run_in_flux
 
-from snakemake_executor_plugin_matensemble.allocation import Allocation, NodeSpec
 from snakemake_executor_plugin_matensemble.backends.base import (
     Backend,
     JobFinished,
     JobStatus,
     LaunchSpec,
 )
-from snakemake_executor_plugin_matensemble.deadline import RuntimeEstimator
 from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher
-from snakemake_executor_plugin_matensemble.ordering import ORDERS, make_order
-from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
-from snakemake_executor_plugin_matensemble.policies import BackfillPolicy
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.deadline import RuntimeEstimator
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec
+from snakemake_executor_plugin_matensemble.packing.ordering import ORDERS, make_order
+from snakemake_executor_plugin_matensemble.packing.packer import Packer
+from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
+from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
 CORES, GPUS = 56, 8

@@ -15,7 +15,7 @@ Then, each in a fresh interpreter so that its peak memory is its own:
 - ``write``: the journal written through ``Journal`` (its own CPU, bytes per job);
 - ``summary``: what the end of a run does (``observer.run_ended`` today):
   ``read_journal``, ``summarize``, ``summary_lines``, ``resource_lines``,
-  ``chain_lines``; and the same lines by ``summary.end_of_run_lines`` (the
+  ``chain_lines``; and the same lines by ``summary_text.end_of_run_lines`` (the
   journal read with the garbage collector paused);
 - ``report``: ``report.make_report`` (timeline, utilization, tables, page).
 
@@ -38,14 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from snakemake_executor_plugin_matensemble.allocation import (
-    Allocation,
-    NodeShare,
-    NodeSpec,
-    Placement,
-)
-from snakemake_executor_plugin_matensemble.journal import Journal
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.observing.journal import Journal
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, NodeSpec, Placement
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 CORES, GPUS = 56, 8
 RULES = ("relax", "md", "dft", "analyze", "train_potential", "aggregate")
@@ -180,14 +176,14 @@ def step_write(directory: Path, jobs: int, nodes: int) -> dict:
 
 def step_summary(directory: Path, how: str = "observer") -> dict:
     """``observer``: the calls ``observer.run_ended`` makes today;
-    ``lines``: ``summary.end_of_run_lines`` (the same lines, the journal read
+    ``lines``: ``summary_text.end_of_run_lines`` (the same lines, the journal read
     with the collector paused)."""
-    from snakemake_executor_plugin_matensemble import summary
-    from snakemake_executor_plugin_matensemble.journal import read_journal
-    from snakemake_executor_plugin_matensemble.summary import (
+    from snakemake_executor_plugin_matensemble.observing import summary_text
+    from snakemake_executor_plugin_matensemble.observing.journal import read_journal
+    from snakemake_executor_plugin_matensemble.observing.summary import summarize
+    from snakemake_executor_plugin_matensemble.observing.summary_text import (
         chain_lines,
         resource_lines,
-        summarize,
         summary_lines,
     )
 
@@ -195,7 +191,7 @@ def step_summary(directory: Path, how: str = "observer") -> dict:
     base = _peak_mb()
     started, cpu = time.perf_counter(), time.process_time()
     if how == "lines":
-        lines = summary.end_of_run_lines(path)
+        lines = summary_text.end_of_run_lines(path)
     else:
         lines = summary_lines(summarize(read_journal(path)))
         lines += resource_lines(path) + chain_lines(path)
@@ -213,7 +209,7 @@ def step_report(directory: Path) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: F401  (imported before the baseline)
 
-    from snakemake_executor_plugin_matensemble import report
+    from snakemake_executor_plugin_matensemble.observing import report
 
     base = _peak_mb()
     started, cpu = time.perf_counter(), time.process_time()

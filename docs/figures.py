@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from snakemake_executor_plugin_matensemble.allocation import Allocation, NodeSpec
-from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
-from snakemake_executor_plugin_matensemble.policies import BackfillPolicy, FifoPolicy
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec
+from snakemake_executor_plugin_matensemble.packing.packer import Packer
+from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy, FifoPolicy
+from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 
 class _Clock:

@@ -23,13 +23,13 @@ def settings_table() -> str:
 
 
 def policies_list() -> str:
-    from snakemake_executor_plugin_matensemble.policies import POLICIES
+    from snakemake_executor_plugin_matensemble.packing.policies import POLICIES
 
     return "\n".join(f"- **`{name}`**: {cls.summary}." for name, cls in POLICIES.items())
 
 
 def orders_list() -> str:
-    from snakemake_executor_plugin_matensemble.ordering import ORDERS
+    from snakemake_executor_plugin_matensemble.packing.ordering import ORDERS
 
     return "\n".join(f"- **`{name}`**: {cls.summary}." for name, cls in ORDERS.items())
 

@@ -36,8 +36,9 @@ from .backends.base import (
     ResourceEvent,
     ResourceEventKind,
 )
-from .naming import node_names
-from .packer import JobTicket, Packer
+from .intake.naming import node_names
+from .packing.packer import Packer
+from .packing.queue import JobTicket
 
 log = logging.getLogger("snakemake.logging.matensemble.dispatcher")
 

@@ -1,9 +1,10 @@
 """The Snakemake-facing executor: only Snakemake's executor interface.
 
-A job's route: Snakemake -> :meth:`Executor.run_jobs` -> :class:`.intake.Intake`
+A job's route: Snakemake -> :meth:`Executor.run_jobs` -> the boundary reads it
+once (:class:`.snakemake_boundary.JobRecord`) -> :class:`.intake.intake.Intake`
 (request, command, names, ticket) -> :class:`.dispatcher.Dispatcher` (packer,
-backend) -> :class:`.observer.Observer` (journal, status, outcome reported to
-Snakemake). See docs/architecture.md.
+backend) -> :class:`.observing.observer.Observer` (journal, status, outcome
+reported to Snakemake). See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -13,29 +14,30 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.real import RealExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import ExecMode
 
-from .allocation import Allocation
 from .backends import create_backend
-from .command import CommandBuilder
-from .deadline import DeadlineGuard
 from .dispatcher import Dispatcher
 from .errors import JobsCannotRunError
-from .intake import Intake
-from .observer import Observer, open_run_journal
-from .ordering import make_order
-from .packer import JobTicket, Packer
-from .policies import make_policy
+from .intake.command import CommandBuilder
+from .intake.intake import Intake
+from .observing.observer import Observer, open_run_journal
+from .observing.runtimes import durations_from_journals
+from .observing.status import StatusReporter
+from .packing.allocation import Allocation
+from .packing.deadline import DeadlineGuard
+from .packing.ordering import make_order
+from .packing.packer import Packer
+from .packing.policies import make_policy
+from .packing.queue import JobTicket
 from .settings import ExecutorSettings
 from .signals import cancel_on_sigterm
-from .snakemake_boundary import SnakemakeBoundary
-from .status import StatusReporter
-from .timestamps import level_pause
+from .snakemake_boundary import JobRecord, SnakemakeBoundary
+from .snakemake_boundary.timestamps import level_pause
 
 #: the longest a prepared job waits before the dispatcher sees it (seconds)
 HANDOVER_INTERVAL_S = 0.2
@@ -80,7 +82,7 @@ class Executor(RealExecutor):
         )
         self._check_all_jobs_up_front()
         self.backend.settle_leftovers(self.intake.resumable_ids())
-        deadline = DeadlineGuard.from_settings(self.settings)
+        deadline = DeadlineGuard.from_settings(self.settings, durations_from_journals)
         self.packer = Packer(
             self.allocation,
             make_policy(self.settings.policy, self.settings.reserve_after),
@@ -158,14 +160,28 @@ class Executor(RealExecutor):
     def _ticket_or_error(self, job: JobExecutorInterface) -> JobTicket | None:
         with self.snakemake_work():
             self.run_job_pre(job)
+        record = None
         try:
-            ticket = self.intake.ticket_for(job, self.report_job_submission)
+            record = self.intake.record(job)  # the job read once
+            ticket = self.intake.ticket_for(record, self._report_submission)
         except Exception as error:  # bad request, unformattable command, ...
-            self.observer.refused(self.intake.new_key(), job, self.settings.log_dir, error)
+            if record is None:  # its values could not be read: its names only
+                record = self.boundary.identity(job)
+            self.observer.refused(self.intake.new_key(), record, self.settings.log_dir, error)
             self.report_job_error(SubmittedJobInfo(job), msg=f"matensemble: {error}")
             return None
         self.observer.queued(ticket)
         return ticket
+
+    def _report_submission(
+        self, record: JobRecord, external_jobid: str | None, log_path: str
+    ) -> SubmittedJobInfo:
+        """Tell Snakemake the job was submitted (its incomplete markers)."""
+        job_info = SubmittedJobInfo(
+            record.job, external_jobid=external_jobid, aux={"log": log_path}
+        )
+        self.report_job_submission(job_info)
+        return job_info
 
     def cancel(self) -> None:
         self.shutdown()
@@ -194,7 +210,7 @@ class Executor(RealExecutor):
         pass
 
     def handle_job_error(self, job: JobExecutorInterface) -> None:
-        self.observer.snakemake_failed(job)
+        self.observer.snakemake_failed(str(job.jobid), job.attempt)
 
     # -- helpers ---------------------------------------------------------------
     @contextlib.contextmanager
@@ -208,11 +224,11 @@ class Executor(RealExecutor):
         finally:
             self._snakemake_cpu_s += time.thread_time() - started
 
-    def _per_job_command(self, job: Any, cores: int) -> str:
+    def _per_job_command(self, record: JobRecord, cores: int) -> str:
         """Snakemake's per-job command, restricted to the job's ``cores``."""
         self._job_cores = cores
         try:
-            return self.format_job_exec(job)
+            return self.format_job_exec(record.job)
         finally:
             self._job_cores = None
 

@@ -12,10 +12,10 @@ from typing import Any, Optional
 
 from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
 
-from .deadline import RUNTIME_ESTIMATES, UNKNOWN_RUNTIME
 from .errors import SettingsError
-from .ordering import ORDERS
-from .policies import POLICIES
+from .packing.deadline import RUNTIME_ESTIMATES, UNKNOWN_RUNTIME
+from .packing.ordering import ORDERS
+from .packing.policies import POLICIES
 
 BACKENDS = ("auto", "local", "flux")
 
@@ -292,7 +292,7 @@ class ExecutorSettings(ExecutorSettingsBase):
                 "give a number of jobs to keep, or -1 to never purge",
             )
         if self.deadline is not None:
-            from .deadline import parse_deadline
+            from .packing.deadline import parse_deadline
 
             try:
                 parse_deadline(self.deadline)

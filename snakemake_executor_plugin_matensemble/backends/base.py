@@ -14,8 +14,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from ..allocation import NodeSpec, Placement
-from ..request import ResourceRequest
+from ..packing.nodes import NodeSpec, Placement
+from ..packing.resource_request import ResourceRequest
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..allocation import NodeSpec, Placement
 from ..cpulist import format_cpu_list
 from ..errors import BackendUnavailableError
+from ..packing.nodes import NodeSpec, Placement
 from .base import (
     Backend,
     BackendEvent,

@@ -11,11 +11,14 @@ interface or through this package:
 * :mod:`.preparation`: Snakemake's own preparation of a job, its process
   captured unstarted (:mod:`.capture`);
 * :mod:`.patches`: every change made to Snakemake's modules and objects, each
-  undone by :meth:`SnakemakeBoundary.close`.
+  undone by :meth:`SnakemakeBoundary.close`;
+* :mod:`.record`: a job as the rest of the plugin sees it (:class:`JobRecord`),
+  read once per job by :mod:`.reading` (:meth:`SnakemakeBoundary.record`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections.abc import Iterator, Mapping
@@ -23,16 +26,20 @@ from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
-from . import facts, patches
+from . import patches
 from .capture import CapturedProcess
 from .patches import install_capture as _install_capture
 from .preparation import NotDirect, RunSet, is_unknown_yet
 from .preparation import capture_command as _capture_command
 from .probing import Capabilities, probe
+from .reading import JobReader
+from .record import DirectFacts, JobRecord
 
 __all__ = [
     "Capabilities",
     "CapturedProcess",
+    "DirectFacts",
+    "JobRecord",
     "NotDirect",
     "RunSet",
     "SnakemakeBoundary",
@@ -52,7 +59,7 @@ def snakemake_version() -> str:
         return "unknown"
 
 
-class SnakemakeBoundary:
+class SnakemakeBoundary(JobReader):
     """Snakemake's internals, as used by the plugin, checked once at start-up."""
 
     def __init__(self, workflow: Any, capabilities: Capabilities | None = None):
@@ -84,13 +91,30 @@ class SnakemakeBoundary:
         """``--latency-wait``: how long Snakemake waits for a job's missing input."""
         return float(self.workflow.execution_settings.latency_wait)
 
-    def job_not_started(self, job: Any) -> None:
-        """Tell Snakemake's scheduler that ``job`` was handed over but will not run."""
-        self.workflow.scheduler.error_callback(job)
+    def job_not_started(self, record: JobRecord) -> None:
+        """Tell Snakemake's scheduler that the job was handed over but will not run."""
+        self.workflow.scheduler.error_callback(record.job)
 
-    def incomplete_external_jobid(self, job: Any) -> str | None:
-        """The backend id an earlier, killed run recorded for ``job`` (if any)."""
-        return self.workflow.dag.incomplete_external_jobid(job)
+    def register_external_jobid(self, record: JobRecord, backend_id: str) -> None:
+        """Record the backend's id in the job's incomplete marker (a killed and
+        restarted run re-attaches to it instead of running the job twice)."""
+        record.job.register(external_jobid=backend_id)
+
+    def incomplete_external_jobid(self, record: JobRecord) -> str | None:
+        """The backend id an earlier, killed run recorded for the job (if any)."""
+        return self.workflow.dag.incomplete_external_jobid(record.job)
+
+    def recorded_external_jobids(self) -> set[str]:
+        """The backend ids an earlier, killed run recorded in the incomplete
+        markers of jobs this run needs (Snakemake gives none under
+        --rerun-incomplete)."""
+        ids = set()
+        for job in self.needrun_jobs() or ():
+            with contextlib.suppress(Exception):  # several ids: Snakemake refuses it later
+                external = self.workflow.dag.incomplete_external_jobid(job)
+                if external:
+                    ids.add(external)
+        return ids
 
     def executor_failed(self, error: BaseException) -> None:
         self.workflow.scheduler.executor_error_callback(error)
@@ -115,62 +139,6 @@ class SnakemakeBoundary:
             return None
         patches.set_level_pause(pause)
         return pause
-
-    # -- what decides a job's path (None / per-job where the probe found it not) --
-    def per_job_because(self, job: Any) -> str | None:
-        """Why ``job`` (a single job) must run per job, from what it is: a
-        ``run:``-like directive, a shadow directory, a handover rule, remote
-        storage, no command at all; None: nothing of that."""
-        if not self.caps.job_facts:
-            return f"Snakemake {self.version}'s job attributes are unknown here"
-        what = facts.per_job_kind(job)
-        if what is not None:
-            return f"it has {what}"
-        if facts.rule_kind(job) == "other":
-            return "it has no shell:, script:, notebook: or wrapper: directive"
-        if facts.is_shadow(job):
-            return "it uses shadow:"
-        if facts.is_handover(job):
-            return "it is a handover rule"
-        if facts.uses_storage(job):
-            return "it reads or writes remote storage"
-        return None
-
-    def rule_kind(self, job: Any) -> str:
-        """``shell``, ``script``, ... of a single job (``unknown``: not known here)."""
-        return facts.rule_kind(job) if self.caps.job_facts else "unknown"
-
-    def is_pipe_or_service(self, job: Any) -> bool:
-        return facts.is_pipe(job) or facts.is_service(job)
-
-    def is_service(self, job: Any) -> bool:
-        return facts.is_service(job)
-
-    def written_inputs(self, job: Any) -> tuple[list[Any], Any, str]:
-        """The rule's params, resources and shell command as written."""
-        return facts.rule_params(job), facts.rule_resources(job), facts.shell_command(job) or ""
-
-    def retried(self, job: Any) -> bool:
-        """Snakemake retries ``job`` after this attempt fails (False where unknown)."""
-        if not self.caps.job_facts:
-            return False
-        return facts.restart_times(job) > job.attempt - 1
-
-    def priority(self, job: Any) -> int:
-        """A job's Snakemake ``priority`` (0 where unknown or not a number)."""
-        if not self.caps.job_priority:
-            return 0
-        try:
-            priority = job.priority
-        except Exception:  # a group, or evaluated from something not there
-            return 0
-        return priority if isinstance(priority, int) else 0
-
-    def wildcards(self, job: Any) -> dict[str, str]:
-        """A single job's wildcards ({} where unknown: names without them)."""
-        if job.is_group() or not self.caps.job_facts:
-            return {}
-        return facts.wildcards(job)
 
     # -- resources -------------------------------------------------------------
     def limit_threads(self, node_cores: int, jobs: list[Any]) -> dict[str, int]:
@@ -255,17 +223,18 @@ class SnakemakeBoundary:
         )
 
     # -- the direct path ---------------------------------------------------------
-    def capture_command(self, job: Any) -> CapturedProcess:
-        """Prepare ``job`` and build its process exactly as Snakemake's local
+    def capture_command(self, record: JobRecord) -> CapturedProcess:
+        """Prepare the job and build its process exactly as Snakemake's local
         executor would, without starting it (:func:`.preparation.capture_command`).
 
         Raises :class:`NotDirect` when the job cannot run this way.
         """
         if not self.caps.direct:
             raise NotDirect(f"Snakemake {self.version} lacks what the direct path needs")
+        job = record.job
         return _capture_command(self.workflow, job, self.resources_as_local(job))
 
-    def capture_group(self, group: Any) -> list[tuple[Any, CapturedProcess]]:
+    def capture_group(self, group: JobRecord) -> list[tuple[JobRecord, CapturedProcess]]:
         """Prepare and capture every member of ``group``, in Snakemake's order.
 
         Snakemake's ``job.prepare()`` waits for a job's input files; inside a
@@ -276,21 +245,24 @@ class SnakemakeBoundary:
         """
         if not self.caps.group_capture:
             raise NotDirect(f"Snakemake {self.version} cannot prepare group members here")
-        from .preparation import produced_by
+        produced = {path for member in group.members for path in member.outputs}
+        with patches.waiting_only_for_outside(produced):
+            return [(member, self.capture_command(member)) for member in group.members]
 
-        with patches.waiting_only_for_outside(produced_by(group)):
-            return [(job, self.capture_command(job)) for level in group.toposorted for job in level]
-
-    def run_order(self, group: Any) -> list[RunSet]:
-        """The members of ``group`` as Snakemake runs them, in sets
-        (:func:`.preparation.run_order`)."""
+    def run_order(self, group: JobRecord) -> list[RunSet]:
+        """The members of ``group`` as Snakemake runs them, in sets of member
+        records (:func:`.preparation.run_order`)."""
         from .preparation import run_order
 
         if not self.caps.job_facts:
             raise NotDirect(f"Snakemake {self.version}'s job attributes are unknown here")
-        return run_order(group, self.caps.pipe_groups, self.version)
+        member = _members_by_job(group)
+        return [
+            RunSet([member[id(job)] for job in run_set.jobs], run_set.after)
+            for run_set in run_order(group.job, self.caps.pipe_groups, self.version)
+        ]
 
-    def group_temp_files(self, group: Any) -> list[tuple[str, list[Any]]]:
+    def group_temp_files(self, group: JobRecord) -> list[tuple[str, list[JobRecord]]]:
         """The ``temp()`` files made inside ``group`` that no job outside it
         needs, each with the members that make or read it: Snakemake's local
         executor removes such a file as soon as the last of them is done
@@ -299,14 +271,21 @@ class SnakemakeBoundary:
         group has temp files (Snakemake's per-job command removes them)."""
         from .preparation import removable_temp_files, temp_files_made
 
-        produced = temp_files_made(group)
+        produced = temp_files_made(group.job)
         if not produced:
             return []
         if not self.caps.group_temp:
             raise NotDirect(f"Snakemake {self.version}'s temp file handling is unknown here")
         try:
-            return removable_temp_files(self.workflow, group, produced)
+            removable = removable_temp_files(self.workflow, group.job, produced)
         except AttributeError as error:  # the DAG's own fields (instance attributes)
             raise NotDirect(
                 f"Snakemake {self.version}'s temp file handling is unknown here ({error})"
             ) from None
+        member = _members_by_job(group)
+        return [(path, [member[id(job)] for job in jobs]) for path, jobs in removable]
+
+
+def _members_by_job(group: JobRecord) -> dict[int, JobRecord]:
+    """A group's member records by their Snakemake job (its ``id``)."""
+    return {id(member.job): member for member in group.members}

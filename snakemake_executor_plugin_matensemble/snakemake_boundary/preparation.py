@@ -84,11 +84,6 @@ def capture_command(workflow: Any, job: Any, resources: Any) -> CapturedProcess:
     return process
 
 
-def produced_by(group: Any) -> set[str]:
-    """Every file a member of ``group`` makes."""
-    return {str(f) for job in group.jobs for f in job.output}
-
-
 def run_order(group: Any, pipe_groups: bool, version: str) -> list[RunSet]:
     """The members of ``group`` as Snakemake runs them, in sets: a set is one
     member, or one of Snakemake's pipe groups (members joined by ``pipe()``

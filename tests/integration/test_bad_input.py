@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.request import READ_RESOURCES
+from snakemake_executor_plugin_matensemble.intake.request import READ_RESOURCES
 from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
 from ..helpers import SNAKEMAKE, run_snakemake, write_snakefile

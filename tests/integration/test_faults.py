@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.journal import read_journal
-from snakemake_executor_plugin_matensemble.report import find_journal
+from snakemake_executor_plugin_matensemble.observing.journal import read_journal
+from snakemake_executor_plugin_matensemble.observing.report import find_journal
 
 from ..helpers import (
     interrupt_snakemake,

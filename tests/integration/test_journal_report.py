@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
-from snakemake_executor_plugin_matensemble.journal import read_journal
-from snakemake_executor_plugin_matensemble.report import find_journal, make_report
+from snakemake_executor_plugin_matensemble.observing.journal import read_journal
+from snakemake_executor_plugin_matensemble.observing.report import find_journal, make_report
 
 from ..helpers import run_snakemake, write_snakefile
 
@@ -61,7 +61,7 @@ def test_report_of_a_real_run(tmp_path):
         [
             sys.executable,
             "-m",
-            "snakemake_executor_plugin_matensemble.report",
+            "snakemake_executor_plugin_matensemble.observing.report",
             str(tmp_path / ".snakemake/matensemble"),
         ],
         capture_output=True,

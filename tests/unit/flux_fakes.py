@@ -4,9 +4,9 @@ import concurrent.futures
 import threading
 from types import SimpleNamespace
 
-from snakemake_executor_plugin_matensemble.allocation import NodeShare, Placement
 from snakemake_executor_plugin_matensemble.backends import LaunchSpec
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 
 class FakeJobspec:

@@ -1,14 +1,11 @@
 """Helpers for packer and policy tests: a settable clock, nodes, tickets, and
 the reference (scan-every-node) placement the indexed allocation must match."""
 
-from snakemake_executor_plugin_matensemble.allocation import (
-    Allocation,
-    NodeSpec,
-    NodeState,
-    Placement,
-)
-from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec, NodeState, Placement
+from snakemake_executor_plugin_matensemble.packing.packer import Packer
+from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 
 class Clock:

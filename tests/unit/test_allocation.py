@@ -5,13 +5,9 @@ import random
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.allocation import (
-    Allocation,
-    NodeShare,
-    NodeSpec,
-    Placement,
-)
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, NodeSpec, Placement
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 from .packing import ReferenceAllocation
 

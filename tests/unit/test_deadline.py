@@ -6,14 +6,16 @@ import os
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.deadline import (
-    DeadlineGuard,
-    RuntimeEstimator,
+from snakemake_executor_plugin_matensemble.observing.journal import read_journal
+from snakemake_executor_plugin_matensemble.observing.runtimes import (
+    durations_from_journals,
     observed_durations,
+)
+from snakemake_executor_plugin_matensemble.packing.deadline import (
+    DeadlineGuard,
     parse_deadline,
     resume_command,
 )
-from snakemake_executor_plugin_matensemble.journal import read_journal
 
 from .journal_events import RUN, job_events, write_events
 
@@ -97,7 +99,7 @@ def test_an_attempt_snakemake_failed_afterwards_is_no_estimate(tmp_path):
             *job_events(2, "md", 0.0, 60.0, [1]),
         ],
     )
-    assert RuntimeEstimator.from_journals(tmp_path).observed == {"md": 60.0}
+    assert durations_from_journals(tmp_path) == {"md": 60.0}
 
 
 def test_estimates_come_from_the_newest_journals_by_run_id(tmp_path):
@@ -110,7 +112,7 @@ def test_estimates_come_from_the_newest_journals_by_run_id(tmp_path):
     )
     os.utime(old, (2_000_000_000, 2_000_000_000))
     os.utime(new, (1_000_000_000, 1_000_000_000))
-    assert RuntimeEstimator.from_journals(tmp_path, limit=1).observed == {"md": 20.0}
+    assert durations_from_journals(tmp_path, limit=1) == {"md": 20.0}
 
 
 def test_estimates_read_from_journal_files(tmp_path):
@@ -122,8 +124,7 @@ def test_estimates_read_from_journal_files(tmp_path):
         '{"event": "finished", "t": 65.0, "key": 1, "status": "success"}\n'
         '{"event": "fini'  # a torn last line
     )
-    estimator = RuntimeEstimator.from_journals(tmp_path)
-    assert estimator.observed == {"md": 60.0}
+    assert durations_from_journals(tmp_path) == {"md": 60.0}
 
 
 def test_guard_converts_the_epoch_end_to_the_packers_clock():
@@ -142,7 +143,7 @@ def test_guard_converts_the_epoch_end_to_the_packers_clock():
 def test_jobs_of_unknown_runtime_are_warned_about_once(caplog):
     from types import SimpleNamespace
 
-    from snakemake_executor_plugin_matensemble.request import ResourceRequest
+    from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
     unknown = SimpleNamespace(request=ResourceRequest(), rule="md")
     guard = DeadlineGuard(clock=lambda: 0.0, wall=lambda: NOW, margin=10)
@@ -162,7 +163,9 @@ def test_the_guard_takes_every_value_from_the_settings(tmp_path):
     write_events(
         tmp_path / "20261123T080000-1" / "journal.jsonl", [RUN, *job_events(1, "md", 0, 9, [0])]
     )
-    guard = DeadlineGuard.from_settings(ExecutorSettings(journal_dir=str(tmp_path)))
+    guard = DeadlineGuard.from_settings(
+        ExecutorSettings(journal_dir=str(tmp_path)), durations_from_journals
+    )
     defaults = ExecutorSettings()
     assert guard.estimator.mode == defaults.runtime_estimate == "journal"
     assert guard.estimator.observed == {"md": 9.0}

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.allocation import Allocation, NodeSpec
 from snakemake_executor_plugin_matensemble.backends.base import (
     Backend,
     JobFinished,
@@ -18,11 +17,14 @@ from snakemake_executor_plugin_matensemble.backends.base import (
     ResourceEvent,
     RunningJob,
 )
-from snakemake_executor_plugin_matensemble.deadline import DeadlineGuard
 from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher, Withdrawal
-from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
-from snakemake_executor_plugin_matensemble.policies import BackfillPolicy
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.deadline import DeadlineGuard
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec
+from snakemake_executor_plugin_matensemble.packing.packer import Packer
+from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
+from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 from .packing import unusable
 

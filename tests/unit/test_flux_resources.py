@@ -2,7 +2,6 @@
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.allocation import NodeSpec
 from snakemake_executor_plugin_matensemble.backends.base import ResourceEvent
 from snakemake_executor_plugin_matensemble.backends.flux import (
     expiration_from_rset,
@@ -10,6 +9,7 @@ from snakemake_executor_plugin_matensemble.backends.flux import (
     reserve_own_cores,
     resource_event,
 )
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec
 
 
 def test_resources_per_rank_from_r_lite():

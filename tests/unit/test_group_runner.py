@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from snakemake_executor_plugin_matensemble.command import GROUP_RUNNER
+from snakemake_executor_plugin_matensemble.intake.command import GROUP_RUNNER
 
 
 def member(name, command, service=False, wait_for=(), threads=1):

@@ -3,19 +3,15 @@
 import json
 import time
 
-from snakemake_executor_plugin_matensemble.allocation import (
-    Allocation,
-    NodeShare,
-    NodeSpec,
-    Placement,
-)
-from snakemake_executor_plugin_matensemble.journal import (
+from snakemake_executor_plugin_matensemble.observing.journal import (
     Journal,
     iter_events,
     job_label,
     read_journal,
 )
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, NodeSpec, Placement
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 from .journal_events import RUN, job_events, write_events
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.allocation import NodeShare, Placement
 from snakemake_executor_plugin_matensemble.backends import (
     JobFinished,
     JobStatus,
@@ -21,7 +20,8 @@ from snakemake_executor_plugin_matensemble.backends import (
     local_resources,
 )
 from snakemake_executor_plugin_matensemble.errors import SettingsError
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 from ..helpers import pid_alive, wait_until
 
@@ -164,9 +164,9 @@ def test_cancel_all_stops_every_process(backend, tmp_path):
 
 GUARDED_PARENT = """
 import os, signal, sys, time
-from snakemake_executor_plugin_matensemble.allocation import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, Placement
 from snakemake_executor_plugin_matensemble.backends import LaunchSpec, LocalBackend
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 backend = LocalBackend(kill_grace_seconds=1)
 pidfile = sys.argv[1]
 backend.launch(

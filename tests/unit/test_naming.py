@@ -1,26 +1,18 @@
 """Log paths and names: readable, and distinct for distinct jobs."""
 
-from types import SimpleNamespace
-
 import pytest
 
-from snakemake_executor_plugin_matensemble import naming
+from snakemake_executor_plugin_matensemble.intake import naming
+from snakemake_executor_plugin_matensemble.snakemake_boundary import JobRecord
+from snakemake_executor_plugin_matensemble.snakemake_boundary.record import group_name
 
 
-def single_job(rule: str, attempt: int = 1, **wildcards: str) -> SimpleNamespace:
-    return SimpleNamespace(
-        is_group=lambda: False,
-        rule=SimpleNamespace(name=rule),
-        wildcards_dict=wildcards,
-        attempt=attempt,
-        jobid=7,
-    )
+def single_job(rule: str, attempt: int = 1, **wildcards: str) -> JobRecord:
+    return JobRecord(None, "7", rule, attempt, wildcards, rules=(rule,))
 
 
-def group_job(groupid: str, jobid: str, attempt: int = 1) -> SimpleNamespace:
-    return SimpleNamespace(
-        is_group=lambda: True, groupid=groupid, jobid=jobid, attempt=attempt, jobs=[]
-    )
+def group_job(groupid: str, jobid: str, attempt: int = 1, rules=("a",)) -> JobRecord:
+    return JobRecord(None, jobid, group_name(groupid, rules), attempt, {}, groupid, rules)
 
 
 @pytest.mark.parametrize(
@@ -57,9 +49,22 @@ def test_each_group_job_has_its_own_log():
 
 
 def test_groups_snakemake_makes_are_named_by_their_rules():
-    named = group_job("chain", "j1")
-    assert naming.group_name(named) == "group chain"
-    pipe = group_job("2e102179-8793-479c-a1da-6818ca42a236", "j2")
-    pipe.jobs = [single_job("produce"), single_job("count"), single_job("count")]
-    assert naming.group_name(pipe) == "group of rules count, produce"
-    assert naming.rule_of(pipe) == "group of rules count, produce"
+    assert group_name("chain", ("a", "b")) == "group chain"
+    pipe = group_job("2e102179-8793-479c-a1da-6818ca42a236", "j2", rules=("count", "produce"))
+    assert pipe.rule == "group of rules count, produce"
+    assert naming.display_name(pipe) == "group-2e102179-8793-479c-a1da-6818ca42a236"
+    assert naming.where(pipe) == (
+        "group job '2e102179-8793-479c-a1da-6818ca42a236' (rules count, produce)"
+    )
+
+
+def test_a_single_job_is_named_by_its_rule_and_wildcards():
+    job = single_job("md", T="300", seed="1")
+    assert naming.display_name(job) == "md[T=300,seed=1]"
+    assert naming.where(job) == "rule 'md' (jobid 7, wildcards T=300, seed=1)"
+    assert naming.journal_record(job) == {
+        "rule": "md",
+        "wildcards": {"T": "300", "seed": "1"},
+        "jobid": "7",
+        "attempt": 1,
+    }

@@ -6,17 +6,23 @@ from __future__ import annotations
 import threading
 from types import SimpleNamespace
 
-from snakemake_executor_plugin_matensemble.allocation import Allocation, NodeSpec
 from snakemake_executor_plugin_matensemble.backends.base import JobFinished, JobStatus
-from snakemake_executor_plugin_matensemble.command import CommandPath, JobCommand
-from snakemake_executor_plugin_matensemble.intake import Submission
-from snakemake_executor_plugin_matensemble.journal import Journal, iter_events, read_journal
-from snakemake_executor_plugin_matensemble.observer import Observer, Reports
-from snakemake_executor_plugin_matensemble.packer import JobTicket, Packer
-from snakemake_executor_plugin_matensemble.policies import BackfillPolicy
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
-from snakemake_executor_plugin_matensemble.snakemake_boundary import SnakemakeBoundary
-from snakemake_executor_plugin_matensemble.status import StatusReporter
+from snakemake_executor_plugin_matensemble.intake.command import CommandPath, JobCommand
+from snakemake_executor_plugin_matensemble.intake.intake import Submission
+from snakemake_executor_plugin_matensemble.observing.journal import (
+    Journal,
+    iter_events,
+    read_journal,
+)
+from snakemake_executor_plugin_matensemble.observing.observer import Observer, Reports
+from snakemake_executor_plugin_matensemble.observing.status import StatusReporter
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec
+from snakemake_executor_plugin_matensemble.packing.packer import Packer
+from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
+from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
+from snakemake_executor_plugin_matensemble.snakemake_boundary import JobRecord
 
 
 class FakeSnakemake:
@@ -37,22 +43,23 @@ class FakeSnakemake:
     def keep_going(self):
         return self.keep_going_flag
 
-    def retried(self, job):
-        return SnakemakeBoundary(workflow=None).retried(job)
+    def job_not_started(self, record):
+        self.not_started.append(record.job.jobid)
 
-    def job_not_started(self, job):
-        self.not_started.append(job.jobid)
+    def register_external_jobid(self, record, backend_id):
+        pass
 
 
 def make_job(jobid, restart_times=0, attempt=1):
-    return SimpleNamespace(
-        jobid=jobid,
-        attempt=attempt,
+    """The record of job ``jobid`` (Snakemake's job: its id only, for the reports)."""
+    return JobRecord(
+        SimpleNamespace(jobid=jobid),
+        str(jobid),
+        "r",
+        attempt,
+        {"i": str(jobid)},
+        rules=("r",),
         restart_times=restart_times,
-        is_group=lambda: False,
-        rule=SimpleNamespace(name="r"),
-        wildcards_dict={"i": str(jobid)},
-        register=lambda external_jobid=None: None,
     )
 
 
@@ -60,7 +67,8 @@ def make_ticket(key, job, tmp_path):
     cleanup = tmp_path / f"script{key}.py"
     cleanup.write_text("")
     submission = Submission(
-        job_info=SimpleNamespace(job=job, external_jobid=None),
+        record=job,
+        job_info=SimpleNamespace(job=job.job, external_jobid=None),
         command=JobCommand("true", path=CommandPath.DIRECT, cleanup=(str(cleanup),)),
         name=f"r[i={job.jobid}]",
         log_path=f"logs/{key}.log",
@@ -140,7 +148,7 @@ def test_snakemakes_own_failure_after_success_is_journaled_as_failed(tmp_path):
     ticket = make_ticket(1, job, tmp_path)
     observer.queued(ticket)
     finish(observer, ticket)
-    observer.snakemake_failed(job)  # e.g. missing output files
+    observer.snakemake_failed(job.jobid, job.attempt)  # e.g. missing output files
     observer.reports.close()
     journal.close()
     (record,) = read_journal(journal.path).jobs

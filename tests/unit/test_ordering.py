@@ -2,16 +2,16 @@
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.deadline import RuntimeEstimator
 from snakemake_executor_plugin_matensemble.errors import SettingsError
-from snakemake_executor_plugin_matensemble.ordering import (
+from snakemake_executor_plugin_matensemble.packing.deadline import RuntimeEstimator
+from snakemake_executor_plugin_matensemble.packing.ordering import (
     ORDERS,
     ArrivalOrder,
     LongestFirstOrder,
     make_order,
 )
-from snakemake_executor_plugin_matensemble.packer import JobQueue
-from snakemake_executor_plugin_matensemble.policies import BackfillPolicy, FifoPolicy
+from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy, FifoPolicy
+from snakemake_executor_plugin_matensemble.packing.queue import JobQueue
 from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
 from .packing import job, names, packer

@@ -3,11 +3,13 @@ end, drained ranks (on a simulated clock)."""
 
 import math
 
-from snakemake_executor_plugin_matensemble.allocation import Allocation, NodeSpec
 from snakemake_executor_plugin_matensemble.backends.base import RunningJob
-from snakemake_executor_plugin_matensemble.deadline import DeadlineGuard, RuntimeEstimator
-from snakemake_executor_plugin_matensemble.packer import JobQueue, Packer
-from snakemake_executor_plugin_matensemble.policies import BackfillPolicy, FifoPolicy
+from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
+from snakemake_executor_plugin_matensemble.packing.deadline import DeadlineGuard, RuntimeEstimator
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeSpec
+from snakemake_executor_plugin_matensemble.packing.packer import Packer
+from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy, FifoPolicy
+from snakemake_executor_plugin_matensemble.packing.queue import JobQueue
 
 from .packing import Clock, job, names, packer, unusable
 

@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.allocation import NodeShare, Placement
-from snakemake_executor_plugin_matensemble.packer import AdmissionRound, JobQueue, JobTicket
-from snakemake_executor_plugin_matensemble.policies import (
+from snakemake_executor_plugin_matensemble.packing.nodes import NodeShare, Placement
+from snakemake_executor_plugin_matensemble.packing.packer import AdmissionRound
+from snakemake_executor_plugin_matensemble.packing.policies import (
     _UNKNOWN,
     POLICIES,
     BackfillPolicy,
@@ -17,7 +17,8 @@ from snakemake_executor_plugin_matensemble.policies import (
     _when_nodes_empty,
     make_policy,
 )
-from snakemake_executor_plugin_matensemble.request import ResourceRequest
+from snakemake_executor_plugin_matensemble.packing.queue import JobQueue, JobTicket
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 from .packing import job, names, packer, reference_earliest_fit
 

@@ -5,12 +5,11 @@ import csv
 import matplotlib
 import pytest
 
-from snakemake_executor_plugin_matensemble import report
-from snakemake_executor_plugin_matensemble.journal import read_journal
-from snakemake_executor_plugin_matensemble.report import (
+from snakemake_executor_plugin_matensemble.observing import timeline
+from snakemake_executor_plugin_matensemble.observing.journal import read_journal
+from snakemake_executor_plugin_matensemble.observing.report import main, make_report
+from snakemake_executor_plugin_matensemble.observing.timeline import (
     OUTCOME_STYLES,
-    main,
-    make_report,
     node_groups,
     occupancy,
     timeline_figure,
@@ -189,7 +188,7 @@ def test_more_lanes_than_the_limit_group_nodes(tmp_path):
 
 @pytest.mark.snakemake_independent
 def test_the_report_writes_the_aggregated_timeline(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "MAX_BOXES", 2)
+    monkeypatch.setattr(timeline, "MAX_BOXES", 2)
     out = make_report(busy_journal(tmp_path), tmp_path / "report")
     assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "data:image/png;base64," in (out / "report.html").read_text()

@@ -3,11 +3,11 @@
 import pytest
 
 from snakemake_executor_plugin_matensemble.errors import InvalidRequestError
-from snakemake_executor_plugin_matensemble.request import (
-    ResourceRequest,
+from snakemake_executor_plugin_matensemble.intake.request import (
     request_from_resources,
     unread_resources,
 )
+from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 
 
 def make(threads=1, **resources) -> ResourceRequest:

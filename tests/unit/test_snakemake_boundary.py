@@ -20,6 +20,7 @@ from snakemake.shell import shell
 from snakemake_executor_plugin_matensemble import snakemake_boundary
 from snakemake_executor_plugin_matensemble.snakemake_boundary import (
     Capabilities,
+    JobRecord,
     SnakemakeBoundary,
     probe,
 )
@@ -216,7 +217,7 @@ def test_one_warning_names_the_snakemake_version(caplog):
     assert "snakemake.thing" in record.getMessage()
     assert "per-job command" in record.getMessage()
     with pytest.raises(snakemake_boundary.NotDirect):
-        boundary.capture_command(job=None)
+        boundary.capture_command(record=None)
 
 
 class FakeMember:
@@ -234,15 +235,22 @@ class FakeGroup:
         self.toposorted = [list(level) for level in levels]
 
 
+def group_record(*levels):
+    """The record of a group of ``levels`` of members (as the boundary reads it)."""
+    members = tuple(JobRecord(m, m.name, m.name, 1) for level in levels for m in level)
+    return JobRecord(FakeGroup(*levels), "g", "group g", 1, {}, "g", members=members)
+
+
 def names(order):
-    return [[job.name for job in run_set.jobs] for run_set in order]
+    """The rules of each run set's member records."""
+    return [[member.rule for member in run_set.jobs] for run_set in order]
 
 
 def test_run_order_keeps_snakemakes_order_without_pipes():
     a, b = FakeMember("a", output=["a"]), FakeMember("b", input=["a"], output=["b"])
     c = FakeMember("c", output=["c"])
     boundary = SnakemakeBoundary(workflow=None)
-    order = boundary.run_order(FakeGroup([a, c], [b]))
+    order = boundary.run_order(group_record([a, c], [b]))
     assert names(order) == [["a"], ["c"], ["b"]]
     assert [run_set.after for run_set in order] == [(), (), (0,)]
 
@@ -256,7 +264,7 @@ def test_a_pipe_group_starts_after_everything_its_members_read():
     consumer = FakeMember("consumer", input=["p.pipe", "x"], output=["c"], pipe_group=pipe)
     after = FakeMember("after", input=["c"], output=["d"])
     boundary = SnakemakeBoundary(workflow=None)
-    order = boundary.run_order(FakeGroup([producer, x], [consumer], [after]))
+    order = boundary.run_order(group_record([producer, x], [consumer], [after]))
     assert names(order) == [["x"], ["producer", "consumer"], ["after"]]
     assert [run_set.after for run_set in order] == [(), (0,), (1,)]
 
@@ -268,7 +276,7 @@ def test_without_pipe_groups_a_group_with_pipes_is_not_direct():
     capabilities = Capabilities(direct=True, job_facts=True)
     boundary = SnakemakeBoundary(workflow=None, capabilities=capabilities)
     with pytest.raises(snakemake_boundary.NotDirect, match="pipe groups"):
-        boundary.run_order(FakeGroup([producer], [consumer]))
+        boundary.run_order(group_record([producer], [consumer]))
 
 
 def test_every_patch_is_undone(monkeypatch):

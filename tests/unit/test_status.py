@@ -4,9 +4,9 @@ import json
 import logging
 import time
 
-from snakemake_executor_plugin_matensemble import status as status_module
 from snakemake_executor_plugin_matensemble.backends.base import JobStatus
-from snakemake_executor_plugin_matensemble.status import RunStatus, StatusReporter
+from snakemake_executor_plugin_matensemble.observing import status as status_module
+from snakemake_executor_plugin_matensemble.observing.status import RunStatus, StatusReporter
 
 
 def status(**changes) -> RunStatus:

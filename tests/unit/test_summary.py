@@ -2,8 +2,9 @@
 
 import pytest
 
-from snakemake_executor_plugin_matensemble.journal import read_journal
-from snakemake_executor_plugin_matensemble.summary import summarize, summary_lines
+from snakemake_executor_plugin_matensemble.observing.journal import read_journal
+from snakemake_executor_plugin_matensemble.observing.summary import summarize
+from snakemake_executor_plugin_matensemble.observing.summary_text import summary_lines
 
 from .journal_events import RUN, job_events, write_events
 
@@ -132,7 +133,7 @@ def test_an_empty_run(tmp_path):
 
 
 def test_resource_lines_name_rank_sets_in_the_cpuset_format(tmp_path):
-    from snakemake_executor_plugin_matensemble.summary import resource_lines
+    from snakemake_executor_plugin_matensemble.observing.summary_text import resource_lines
 
     path = write_events(
         tmp_path / "journal.jsonl",
@@ -147,7 +148,7 @@ def test_resource_lines_name_rank_sets_in_the_cpuset_format(tmp_path):
 
 
 def test_snakemakes_verdict_and_refused_attempts_count_as_failed(tmp_path):
-    from snakemake_executor_plugin_matensemble.journal import Journal
+    from snakemake_executor_plugin_matensemble.observing.journal import Journal
 
     journal = Journal(tmp_path / "run")
     journal.write("run", **{k: v for k, v in RUN.items() if k not in {"event", "t"}})
@@ -176,7 +177,7 @@ def test_snakemakes_verdict_and_refused_attempts_count_as_failed(tmp_path):
 def test_the_collector_is_paused_while_summarizing_and_restored_after(tmp_path, monkeypatch):
     import gc
 
-    from snakemake_executor_plugin_matensemble import summary as summary_module
+    from snakemake_executor_plugin_matensemble.observing import summary as summary_module
 
     seen = []
     real = summary_module._summarize
@@ -198,7 +199,10 @@ def test_the_collector_is_paused_while_summarizing_and_restored_after(tmp_path, 
 
 @pytest.mark.snakemake_independent
 def test_end_of_run_lines_are_the_summary_then_the_resource_changes(tmp_path):
-    from snakemake_executor_plugin_matensemble.summary import end_of_run_lines, resource_lines
+    from snakemake_executor_plugin_matensemble.observing.summary_text import (
+        end_of_run_lines,
+        resource_lines,
+    )
 
     path = write_events(
         tmp_path / "journal.jsonl",
@@ -220,7 +224,10 @@ def test_end_of_run_lines_are_the_summary_then_the_resource_changes(tmp_path):
 
 @pytest.mark.snakemake_independent
 def test_resource_lines_ignore_jobs_that_merely_mention_resource(tmp_path):
-    from snakemake_executor_plugin_matensemble.summary import resource_lines, run_chain
+    from snakemake_executor_plugin_matensemble.observing.summary_text import (
+        resource_lines,
+        run_chain,
+    )
 
     path = write_events(
         tmp_path / "journal.jsonl",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import time
 
-from snakemake_executor_plugin_matensemble import timestamps
-from snakemake_executor_plugin_matensemble.timestamps import (
+from snakemake_executor_plugin_matensemble.snakemake_boundary import timestamps
+from snakemake_executor_plugin_matensemble.snakemake_boundary.timestamps import (
     SNAKEMAKE_LEVEL_PAUSE,
     level_pause,
     shortest_distinct_pause,

@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any
 
-from ...allocation import NodeSpec, Placement
+from ...packing.nodes import NodeSpec, Placement
 from ..base import (
     Backend,
     BackendEvent,

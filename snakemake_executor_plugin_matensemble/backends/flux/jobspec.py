@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ...allocation import Placement
+from ...packing.nodes import Placement
 from ..base import LaunchSpec
 from .leftovers import OWNER_ATTRIBUTE
 from .options import FluxOptions

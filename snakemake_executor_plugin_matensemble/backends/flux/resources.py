@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ...allocation import NodeSpec
+from ...packing.nodes import NodeSpec
 from ..base import ResourceEvent
 from ..local_resources import parse_id_list
 

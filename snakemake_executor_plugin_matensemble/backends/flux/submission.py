@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any
 
-from ...allocation import Placement
+from ...packing.nodes import Placement
 from ..base import JobFinished, JobStatus, LaunchError, LaunchSpec
 from .jobspec import build_jobspec, urgency
 

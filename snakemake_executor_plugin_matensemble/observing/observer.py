@@ -18,17 +18,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import naming
-from .allocation import Allocation
-from .backends.base import Backend, JobFinished, JobStatus, ResourceEvent, ResourceEventKind
-from .deadline import format_epoch, resume_command
-from .dispatcher import Withdrawal
-from .intake import Submission
+from ..backends.base import Backend, JobFinished, JobStatus, ResourceEvent, ResourceEventKind
+from ..dispatcher import Withdrawal
+from ..intake import naming
+from ..intake.intake import Submission
+from ..packing.allocation import Allocation
+from ..packing.deadline import format_epoch, resume_command
+from ..packing.packer import Packer
+from ..packing.queue import JobTicket
+from ..snakemake_boundary import JobRecord, SnakemakeBoundary
 from .journal import Journal, find_previous_journal, read_journal
-from .packer import JobTicket, Packer
-from .snakemake_boundary import SnakemakeBoundary
 from .status import RunStatus, StatusReporter
-from .summary import end_of_run_lines, summarize
+from .summary import summarize
+from .summary_text import end_of_run_lines
 
 log = logging.getLogger("snakemake.logging.matensemble.observer")
 
@@ -140,15 +142,17 @@ class Observer:
     def queued(self, ticket: JobTicket[Submission]) -> None:
         submission = ticket.payload
         assert submission is not None
-        job = submission.job
         self.journal.queued(
-            ticket.key, naming.journal_record(job), ticket.request, submission.log_path
+            ticket.key,
+            naming.journal_record(submission.record),
+            ticket.request,
+            submission.log_path,
         )
 
-    def refused(self, key: int, job: Any, log_dir: str, error: BaseException) -> None:
-        """``job`` could not be queued (its command could not be prepared)."""
-        log_path = str(naming.log_path(log_dir, job))
-        self.journal.refused(key, naming.journal_record(job), log_path, str(error))
+    def refused(self, key: int, record: JobRecord, log_dir: str, error: BaseException) -> None:
+        """The job could not be queued (its command could not be prepared)."""
+        log_path = str(naming.log_path(log_dir, record))
+        self.journal.refused(key, naming.journal_record(record), log_path, str(error))
 
     # -- dispatcher events ---------------------------------------------------------
     def on_started(self, ticket: JobTicket[Submission], backend_id: str, time: float) -> None:
@@ -159,7 +163,7 @@ class Observer:
         submission.job_info.external_jobid = backend_id
         if self.register_backend_ids:
             # a restarted run re-attaches instead of running the job twice
-            submission.job.register(external_jobid=backend_id)
+            self.boundary.register_external_jobid(submission.record, backend_id)
         self.journal.started(ticket.key, backend_id, ticket.placement, time)
         log.debug(
             f"matensemble: started {submission.name} as {self.backend_name} job "
@@ -183,26 +187,25 @@ class Observer:
             signal=result.signal,
             reason=result.reason,
         )
-        job = submission.job
-        self.status.finished(str(job.jobid), result.ok)
+        record = submission.record
+        self.status.finished(record.jobid, result.ok)
         if result.ok:
-            self._succeeded[(str(job.jobid), job.attempt)] = ticket.key
+            self._succeeded[record.identity] = ticket.key
             self.reports.post(self.snakemake.report_job_success, submission.job_info)
             return False
         return self._report_failure(submission, result)
 
-    def snakemake_failed(self, job: Any) -> None:
+    def snakemake_failed(self, jobid: str, attempt: int) -> None:
         """Snakemake failed an attempt the backend finished well (e.g. its
         output files are missing): the journal and the counters say so."""
-        key = self._succeeded.pop((str(job.jobid), job.attempt), None)
+        key = self._succeeded.pop((jobid, attempt), None)
         if key is not None:
             self.journal.verdict(
                 key, "failed", "Snakemake failed it after it ended (e.g. missing output files)"
             )
-            self.status.finished(str(job.jobid), False)
+            self.status.finished(jobid, False)
 
     def _report_failure(self, submission: Submission, result: JobFinished) -> bool:
-        job = submission.job
         message = f"matensemble: {submission.name} {result.reason}. Log: {submission.log_path}"
         details = {"exit_code": result.exit_code} if result.exit_code is not None else {}
         self.reports.post(
@@ -212,7 +215,7 @@ class Observer:
             aux_logs=[submission.log_path],
             **details,
         )
-        return not self.boundary.retried(job) and not self.boundary.keep_going()
+        return not submission.record.retried and not self.boundary.keep_going()
 
     def on_withdrawn(self, tickets: list[JobTicket[Submission]], reason: Withdrawal) -> None:
         why = _WITHDRAWN_BECAUSE[reason]
@@ -223,13 +226,13 @@ class Observer:
         journaled = _JOURNALED_BECAUSE.get(reason, f"not started: {why}")
         for ticket in tickets:
             self.journal.ended(ticket.key, "cancelled", "cancelled", reason=journaled)
-            self.reports.post(self.boundary.job_not_started, ticket.payload.job)
+            self.reports.post(self.boundary.job_not_started, ticket.payload.record)
 
     def _say_deadline(self, tickets: list[JobTicket[Submission]]) -> None:
         """Queued jobs cannot finish before the allocation ends: how many (a job
         Snakemake retried counts once), when it ends and how to resume."""
         first = not self.deadline_jobs
-        jobs = {str(ticket.payload.job.jobid) for ticket in tickets}
+        jobs = {ticket.payload.record.jobid for ticket in tickets}
         count = len(jobs - self.deadline_jobs)
         self.deadline_jobs |= jobs
         if not count:
@@ -286,7 +289,7 @@ class Observer:
     def on_crash(self, error: BaseException, tickets: list[JobTicket[Submission]]) -> None:
         self.reports.post(self.boundary.executor_failed, error)
         for ticket in tickets:
-            self.reports.post(self.boundary.job_not_started, ticket.payload.job)
+            self.reports.post(self.boundary.job_not_started, ticket.payload.record)
 
     def run_ended(self, **cpu_figures: float) -> None:
         """Close the journal and tell the user how the run went (Snakemake's

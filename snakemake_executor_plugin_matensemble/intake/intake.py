@@ -1,15 +1,16 @@
 """Intake: one Snakemake job in, one checked ticket for the packer out.
 
-Everything the plugin derives from a Snakemake job is made here, in one place
-and in Snakemake's scheduler thread: the checked resource request, the command
-(direct or per-job Snakemake), the display name and log path, and the ticket
-the packer queues. Bad input raises :class:`.errors.InvalidRequestError` with
-the rule, the field, the value and the fix.
+The job is read once, by the boundary, into a frozen
+:class:`~.snakemake_boundary.JobRecord`; everything the plugin derives from it
+is made here from that record, in Snakemake's scheduler thread: the checked
+resource request, the command (direct or per-job Snakemake), the display
+name and log path, and the ticket the packer queues. Bad input raises
+:class:`.errors.InvalidRequestError` with the rule, the field, the value and
+the fix.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
@@ -17,21 +18,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
-
+from ..backends.base import Backend, LaunchSpec, RunningJob
+from ..errors import InvalidRequestError, JobsCannotRunError
+from ..packing.allocation import Allocation
+from ..packing.queue import JobTicket
+from ..snakemake_boundary import JobRecord, SnakemakeBoundary, is_unknown_yet
 from . import naming
-from .allocation import Allocation
-from .backends.base import Backend, LaunchSpec, RunningJob
 from .command import CommandBuilder, CommandPath, JobCommand
-from .errors import InvalidRequestError, JobsCannotRunError
-from .packer import JobTicket
 from .request import (
     CONFUSABLE_RESOURCES,
     ResourceRequest,
     request_from_resources,
     unread_resources,
 )
-from .snakemake_boundary import SnakemakeBoundary, is_unknown_yet
 
 log = logging.getLogger("snakemake.logging.matensemble.intake")
 
@@ -39,20 +38,23 @@ log = logging.getLogger("snakemake.logging.matensemble.intake")
 _PER_MEMBER_FIELDS = ("tasks", "nodes", "cpus_per_task", "gpus_per_task", "mpi")
 
 
+#: The executor's report of a submission to Snakemake: ``(record, backend id
+#: of a re-attached job, log path)`` -> Snakemake's ``SubmittedJobInfo``.
+ReportSubmission = Callable[[JobRecord, "str | None", str], Any]
+
+
 @dataclass
 class Submission:
     """What the dispatcher and the observer need of one Snakemake job."""
 
-    job_info: SubmittedJobInfo
+    record: JobRecord
+    #: Snakemake's ``SubmittedJobInfo`` (the executor's reports to Snakemake)
+    job_info: Any
     command: JobCommand
     #: ``rule[wildcards]`` (backend job names, messages)
     name: str
     #: the plugin's log of this job and attempt
     log_path: str
-
-    @property
-    def job(self) -> Any:
-        return self.job_info.job
 
 
 class Intake:
@@ -87,49 +89,39 @@ class Intake:
         return max(len(spec.cores) for spec in self.allocation.specs)
 
     # -- requests ----------------------------------------------------------------
-    def request_for(self, job: Any, *, known_only: bool = False) -> ResourceRequest:
-        """The checked request of ``job``; raises :class:`InvalidRequestError`.
+    def record(self, job: Any) -> JobRecord:
+        """``job``, handed over by Snakemake and ready, read once (the boundary)."""
+        return self.boundary.record(job, self.node_cores, direct=self.commands.direct_enabled)
+
+    def request_for(self, record: JobRecord, *, known_only: bool = False) -> ResourceRequest:
+        """The checked request of ``record``; raises :class:`InvalidRequestError`.
 
         ``known_only``: leave out values Snakemake evaluates later (``<TBD>``,
         e.g. resources that depend on inputs not made yet); they are checked
         when the job is ready, before it starts.
         """
-        rule = naming.rule_of(job)
-        resources = self.resources_of(job)
-        threads = self._group_cores(resources) if job.is_group() else job.threads
+        rule = record.rule
+        resources = record.resources or {}
+        threads = record.threads
+        if record.is_group:
+            resources = {k: v for k, v in resources.items() if k not in _PER_MEMBER_FIELDS}
+            threads = min(threads, self.node_cores) if isinstance(threads, int) else threads
         if known_only:
             resources = {k: v for k, v in resources.items() if not is_unknown_yet(v)}
             threads = 1 if is_unknown_yet(threads) else threads
         self._note_unread(rule, resources)
-        request = request_from_resources(lambda: naming.where(job), rule, threads, resources)
+        request = request_from_resources(lambda: naming.where(record), rule, threads, resources)
         problem = self.allocation.why_never_fits(request)
         if problem is not None:
             field, value, text = problem
             raise InvalidRequestError(
-                naming.where(job),
+                naming.where(record),
                 field,
                 value,
                 f"{text}; the job could never start",
                 f"lower {field} of {rule}, or run in a larger allocation",
             )
         return request
-
-    def resources_of(self, job: Any) -> Mapping[str, Any]:
-        """The job's resources; a group's as Snakemake layers them for one node."""
-        if not job.is_group():
-            return job.resources
-        resources = self.boundary.group_resources(job, self.node_cores)
-        return {k: v for k, v in resources.items() if k not in _PER_MEMBER_FIELDS}
-
-    def _group_cores(self, resources: Mapping[str, Any]) -> Any:
-        """A group's cores: Snakemake's layered ``_cores``, at most one node's.
-
-        Members that must run together (pipes) may add up to more; the group's
-        own Snakemake process then caps each member's threads at the cores it
-        is given, as Snakemake's local executor caps them at ``--cores``.
-        """
-        cores = resources.get("_cores", 1)
-        return min(cores, self.node_cores) if isinstance(cores, int) else cores
 
     def check_up_front(self, jobs: list[Any] | None) -> None:
         """Lower threads to one node, as ``--cores`` would, then check every job
@@ -152,50 +144,47 @@ class Intake:
         """Check ``jobs`` up front: ``{rule: message}`` for every rule that is
         certainly wrong (values not known yet are checked later)."""
         problems: dict[str, str] = {}
-        for job in jobs:
-            if job.is_local or job.rule.name in problems:
+        for rule, record in self.boundary.records_read_early(jobs, self.node_cores, problems):
+            if isinstance(record, Exception):  # resources that need inputs not made yet
+                log.debug(f"matensemble: cannot check a job of {rule} yet: {record}")
                 continue
             try:
-                with self.boundary.evaluated_early(job):
-                    self.request_for(job, known_only=True)
+                self.request_for(record, known_only=True)
             except InvalidRequestError as error:
-                problems[job.rule.name] = str(error)
-            except Exception as error:  # resources that need inputs not made yet
-                log.debug(f"matensemble: cannot check {job} yet: {error}")
+                problems[rule] = str(error)
+            except Exception as error:  # values that need inputs not made yet
+                log.debug(f"matensemble: cannot check {naming.where(record)} yet: {error}")
         return problems
 
     # -- tickets -------------------------------------------------------------------
     def ticket_for(
-        self, job: Any, report_submission: Callable[[SubmittedJobInfo], None]
+        self, record: JobRecord, report_submission: ReportSubmission
     ) -> JobTicket[Submission]:
-        """The ticket of a ready ``job``; raises on bad input (nothing started)."""
-        request = self.request_for(job)
-        log_path = str(naming.log_path(self.log_dir, job))
-        running = self._still_running(job)
+        """The ticket of a ready job; raises on bad input (nothing started)."""
+        request = self.request_for(record)
+        log_path = str(naming.log_path(self.log_dir, record))
+        running = self._still_running(record)
         if running is None:
             command = self.commands.build(
-                job, request.total_cores, request.tasks, has_mpi=request.mpi is not None
+                record, request.total_cores, request.tasks, has_mpi=request.mpi is not None
             )
         else:  # re-attach: nothing to prepare or launch, outputs are being written
             command = JobCommand(command="", path=CommandPath.ATTACHED)
-        submission = Submission(
-            job_info=SubmittedJobInfo(
-                job,
-                external_jobid=running.backend_id if running else None,
-                aux={"log": log_path},
-            ),
-            command=command,
-            name=naming.display_name(job),
-            log_path=log_path,
-        )
         # registers the incomplete markers (keeping a re-attached job's id)
         with self.snakemake_work():
-            report_submission(submission.job_info)
+            job_info = report_submission(record, running.backend_id if running else None, log_path)
+        submission = Submission(
+            record=record,
+            job_info=job_info,
+            command=command,
+            name=naming.display_name(record),
+            log_path=log_path,
+        )
         return JobTicket(
             key=self.new_key(),
-            rule=naming.rule_of(job),
+            rule=record.rule,
             request=request,
-            priority=self.boundary.priority(job),
+            priority=record.priority,
             payload=submission,
             attach=running,
         )
@@ -220,9 +209,9 @@ class Intake:
             priority=ticket.priority,
             attributes={
                 "workdir": self.workdir,
-                "jobid": str(submission.job.jobid),
+                "jobid": submission.record.jobid,
                 "rule": ticket.rule,
-                "outputs": [str(f) for f in submission.job.output],
+                "outputs": list(submission.record.outputs),
             },
         )
 
@@ -236,19 +225,13 @@ class Intake:
         --rerun-incomplete): the only jobs the backend may re-attach to."""
         if not self.backend.can_attach:
             return set()
-        ids = set()
-        for job in self.boundary.needrun_jobs() or ():
-            with contextlib.suppress(Exception):  # several ids: Snakemake refuses it later
-                external = self.boundary.incomplete_external_jobid(job)
-                if external:
-                    ids.add(external)
-        return ids
+        return self.boundary.recorded_external_jobids()
 
-    def _still_running(self, job: Any) -> RunningJob | None:
-        """The backend job an earlier, killed run started for ``job``, if it runs."""
+    def _still_running(self, record: JobRecord) -> RunningJob | None:
+        """The backend job an earlier, killed run started for the job, if it runs."""
         if not self.backend.can_attach:
             return None
-        external = self.boundary.incomplete_external_jobid(job)
+        external = self.boundary.incomplete_external_jobid(record)
         if not external:
             return None
         return self.backend.find_running(external)

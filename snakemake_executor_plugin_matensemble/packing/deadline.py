@@ -17,13 +17,9 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from .backends.base import JobStatus
-from .journal import RunRecord, journal_paths, read_journal
 
 log = logging.getLogger("snakemake.logging.matensemble.deadline")
 
@@ -31,8 +27,6 @@ log = logging.getLogger("snakemake.logging.matensemble.deadline")
 RUNTIME_ESTIMATES = ("declared", "journal")
 #: ``--matensemble-unknown-runtime`` choices
 UNKNOWN_RUNTIME = ("start", "hold")
-#: the journal's status of an attempt that succeeded
-SUCCESS = JobStatus.SUCCESS.value
 
 _DURATION = re.compile(
     r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$"
@@ -124,34 +118,6 @@ class RuntimeEstimator:
             return self.observed.get(getattr(ticket, "rule", "") or "")
         return None
 
-    @classmethod
-    def from_journals(cls, journal_dir: str | Path, limit: int = 20) -> RuntimeEstimator:
-        """Estimates from the newest ``limit`` journals under ``journal_dir``
-        (newest by run id, as :func:`.journal.journal_paths` orders them)."""
-        runs = []
-        for path in journal_paths(journal_dir)[-limit:]:
-            try:
-                runs.append(read_journal(path))
-            except OSError:  # removed meanwhile, or unreadable: no estimates from it
-                continue
-        return cls("journal", observed_durations(runs))
-
-
-def observed_durations(runs: Iterable[RunRecord]) -> dict[str, float]:
-    """rule -> longest successful run (seconds, from the backend's start to its
-    end) over the given journals. Only attempts whose final verdict is success
-    count: one Snakemake failed afterwards (missing output) tells nothing of
-    how long a good run takes."""
-    longest: dict[str, float] = {}
-    for run in runs:
-        for job in run.jobs:
-            if job.status != SUCCESS or job.start is None or job.end is None:
-                continue
-            duration = job.end - job.start
-            if job.rule and duration >= 0:
-                longest[job.rule] = max(longest.get(job.rule, 0.0), duration)
-    return longest
-
 
 class DeadlineGuard:
     """Decides whether a job can finish before the allocation ends.
@@ -187,13 +153,18 @@ class DeadlineGuard:
 
     @classmethod
     def from_settings(
-        cls, settings: Any, clock: Callable[[], float] = time.monotonic
+        cls,
+        settings: Any,
+        read_durations: Callable[[str], dict[str, float]],
+        clock: Callable[[], float] = time.monotonic,
     ) -> DeadlineGuard:
-        """The guard the executor settings ask for (journal estimates read now);
-        every value comes from ``settings`` (:class:`.settings.ExecutorSettings`,
-        the one source of their defaults)."""
+        """The guard the executor settings ask for; every value comes from
+        ``settings`` (:class:`.settings.ExecutorSettings`, the one source of
+        their defaults). ``read_durations(journal_dir)``: each rule's longest
+        successful run in earlier journals (read now, for ``journal`` estimates;
+        :func:`..observing.runtimes.durations_from_journals`)."""
         estimator = (
-            RuntimeEstimator.from_journals(settings.journal_dir)
+            RuntimeEstimator("journal", read_durations(settings.journal_dir))
             if settings.runtime_estimate == "journal"
             else RuntimeEstimator()
         )

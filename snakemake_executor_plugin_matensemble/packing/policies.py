@@ -14,9 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .allocation import Allocation, Placement
-from .packer import NEVER, AdmissionRound, JobTicket
-from .request import ResourceRequest
+from .allocation import Allocation
+from .nodes import Placement
+from .packer import AdmissionRound
+from .queue import JobTicket
+from .resource_request import ResourceRequest
+from .running import NEVER
 
 
 class AdmissionPolicy(ABC):

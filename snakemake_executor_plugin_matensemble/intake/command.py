@@ -31,8 +31,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from .naming import rule_of
-from .snakemake_boundary import CapturedProcess, NotDirect
+from ..snakemake_boundary import CapturedProcess, JobRecord, NotDirect
 
 log = logging.getLogger("snakemake.logging.matensemble.command")
 
@@ -70,38 +69,40 @@ class JobCommand:
     cleanup: tuple[str, ...] = ()
 
 
-def per_job_reason(job: Any, boundary: Any, direct_enabled: bool) -> str | None:
-    """Why ``job`` must run through a per-job Snakemake process (None: it need not).
+def per_job_reason(record: JobRecord, boundary: Any, direct_enabled: bool) -> str | None:
+    """Why the job must run through a per-job Snakemake process (None: it need not).
 
     Only what is known before the job is prepared; the boundary may still
     refuse a job when it builds the command (:class:`.snakemake_boundary.NotDirect`).
     """
     if not direct_enabled:
         return "the direct path is turned off (--matensemble-per-job-snakemake)"
-    if job.is_group():
-        return _group_reason(job, boundary)
-    return _single_reason(job, boundary)
+    if record.is_group:
+        return _group_reason(record, boundary)
+    return _single_reason(record, record.resources)
 
 
-def _group_reason(group: Any, boundary: Any) -> str | None:
+def _group_reason(group: JobRecord, boundary: Any) -> str | None:
     """Why a group job runs through one Snakemake process (None: members run directly)."""
-    for job in group.jobs:
-        reason = _single_reason(job, boundary, in_group=True) or _input_dependent(job, boundary)
+    for member in group.members:
+        reason = _single_reason(
+            member, lambda m=member: boundary.member_resources(m), in_group=True
+        ) or _input_dependent(member)
         if reason is not None:
-            return f"its member {job.rule.name} {reason.removeprefix('it ')}"
+            return f"its member {member.rule} {reason.removeprefix('it ')}"
     return None
 
 
-def _input_dependent(job: Any, boundary: Any) -> str | None:
+def _input_dependent(member: JobRecord) -> str | None:
     """Params, threads or resources computed from input files, which inside a
     group may be made by an earlier member: those are evaluated when the
     member is ready, so the group runs through Snakemake."""
-    params, resources, shell_command = boundary.written_inputs(job)
-    values = [*params, resources.get("_cores")]
-    if "resources" in shell_command:
+    facts = member.direct
+    values = [*facts.written_params, facts.written_resources.get("_cores")]
+    if "resources" in facts.written_shell:
         # Snakemake's default resources (mem_mb, disk_mb) are computed from the
         # input's size; they only matter where the command reads them
-        values += list(resources.values())
+        values += list(facts.written_resources.values())
     for value in values:
         if callable(value) and _takes_input(value):
             return "has params, threads or resources computed from its input"
@@ -115,17 +116,21 @@ def _takes_input(function: Any) -> bool:
         return True  # cannot tell: assume it does
 
 
-def _single_reason(job: Any, boundary: Any, in_group: bool = False) -> str | None:
-    reason = boundary.per_job_because(job)
-    if reason is not None:
-        return reason
-    if str(job.resources.get(OPT_OUT_RESOURCE, 1)).lower() in {"0", "false", "no"}:
+def _single_reason(record: JobRecord, resources: Any, in_group: bool = False) -> str | None:
+    """``resources``: the job's resources, or (a group's member) a function that
+    evaluates them, called only when they are needed, as Snakemake would."""
+    facts = record.direct
+    if facts.per_job_because is not None:
+        return facts.per_job_because
+    if callable(resources):
+        resources = resources()
+    if str(resources.get(OPT_OUT_RESOURCE, 1)).lower() in {"0", "false", "no"}:
         return f"it opts out with resources: {OPT_OUT_RESOURCE}=0"
-    if job.benchmark:
+    if facts.benchmark:
         return "it has a benchmark: file"
-    if boundary.uses_output_cache(job):
+    if facts.output_cache:
         return "it uses the between-workflow output cache"
-    if not in_group and boundary.is_pipe_or_service(job):
+    if not in_group and (facts.pipe or facts.service):
         # Snakemake groups every pipe group; a lone one is unexpected
         return "it has pipe or service outputs"
     return None
@@ -146,15 +151,15 @@ def _launched_as_is(process: CapturedProcess, per_task: bool) -> JobCommand:
 class CommandBuilder:
     """Chooses the path for each job and builds its command.
 
-    Runs in Snakemake's scheduler thread (it touches the job and the DAG).
-    ``per_job_command(job, cores)`` is Snakemake's per-job command restricted
+    Runs in Snakemake's scheduler thread (the boundary prepares the job there).
+    ``per_job_command(record, cores)`` is Snakemake's per-job command restricted
     to ``cores``; ``snakemake_work()`` times Snakemake's own per-job work.
     """
 
     def __init__(
         self,
         boundary: Any,
-        per_job_command: Callable[[Any, int], str],
+        per_job_command: Callable[[JobRecord, int], str],
         snakemake_work: Callable[[], AbstractContextManager[None]],
         direct_enabled: bool,
     ):
@@ -164,57 +169,57 @@ class CommandBuilder:
         self.direct_enabled = direct_enabled
         self._announced: set[str] = set()
 
-    def build(self, job: Any, cores: int, tasks: int, has_mpi: bool) -> JobCommand:
-        reason = per_job_reason(job, self.boundary, self.direct_enabled)
+    def build(self, record: JobRecord, cores: int, tasks: int, has_mpi: bool) -> JobCommand:
+        reason = per_job_reason(record, self.boundary, self.direct_enabled)
         if reason is None:
             try:
                 with self.snakemake_work():
-                    if job.is_group():
-                        command = self._group_command(job, cores)
+                    if record.is_group:
+                        command = self._group_command(record, cores)
                     else:
-                        command = self._direct_command(job, per_task=tasks > 1 and not has_mpi)
+                        command = self._direct_command(record, per_task=tasks > 1 and not has_mpi)
             except NotDirect as error:
                 reason = str(error)
             else:
-                self._announce(job, None)
+                self._announce(record, None)
                 return command
-        self._announce(job, reason)
-        return JobCommand(self.per_job_command(job, cores))
+        self._announce(record, reason)
+        return JobCommand(self.per_job_command(record, cores))
 
-    def _direct_command(self, job: Any, per_task: bool) -> JobCommand:
-        return _launched_as_is(self.boundary.capture_command(job), per_task)
+    def _direct_command(self, record: JobRecord, per_task: bool) -> JobCommand:
+        return _launched_as_is(self.boundary.capture_command(record), per_task)
 
-    def _group_command(self, group: Any, cores: int) -> JobCommand:
+    def _group_command(self, group: JobRecord, cores: int) -> JobCommand:
         """The members of ``group``, run by :mod:`.group_runner` on the group's
         ``cores`` as Snakemake runs them: each once those it reads from are
         done, as many at once as their threads fit the cores; the members of a
         pipe group together."""
         order = self.boundary.run_order(group)  # before preparing: may raise NotDirect
         alone = len(order) == 1 and len(order[0].jobs) == 1
-        if alone and not self.boundary.is_service(order[0].jobs[0]):
+        if alone and not order[0].jobs[0].direct.service:
             # one member (a rule with group: but nothing to group it with):
             # its own command, with no runner around it
             ((_, process),) = self.boundary.capture_group(group)
             return _launched_as_is(process, per_task=False)
         cleanup, members = [], {}
-        services = [job for job in group.jobs if self.boundary.is_service(job)]
-        served = {str(f) for job in services for f in job.output}
+        served = {path for job in group.members if job.direct.service for path in job.outputs}
         base = dict(os.environ)  # the group job's own environment, before the backend's
         for job, process in self.boundary.capture_group(group):
             cleanup.extend(process.cleanup)
+            threads = self.boundary.member_threads(job)
             members[job] = {
-                "name": f"{job.rule.name} (jobid {job.jobid})",
+                "name": f"{job.rule} (jobid {job.jobid})",
                 "command": process.command,
                 "shell": process.executable,
                 # what shell() changed, applied on top of the job's environment
                 # (which has the backend's GPU and task variables)
                 "env": {k: v for k, v in process.env.items() if base.get(k) != v},
                 "unset": [k for k in base if k not in process.env],
-                "service": job in services,
-                "threads": job.threads if isinstance(job.threads, int) else 1,
+                "service": job.direct.service,
+                "threads": threads if isinstance(threads, int) else 1,
                 # Snakemake starts a service's consumer once the service's
                 # output is there (it waits for a job's input before it starts)
-                "wait_for": sorted(str(f) for f in job.input if str(f) in served),
+                "wait_for": sorted(path for path in job.inputs if path in served),
             }
         sets = [
             {"members": [members[job] for job in run_set.jobs], "after": list(run_set.after)}
@@ -243,17 +248,17 @@ class CommandBuilder:
             cleanup=(*cleanup, spec),
         )
 
-    def _announce(self, job: Any, reason: str | None) -> None:
-        name = rule_of(job)
+    def _announce(self, record: JobRecord, reason: str | None) -> None:
+        name = record.rule
         if name in self._announced:
             return
         self._announced.add(name)
-        if reason is None and job.is_group():
-            together = any(self.boundary.is_pipe_or_service(member) for member in job.jobs)
+        if reason is None and record.is_group:
+            together = any(m.direct.pipe or m.direct.service for m in record.members)
             how = "in order, pipe() and service() members together" if together else "in order"
             log.info(f"matensemble: {name} runs its members' commands directly, {how}.")
         elif reason is None:
-            kind = self.boundary.rule_kind(job)
+            kind = record.direct.kind
             log.info(f"matensemble: rule {name} ({kind}) runs its command directly.")
         else:
             log.info(f"matensemble: {name} runs through a per-job Snakemake process: {reason}.")

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .allocation import Allocation, Placement
-from .backends.base import JobStatus, ResourceEventKind
-from .request import ResourceRequest
+from ..backends.base import JobStatus, ResourceEventKind
+from ..packing.allocation import Allocation
+from ..packing.nodes import Placement
+from ..packing.resource_request import ResourceRequest
 
 END_EVENTS = frozenset({"finished", "failed", "cancelled"})
 #: Job statuses (``status`` of an end line) that count as failures: the values
