@@ -31,6 +31,7 @@ from .observer import Observer, open_run_journal
 from .ordering import make_order
 from .packer import JobTicket, Packer
 from .policies import make_policy
+from .run_end import remote_count
 from .settings import ExecutorSettings
 from .signals import cancel_on_sigterm
 from .snakemake_boundary import SnakemakeBoundary
@@ -107,6 +108,7 @@ class Executor(RealExecutor):
             self.intake.launch_spec,
             tick_interval=status.tick_interval,
         )
+        self.observer.run_end.total_jobs = getattr(self, "_needrun_count", None)
         self.dispatcher.start()
 
     def _shorten_group_level_pause(self) -> None:
@@ -168,6 +170,8 @@ class Executor(RealExecutor):
         return ticket
 
     def cancel(self) -> None:
+        if not self._stopped:
+            self.observer.run_end.interrupted()
         self.shutdown()
 
     def shutdown(self) -> None:
@@ -219,7 +223,9 @@ class Executor(RealExecutor):
     def _check_all_jobs_up_front(self) -> None:
         """Bad input fails before anything runs (see :meth:`.intake.Intake.check_up_front`)."""
         try:
-            self.intake.check_up_front(self.boundary.needrun_jobs())
+            jobs = self.boundary.needrun_jobs()
+            self._needrun_count = remote_count(jobs)
+            self.intake.check_up_front(jobs)
         except JobsCannotRunError:
             self.backend.close()  # nothing was started: let go of Flux / the guard
             raise

@@ -26,6 +26,7 @@ from .dispatcher import Withdrawal
 from .intake import Submission
 from .journal import Journal, find_previous_journal, read_journal
 from .packer import JobTicket, Packer
+from .run_end import LeftForTheEnd, RunEndRecorder, rule_name
 from .snakemake_boundary import SnakemakeBoundary
 from .status import RunStatus, StatusReporter
 from .summary import end_of_run_lines, summarize
@@ -135,6 +136,8 @@ class Observer:
         self.deadline_jobs: set[str] = set()
         #: (jobid, attempt) -> journal key of attempts the backend finished well
         self._succeeded: dict[tuple[str, int], int] = {}
+        #: why the run ended, beside the journal (see run_end.py)
+        self.run_end = RunEndRecorder.beside(journal.path, journal.path.parent.name)
 
     # -- journal on intake (Snakemake's thread) ---------------------------------
     def queued(self, ticket: JobTicket[Submission]) -> None:
@@ -200,6 +203,8 @@ class Observer:
                 key, "failed", "Snakemake failed it after it ended (e.g. missing output files)"
             )
             self.status.finished(str(job.jobid), False)
+            if not self.boundary.retried(job):
+                self.run_end.job_failed(rule_name(job), str(job), "", "missing output files")
 
     def _report_failure(self, submission: Submission, result: JobFinished) -> bool:
         job = submission.job
@@ -212,12 +217,18 @@ class Observer:
             aux_logs=[submission.log_path],
             **details,
         )
+        if not self.boundary.retried(job):
+            self.run_end.job_failed(rule_name(job), submission.name, submission.log_path, message)
         return not self.boundary.retried(job) and not self.boundary.keep_going()
 
     def on_withdrawn(self, tickets: list[JobTicket[Submission]], reason: Withdrawal) -> None:
         why = _WITHDRAWN_BECAUSE[reason]
         if reason is Withdrawal.DEADLINE:
             self._say_deadline(tickets)
+            left = [
+                LeftForTheEnd(t.payload.name, self.packer.deadline.estimate(t)) for t in tickets
+            ]
+            self.run_end.left_for_the_end(left, self.packer.deadline.end_epoch)
         else:
             log.info(f"matensemble: {len(tickets)} queued job(s) were not started ({why}).")
         journaled = _JOURNALED_BECAUSE.get(reason, f"not started: {why}")
@@ -295,6 +306,7 @@ class Observer:
         if self.status.status_file is not None:
             self.status.write_file(self.current_status())
         self.journal.close(**cpu_figures)
+        self.run_end.finish(self.status.done, self.status.failed)
         path = self.journal.path
         lines = end_of_run_lines(path)
         lines.append(f"matensemble: journal {path} (matensemble-report {path} draws the timeline).")
