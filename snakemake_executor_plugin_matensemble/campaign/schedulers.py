@@ -66,7 +66,7 @@ class Scheduler:
         """End a running allocation's Snakemake cleanly: SIGTERM to the
         allocation's processes (Snakemake ends as ``interrupted``)."""
         if self.name == "slurm":
-            _run(["scancel", "--full", "--signal=TERM", allocation])
+            _run(["scancel", "--signal=TERM", allocation])
         else:
             _run(["flux", "job", "kill", "--signal=SIGTERM", allocation], self._env())
 

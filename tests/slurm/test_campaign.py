@@ -1,0 +1,232 @@
+"""Campaigns on a real (one-node) Slurm cluster, as a user runs them: one
+``matensemble-submit`` each, with the ``slurm`` recipe of the flux-allocation
+profile (``srun --mpi=pmi2 ... flux start snakemake ...``), allocations of 2
+minutes.
+
+These tests wait on the clock (each allocation runs for about a minute), so CI
+runs them side by side: ``uv run pytest -n 4 tests/slurm/test_campaign.py``
+(``.ci/run``); see ``conftest.py`` for how the default run leaves them to it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ..flux.fluxenv import requires_flux
+from ..helpers import write_snakefile
+from .test_slurm import user_env
+
+ROOT = Path(__file__).parents[2]
+PROFILE = ROOT / "workflows" / "profiles" / "flux-allocation"
+SUBMIT = Path(sys.executable).parent / "matensemble-submit"
+#: this cluster's tiny allocations: both cores for jobs, a short margin
+SMALL = ["--matensemble-flux-reserve-cores", "0", "--matensemble-deadline-margin", "10"]
+
+pytestmark = [pytest.mark.slurm, pytest.mark.flux, requires_flux]
+
+#: 6 jobs of 45 s declaring 1 minute: with a 10 s margin in a 2-minute allocation a
+#: job starts only in the first 50 s, so one round (at most 2 jobs on 2 cores) runs
+#: per allocation: at least 3 allocations.
+ENSEMBLE = """
+rule all:
+    input: expand("out/{i}.txt", i=range(6))
+
+rule work:
+    output: "out/{i}.txt"
+    resources: runtime=1
+    shell:
+        "echo start {wildcards.i} $(date +%s.%N) >> starts.log; sleep 45; "
+        "echo {wildcards.i} > {output}; echo end {wildcards.i} $(date +%s.%N) >> ends.log"
+"""
+
+FAILING = """
+rule all:
+    input: "good.txt", "bad.txt"
+
+rule good:
+    output: "good.txt"
+    shell: "echo good > {output}"
+
+rule bad:
+    output: "bad.txt"
+    shell: "echo failing on purpose; exit 3"
+"""
+
+TOO_LONG = """
+rule all:
+    input: "long.txt"
+
+rule long:
+    output: "long.txt"
+    resources: runtime=5
+    shell: "sleep 1; touch {output}"
+"""
+
+#: a job that runs until it is stopped (stops within a second: `sleep` ends on SIGTERM)
+FOREVER = """
+rule all:
+    input: "forever.txt"
+
+rule forever:
+    output: "forever.txt"
+    shell: "echo start forever >> starts.log; sleep 600; touch {output}"
+"""
+
+
+def submit(workdir: Path, *extra: str, snakemake: tuple[str, ...] = ()) -> dict:
+    """``matensemble-submit --profile ... -N 1 -t 2 EXTRA -- SNAKEMAKE`` in
+    ``workdir``; the campaign's state."""
+    argv = [str(SUBMIT), "--profile", str(PROFILE), "-N", "1", "-t", "2", *extra]
+    done = subprocess.run(
+        [*argv, "--", *SMALL, *snakemake],
+        cwd=workdir,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return state(workdir)
+
+
+def campaign_dir(workdir: Path) -> Path:
+    (found,) = (workdir / ".snakemake" / "matensemble" / "campaign").glob("*/state.json")
+    return found.parent
+
+
+def state(workdir: Path) -> dict:
+    return json.loads((campaign_dir(workdir) / "state.json").read_text())
+
+
+def in_queue(ids: list[str]) -> list[str]:
+    """Those of ``ids`` that Slurm still has pending or running."""
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i %T", "-j", ",".join(ids)], capture_output=True, text=True
+    ).stdout
+    return [line.split()[0] for line in out.splitlines() if line.split()[1] in _LIVE]
+
+
+_LIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED"}
+
+
+def wait_for(condition, timeout: float, what: str, workdir: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(2)
+    pytest.fail(f"{what} within {timeout:.0f} s; state: {state(workdir)}\n{outputs(workdir)}")
+
+
+def outputs(workdir: Path) -> str:
+    return "\n".join(p.read_text()[-2000:] for p in sorted(campaign_dir(workdir).glob("*.out")))
+
+
+def ended(workdir: Path, timeout: float) -> dict:
+    """Wait until the campaign is over and none of its allocations is queued or
+    running; its final state."""
+
+    def over():
+        current = state(workdir)
+        ids = [a["id"] for a in current["allocations"]]
+        return current if current["status"] != "active" and not in_queue(ids) else None
+
+    return wait_for(over, timeout, "the campaign did not end", workdir)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def status_text(workdir: Path) -> str:
+    done = subprocess.run(
+        [str(SUBMIT), "--status"], cwd=workdir, env=user_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_workflow_needing_three_allocations_finishes_and_no_job_runs_twice(
+    tmp_path, slurm_cluster
+):
+    write_snakefile(tmp_path, ENSEMBLE)
+    submit(tmp_path, "--max-allocations", "8")
+    final = ended(tmp_path, timeout=900)
+    assert final["status"] == "complete", final
+    ran = [a for a in final["allocations"] if a["started"]]
+    assert len(ran) >= 3, final
+    assert [a["reason"] for a in ran] == ["allocation_ended"] * (len(ran) - 1) + ["complete"]
+    assert sorted(p.name for p in tmp_path.glob("out/*.txt")) == [f"{i}.txt" for i in range(6)]
+    started = sorted(line.split()[1] for line in lines(tmp_path / "starts.log"))
+    finished = sorted(line.split()[1] for line in lines(tmp_path / "ends.log"))
+    assert started == finished == [str(i) for i in range(6)], "a job ran twice or was cut off"
+    # nothing left queued: the allocation queued by the last one was cancelled
+    assert not in_queue([a["id"] for a in final["allocations"]])
+    assert all(a["state"] in ("ended", "cancelled") for a in final["allocations"]), final
+    text = status_text(tmp_path)
+    assert f"allocations: {len(ran)} used, 0 queued" in text, text
+    assert "jobs: 6 done, 0 left" in text, text
+
+
+def test_a_failing_rule_stops_the_chain_after_its_allocation(tmp_path, slurm_cluster):
+    write_snakefile(tmp_path, FAILING)
+    submit(tmp_path)
+    final = ended(tmp_path, timeout=400)
+    assert (final["status"], final["reason"]) == ("stopped", "job_failed"), final
+    assert "rule bad failed" in final["message"], final
+    log = final["message"].split("log: ")[1]
+    assert "failing on purpose" in (tmp_path / log).read_text()
+    assert len([a for a in final["allocations"] if a["started"]]) == 1, final
+    assert (tmp_path / "good.txt").exists()
+    assert "rule bad failed" in status_text(tmp_path)
+
+
+def test_a_job_longer_than_the_walltime_stops_the_chain_without_progress(tmp_path, slurm_cluster):
+    write_snakefile(tmp_path, TOO_LONG)
+    submit(tmp_path)
+    final = ended(tmp_path, timeout=400)
+    assert (final["status"], final["reason"]) == ("stopped", "no_progress"), final
+    assert "long needs a runtime of 300 s, the walltime is 120 s" in final["message"], final
+    assert len([a for a in final["allocations"] if a["started"]]) == 1, final
+    assert not (tmp_path / "long.txt").exists()
+
+
+def test_cancel_stops_the_running_allocation_and_the_chain(tmp_path, slurm_cluster):
+    write_snakefile(tmp_path, FOREVER)
+    submit(tmp_path)
+    wait_for(lambda: lines(tmp_path / "starts.log"), 300, "the job did not start", tmp_path)
+    before = state(tmp_path)
+    assert len(before["allocations"]) == 2, before  # the running one and the next
+    cancelled = subprocess.run(
+        [str(SUBMIT), "--cancel"], cwd=tmp_path, env=user_env(), capture_output=True, text=True
+    )
+    assert cancelled.returncode == 0, cancelled.stderr
+    final = ended(tmp_path, timeout=120)
+    assert final["status"] == "cancelled", final
+    assert len([a for a in final["allocations"] if a["started"]]) == 1, final
+    assert final["allocations"][1]["state"] == "cancelled", final
+    assert lines(tmp_path / "starts.log") == ["start forever"]
+    run_end = json.loads((campaign_dir(tmp_path) / "run-end.json").read_text())
+    assert run_end["reason"] == "interrupted", run_end
+
+
+def test_an_allocation_killed_from_outside_is_followed_by_the_next(tmp_path, slurm_cluster):
+    write_snakefile(tmp_path, ENSEMBLE)
+    submit(tmp_path, "--max-allocations", "8")
+    wait_for(lambda: lines(tmp_path / "starts.log"), 300, "no job started", tmp_path)
+    first = state(tmp_path)["allocations"][0]["id"]
+    subprocess.run(["scancel", first], check=True)
+    final = ended(tmp_path, timeout=900)
+    assert final["status"] == "complete", final
+    allocations = final["allocations"]
+    assert allocations[0]["reason"] in (None, "interrupted"), final
+    assert len([a for a in allocations if a["started"]]) >= 2, final
+    finished = sorted(line.split()[1] for line in lines(tmp_path / "ends.log"))
+    assert finished == [str(i) for i in range(6)], "a job finished twice or never"
