@@ -221,9 +221,7 @@ def campaign_dir(given: str | None) -> Path:
 def status_lines(campaign: Campaign, states: dict[str, str], now: float) -> list[str]:
     """What ``--status`` prints."""
     used = campaign.started()
-    node_hours = sum(
-        campaign.nodes * ((a.ended or now) - a.started) / 3600 for a in used if a.started
-    )
+    node_hours = sum(campaign.nodes * ((a.ended or now) - a.started) / 3600 for a in used)
     done = sum(a.done or 0 for a in used)
     left = next((a.left for a in reversed(used) if a.left is not None), None)
     last = next((a.reason for a in reversed(used) if a.reason), None)
@@ -238,7 +236,7 @@ def status_lines(campaign: Campaign, states: dict[str, str], now: float) -> list
     for a in campaign.allocations:
         state = states.get(a.id, a.state.upper())
         ran = ""
-        if a.started:
+        if a.started is not None:
             ran = f", ran {((a.ended or now) - a.started) / 60:.1f} min"
         what = f", {a.done} done" if a.done is not None else ""
         why = f", {a.reason}" if a.reason else ""
