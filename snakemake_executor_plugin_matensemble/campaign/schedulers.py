@@ -52,7 +52,7 @@ class Scheduler:
             out = _run(["sbatch", "--parsable", *dependency, script])
             return out.strip().split(";")[0]
         dependency = [f"--dependency=afterany:{after}"] if after else []
-        return _run(["flux", "batch", *dependency, script], self._env()).strip()
+        return flux_decimal(_run(["flux", "batch", *dependency, script], self._env()).strip())
 
     def cancel(self, ids: Sequence[str]) -> None:
         if not ids:
@@ -151,7 +151,13 @@ def own_allocation(scheduler: str) -> str:
         if not job:
             raise RuntimeError("SLURM_JOB_ID is not set: not inside a Slurm allocation")
         return job
-    return _run(["flux", "getattr", "jobid"]).strip()
+    return flux_decimal(_run(["flux", "getattr", "jobid"]).strip())
+
+
+def flux_decimal(job: str, env: dict[str, str] | None = None) -> str:
+    """A Flux job id in decimal (``flux batch`` answers f58, ``getattr jobid``
+    may not): one spelling in the campaign's state."""
+    return _run(["flux", "job", "id", "--to=dec", job], env).strip()
 
 
 def walltime_seconds(text: str, scheduler: str) -> float:

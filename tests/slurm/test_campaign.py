@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ..flux.fluxenv import requires_flux
+from ..flux.fluxenv import in_flux, requires_flux
 from ..helpers import write_snakefile
 from .test_slurm import user_env
 
@@ -28,7 +28,7 @@ SUBMIT = Path(sys.executable).parent / "matensemble-submit"
 #: this cluster's tiny allocations: both cores for jobs, a short margin
 SMALL = ["--matensemble-flux-reserve-cores", "0", "--matensemble-deadline-margin", "10"]
 
-pytestmark = [pytest.mark.slurm, pytest.mark.flux, requires_flux]
+pytestmark = [pytest.mark.flux, requires_flux]
 
 #: 6 jobs of 45 s declaring 1 minute: with a 10 s margin in a 2-minute allocation a
 #: job starts only in the first 50 s, so one round (at most 2 jobs on 2 cores) runs
@@ -153,6 +153,7 @@ def status_text(workdir: Path) -> str:
     return done.stdout
 
 
+@pytest.mark.slurm
 def test_a_workflow_needing_three_allocations_finishes_and_no_job_runs_twice(
     tmp_path, slurm_cluster
 ):
@@ -175,6 +176,7 @@ def test_a_workflow_needing_three_allocations_finishes_and_no_job_runs_twice(
     assert "jobs: 6 done, 0 left" in text, text
 
 
+@pytest.mark.slurm
 def test_a_failing_rule_stops_the_chain_after_its_allocation(tmp_path, slurm_cluster):
     write_snakefile(tmp_path, FAILING)
     submit(tmp_path)
@@ -188,6 +190,7 @@ def test_a_failing_rule_stops_the_chain_after_its_allocation(tmp_path, slurm_clu
     assert "rule bad failed" in status_text(tmp_path)
 
 
+@pytest.mark.slurm
 def test_a_job_longer_than_the_walltime_stops_the_chain_without_progress(tmp_path, slurm_cluster):
     write_snakefile(tmp_path, TOO_LONG)
     submit(tmp_path)
@@ -198,6 +201,7 @@ def test_a_job_longer_than_the_walltime_stops_the_chain_without_progress(tmp_pat
     assert not (tmp_path / "long.txt").exists()
 
 
+@pytest.mark.slurm
 def test_cancel_stops_the_running_allocation_and_the_chain(tmp_path, slurm_cluster):
     write_snakefile(tmp_path, FOREVER)
     submit(tmp_path)
@@ -217,6 +221,7 @@ def test_cancel_stops_the_running_allocation_and_the_chain(tmp_path, slurm_clust
     assert run_end["reason"] == "interrupted", run_end
 
 
+@pytest.mark.slurm
 def test_an_allocation_killed_from_outside_is_followed_by_the_next(tmp_path, slurm_cluster):
     write_snakefile(tmp_path, ENSEMBLE)
     submit(tmp_path, "--max-allocations", "8")
@@ -230,3 +235,42 @@ def test_an_allocation_killed_from_outside_is_followed_by_the_next(tmp_path, slu
     assert len([a for a in allocations if a["started"]]) >= 2, final
     finished = sorted(line.split()[1] for line in lines(tmp_path / "ends.log"))
     assert finished == [str(i) for i in range(6)], "a job finished twice or never"
+
+
+#: 4 jobs of 45 s: two allocations on the Flux test instance's 2 cores
+FLUX_ENSEMBLE = ENSEMBLE.replace("range(6)", "range(4)")
+
+#: inside the "system" Flux instance: one matensemble-submit, then wait until the
+#: campaign is over and nothing is pending or running
+IN_FLUX = """
+{submit} --profile {profile} -N 1 -t 2m -- {small} || exit 1
+for _ in $(seq 200); do
+    if ! grep -q '"status": "active"' .snakemake/matensemble/campaign/*/state.json &&
+        [ -z "$(flux jobs -n --filter=pending,running -o '{{id}}')" ]; then
+        echo QUEUE-EMPTY; exit 0
+    fi
+    sleep 2
+done
+"""
+
+
+def test_a_campaign_chains_flux_batch_jobs_where_flux_is_the_scheduler(tmp_path):
+    write_snakefile(tmp_path, FLUX_ENSEMBLE)
+    script = IN_FLUX.format(submit=SUBMIT, profile=PROFILE, small=" ".join(SMALL))
+    run = subprocess.run(
+        in_flux(["bash", "-c", script], size=1),
+        cwd=tmp_path,
+        env=user_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
+    assert "QUEUE-EMPTY" in run.stdout, run.stdout[-3000:]
+    final = state(tmp_path)
+    assert (final["scheduler"], final["status"]) == ("flux", "complete"), final
+    ran = [a for a in final["allocations"] if a["started"]]
+    assert len(ran) >= 2, final
+    assert ran[-1]["reason"] == "complete", final
+    finished = sorted(line.split()[1] for line in lines(tmp_path / "ends.log"))
+    assert finished == [str(i) for i in range(4)], "a job ran twice or never"
