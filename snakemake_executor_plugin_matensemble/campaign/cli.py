@@ -99,9 +99,7 @@ def submit(args: argparse.Namespace, snakemake_args: list[str]) -> int:
             "ever start; give a longer -t (or a smaller margin)"
         )
     options = scheduler_options(args, recipe, scheduler)
-    campaign_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-    directory = (CAMPAIGNS / campaign_id).resolve()
-    directory.mkdir(parents=True)
+    campaign_id, directory = new_campaign_dir()
     script = directory / "allocation.sh"
     workdir = Path.cwd()
     text = render(
@@ -138,6 +136,21 @@ def submit(args: argparse.Namespace, snakemake_args: list[str]) -> int:
         f"{first}; script {script}; matensemble-submit --status to follow it."
     )
     return 0
+
+
+def new_campaign_dir() -> tuple[str, Path]:
+    """A new campaign's id (the time, the process, a count where one second
+    saw several) and its directory, made."""
+    stem = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    for count in range(1, 1000):
+        campaign_id = stem if count == 1 else f"{stem}-{count}"
+        directory = (CAMPAIGNS / campaign_id).resolve()
+        try:
+            directory.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return campaign_id, directory
+    raise CampaignError(f"cannot make a new campaign directory under {CAMPAIGNS}")
 
 
 def scheduler_options(args: argparse.Namespace, recipe: Recipe, scheduler: Scheduler) -> list[str]:

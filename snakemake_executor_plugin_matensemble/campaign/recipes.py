@@ -114,8 +114,9 @@ def choose_recipe(profile: str | Path, scheduler: str, name: str | None = None) 
         )
     if len(fitting) == 1:
         return next(iter(fitting.values()))
-    if scheduler in fitting:
-        return fitting[scheduler]
+    for preferred in (scheduler, Path(profile).resolve().name):
+        if preferred in fitting:  # the generic recipe, or the one named as the machine
+            return fitting[preferred]
     raise CampaignError(
         f"--profile {profile} has several {scheduler} recipes ({', '.join(sorted(fitting))}); "
         "choose one with --recipe"

@@ -11,6 +11,7 @@ runs them side by side: ``uv run pytest -n 4 tests/slurm/test_campaign.py``
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -20,10 +21,10 @@ import pytest
 
 from ..flux.fluxenv import in_flux, requires_flux
 from ..helpers import write_snakefile
+from ..recipes import campaign_command
 from .test_slurm import user_env
 
 ROOT = Path(__file__).parents[2]
-PROFILE = ROOT / "workflows" / "profiles" / "flux-allocation"
 SUBMIT = Path(sys.executable).parent / "matensemble-submit"
 #: this cluster's tiny allocations: both cores for jobs, a short margin
 SMALL = ["--matensemble-flux-reserve-cores", "0", "--matensemble-deadline-margin", "10"]
@@ -79,12 +80,26 @@ rule forever:
 """
 
 
-def submit(workdir: Path, *extra: str, snakemake: tuple[str, ...] = ()) -> dict:
-    """``matensemble-submit --profile ... -N 1 -t 2 EXTRA -- SNAKEMAKE`` in
+def documented(machine: str, size: str, walltime: str, *extra: str) -> list[str]:
+    """The campaign command docs/allocations.md gives for ``machine``, for this
+    cluster: ``size`` nodes and ``walltime`` in place of the docs' 8 nodes and 2
+    hours, the profile by its path in the checkout, ``extra`` options, and
+    :data:`SMALL` after the docs' Snakemake arguments."""
+    argv = shlex.split(campaign_command(machine))
+    assert argv[0] == "matensemble-submit", argv
+    argv[0] = str(SUBMIT)
+    argv[argv.index("-N") + 1] = size
+    argv[argv.index("-t") + 1] = walltime
+    argv[argv.index("--profile") + 1] = str(ROOT / argv[argv.index("--profile") + 1])
+    at = argv.index("--")
+    return [*argv[:at], *extra, *argv[at:], *SMALL]
+
+
+def submit(workdir: Path, *extra: str) -> dict:
+    """The docs' Slurm campaign command (``-N 1 -t 2``, ``extra`` options) in
     ``workdir``; the campaign's state."""
-    argv = [str(SUBMIT), "--profile", str(PROFILE), "-N", "1", "-t", "2", *extra]
     done = subprocess.run(
-        [*argv, "--", *SMALL, *snakemake],
+        documented("slurm", "1", "2", *extra),
         cwd=workdir,
         env=user_env(),
         capture_output=True,
@@ -243,7 +258,7 @@ FLUX_ENSEMBLE = ENSEMBLE.replace("range(6)", "range(4)")
 #: inside the "system" Flux instance: one matensemble-submit, then wait until the
 #: campaign is over and nothing is pending or running
 IN_FLUX = """
-{submit} --profile {profile} -N 1 -t 2m -- {small} || exit 1
+{submit} || exit 1
 for _ in $(seq 200); do
     if ! grep -q '"status": "active"' .snakemake/matensemble/campaign/*/state.json &&
         [ -z "$(flux jobs -n --filter=pending,running -o '{{id}}')" ]; then
@@ -256,7 +271,7 @@ done
 
 def test_a_campaign_chains_flux_batch_jobs_where_flux_is_the_scheduler(tmp_path):
     write_snakefile(tmp_path, FLUX_ENSEMBLE)
-    script = IN_FLUX.format(submit=SUBMIT, profile=PROFILE, small=" ".join(SMALL))
+    script = IN_FLUX.format(submit=shlex.join(documented("flux", "1", "2m")))
     run = subprocess.run(
         in_flux(["bash", "-c", script], size=1),
         cwd=tmp_path,
