@@ -29,7 +29,8 @@ SUBMIT = Path(sys.executable).parent / "matensemble-submit"
 #: this cluster's tiny allocations: both cores for jobs, a short margin
 SMALL = ["--matensemble-flux-reserve-cores", "0", "--matensemble-deadline-margin", "10"]
 
-pytestmark = [pytest.mark.flux, requires_flux]
+# each test waits for allocations of 2 minutes, one after another
+pytestmark = [pytest.mark.flux, requires_flux, pytest.mark.timeout(1200)]
 
 #: 6 jobs of 45 s declaring 1 minute: with a 10 s margin in a 2-minute allocation a
 #: job starts only in the first 50 s, so one round (at most 2 jobs on 2 cores) runs
@@ -220,14 +221,17 @@ def test_a_job_longer_than_the_walltime_stops_the_chain_without_progress(tmp_pat
 def test_cancel_stops_the_running_allocation_and_the_chain(tmp_path, slurm_cluster):
     write_snakefile(tmp_path, FOREVER)
     submit(tmp_path)
-    wait_for(lambda: lines(tmp_path / "starts.log"), 300, "the job did not start", tmp_path)
+    wait_for(lambda: lines(tmp_path / "starts.log"), 600, "the job did not start", tmp_path)
     before = state(tmp_path)
     assert len(before["allocations"]) == 2, before  # the running one and the next
     cancelled = subprocess.run(
         [str(SUBMIT), "--cancel"], cwd=tmp_path, env=user_env(), capture_output=True, text=True
     )
     assert cancelled.returncode == 0, cancelled.stderr
+    asked = time.monotonic()
     final = ended(tmp_path, timeout=120)
+    # stopped then, not at the end of its walltime (2 minutes; the job sleeps 600 s)
+    assert time.monotonic() - asked < 60, "the running allocation was not stopped"
     assert final["status"] == "cancelled", final
     assert len([a for a in final["allocations"] if a["started"]]) == 1, final
     assert final["allocations"][1]["state"] == "cancelled", final
@@ -240,7 +244,7 @@ def test_cancel_stops_the_running_allocation_and_the_chain(tmp_path, slurm_clust
 def test_an_allocation_killed_from_outside_is_followed_by_the_next(tmp_path, slurm_cluster):
     write_snakefile(tmp_path, ENSEMBLE)
     submit(tmp_path, "--max-allocations", "8")
-    wait_for(lambda: lines(tmp_path / "starts.log"), 300, "no job started", tmp_path)
+    wait_for(lambda: lines(tmp_path / "starts.log"), 600, "no job started", tmp_path)
     first = state(tmp_path)["allocations"][0]["id"]
     subprocess.run(["scancel", first], check=True)
     final = ended(tmp_path, timeout=900)
