@@ -170,7 +170,7 @@ class Executor(RealExecutor):
         return ticket
 
     def cancel(self) -> None:
-        if not self._stopped:
+        if not self._stopped and hasattr(self, "observer"):
             self.observer.run_end.interrupted()
         self.shutdown()
 

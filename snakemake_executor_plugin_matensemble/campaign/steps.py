@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..run_end import RunEnd, read_run_end
 from .schedulers import Scheduler, own_allocation
-from .state import Campaign, locked
+from .state import Allocation, Campaign, locked
 
 RUN_END = "run-end.json"
 
@@ -63,14 +63,7 @@ def decide(
             False, reason, f"rule {record.rule} failed ({record.job}); log: {record.log}"
         )
     if reason == "no_progress":
-        runtime = f"{record.runtime_s:.0f} s" if record.runtime_s is not None else "unknown"
-        return Decision(
-            False,
-            reason,
-            f"no job finished in a whole allocation: {record.job} needs a runtime of "
-            f"{runtime}, the walltime is {walltime_s:.0f} s (it never fits; give a longer -t "
-            "or a shorter runtime)",
-        )
+        return Decision(False, reason, no_progress_message(record, walltime_s))
     if reason == "interrupted":
         # not by --cancel: the allocation was killed from outside (scancel, its
         # walltime, a node failure); the next allocation goes on
@@ -83,6 +76,28 @@ def decide(
             f"{number} allocations (--max-allocations {max_allocations}); submit again to go on",
         )
     return Decision(True, reason, "the allocation ended; the next one goes on")
+
+
+def no_progress_message(record: RunEnd, walltime_s: float) -> str:
+    """Which job never fitted, its runtime, the walltime, and the fix."""
+    runtime = record.runtime_s
+    if runtime is None:
+        return (
+            f"no job finished in a whole allocation: {record.job} declares no runtime and "
+            f"ran until the allocation's end cut it off (the walltime is {walltime_s:.0f} s); "
+            "declare runtimes (resources: runtime=<minutes>) or give a longer -t"
+        )
+    text = (
+        f"no job finished in a whole allocation: {record.job} needs a runtime of "
+        f"{runtime:.0f} s, the walltime is {walltime_s:.0f} s"
+    )
+    if runtime >= walltime_s:
+        return text + " (it never fits; give a longer -t or a shorter runtime)"
+    left = f"{record.walltime_s:.0f} s" if record.walltime_s is not None else "too little"
+    return (
+        text + f", but Snakemake started with {left} of it left, too late for the job and "
+        "the deadline margin; give a longer -t"
+    )
 
 
 def start(directory: Path) -> int:
@@ -98,12 +113,50 @@ def start(directory: Path) -> int:
             print(f"matensemble: campaign {campaign.id} is {campaign.status}; nothing to do.")
             return 1
         entry.state, entry.started = "running", time.time()
+        killed = _killed_without_progress(campaign, entry, read_run_end(directory / RUN_END))
+        if killed is not None:
+            entry.state, entry.ended, entry.reason = "ended", entry.started, "no_progress"
+            stop(campaign, scheduler, "no_progress", killed)
+            print(f"matensemble: campaign {campaign.id} stops: {killed}.")
+            return 1
         (directory / RUN_END).unlink(missing_ok=True)
         if len(campaign.started()) < campaign.max_allocations and not campaign.waiting():
             campaign.add(scheduler.submit(campaign.script, after=me))
         _unlock_snakemake(campaign)
     print(f"matensemble: campaign {campaign.id}, allocation {entry.number} ({me}).")
     return 0
+
+
+#: an allocation killed after this share of its walltime ran it all (its end is
+#: the kill at the walltime, give or take the scheduler's grace)
+WHOLE_WALLTIME = 0.9
+
+
+def _killed_without_progress(
+    campaign: Campaign, entry: Allocation, record: RunEnd | None
+) -> str | None:
+    """Why the chain stops where the previous allocation was killed before it
+    could act (it never ended in the state) after running its whole walltime
+    without finishing a job (a job longer than the walltime, with no runtime
+    declared: the walltime cut it off each time); None where it goes on (killed
+    early: scancel, a node failure). The killed allocation is marked ended."""
+    before = [a for a in campaign.started() if a is not entry]
+    if not before or before[-1].state != "running":
+        return None
+    previous = before[-1]
+    ended = record.ended if record is not None and record.ended else entry.started
+    previous.state, previous.ended, previous.reason = "ended", ended, "killed"
+    if record is not None:
+        previous.done, previous.left, previous.journal = record.done, record.left, record.journal
+    ran = ended - (previous.started or ended)
+    if record is None or record.done > 0 or ran < WHOLE_WALLTIME * campaign.walltime_s:
+        return None
+    return (
+        f"no job finished in a whole allocation: allocation {previous.number} "
+        f"({previous.id}) ran its whole walltime of {campaign.walltime_s:.0f} s and was "
+        "killed; a job longer than the walltime was cut off (declare runtimes: resources: "
+        "runtime=<minutes>, or give a longer -t)"
+    )
 
 
 def _unlock_snakemake(campaign: Campaign) -> None:

@@ -155,7 +155,15 @@ def test_a_failure_and_no_progress_are_named():
     )
     assert failed.message == "rule bad failed (bad[i=1]); log: logs/b.log"
     stuck = decide(record("no_progress", job="long", runtime_s=300.0), 1, False, 1, 5, 120.0)
-    assert "long needs a runtime of 300 s, the walltime is 120 s" in stuck.message
+    assert "long needs a runtime of 300 s, the walltime is 120 s (it never fits" in stuck.message
+    cut = decide(record("no_progress", job="long"), 1, False, 1, 5, 120.0)
+    assert "long declares no runtime and ran until the allocation's end cut it off" in cut.message
+    late = record("no_progress", job="md", runtime_s=60.0, walltime_s=55.0)
+    assert decide(late, 1, False, 1, 5, 120.0).message == (
+        "no job finished in a whole allocation: md needs a runtime of 60 s, the walltime is "
+        "120 s, but Snakemake started with 55 s of it left, too late for the job and the "
+        "deadline margin; give a longer -t"
+    )
 
 
 def test_status_counts_allocations_jobs_and_node_hours():
@@ -172,3 +180,24 @@ def test_status_counts_allocations_jobs_and_node_hours():
     assert "jobs: 5 done, 3 left; last reason: allocation_ended" in text
     assert "2. slurm job 2: RUNNING, ran 30.0 min" in text
     assert "3. slurm job 3: PENDING" in text
+
+
+@pytest.mark.parametrize(
+    ("ran_s", "done", "stops"),
+    [(118.0, 0, True), (20.0, 0, False), (118.0, 1, False)],
+    ids=["whole-walltime-no-job", "killed-early", "some-progress"],
+)
+def test_an_allocation_killed_at_its_walltime_without_progress_stops_the_chain(ran_s, done, stops):
+    from snakemake_executor_plugin_matensemble.campaign.steps import _killed_without_progress
+
+    campaign = Campaign("c", "slurm", "s.sh", "/w", nodes=1, walltime_s=120, max_allocations=5)
+    killed = campaign.add("7")
+    killed.state, killed.started = "running", 1000.0  # its script never got to act
+    me = campaign.add("8")
+    me.state, me.started = "running", 1200.0
+    run_end = record("interrupted", done=done, ended=1000.0 + ran_s)
+    why = _killed_without_progress(campaign, me, run_end)
+    assert (why is not None) == stops, why
+    assert (killed.state, killed.ended, killed.reason) == ("ended", 1000.0 + ran_s, "killed")
+    if stops:
+        assert "allocation 1 (7) ran its whole walltime of 120 s" in why

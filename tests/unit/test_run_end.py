@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -16,7 +18,7 @@ from snakemake_executor_plugin_matensemble.run_end import (
     run_end_path,
 )
 
-from ..helpers import run_snakemake, write_snakefile
+from ..helpers import run_snakemake, start_snakemake, wait_until, write_snakefile
 
 
 @pytest.mark.parametrize(
@@ -133,3 +135,42 @@ def test_a_real_failure_names_the_rule_and_its_log(tmp_path):
     record = _record(tmp_path)
     assert (record["reason"], record["rule"]) == ("job_failed", "bad"), record
     assert (tmp_path / record["log"]).is_file(), record
+
+
+SLEEPER = """
+rule all:
+    input: "s.txt"
+
+rule sleeper:
+    output: "s.txt"
+    shell: "echo started > started; sleep 300; touch {output}"
+"""
+
+
+def test_a_real_run_stopped_by_sigterm_then_sighup_records_interrupted(tmp_path):
+    """A Flux broker stopped by a signal sends its initial program SIGTERM and
+    then SIGHUP: the second signal must not cut the cancel (and the record) short."""
+    write_snakefile(tmp_path, SLEEPER)
+    log = tmp_path / "snakemake.log"
+
+    def started() -> bool:
+        if not (tmp_path / "started").exists():
+            return False
+        time.sleep(0.5)
+        return True
+
+    process = start_snakemake(tmp_path, "--matensemble-backend", "local", log=log)
+    try:
+        assert wait_until(started, 60), log.read_text()
+        os.kill(process.pid, signal.SIGTERM)
+        while process.poll() is None:  # hang ups all through the cancel
+            os.kill(process.pid, signal.SIGHUP)
+            time.sleep(0.01)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    record = _record(tmp_path)
+    assert record["reason"] == "interrupted", record
+    assert record["ended"] is not None, log.read_text()[-2000:]
