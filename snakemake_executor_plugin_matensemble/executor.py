@@ -109,6 +109,7 @@ class Executor(RealExecutor):
             self.intake.launch_spec,
             tick_interval=status.tick_interval,
         )
+        self.observer.run_end.total_jobs = getattr(self, "_needrun_count", None)
         self.dispatcher.start()
 
     def _shorten_group_level_pause(self) -> None:
@@ -184,6 +185,8 @@ class Executor(RealExecutor):
         return job_info
 
     def cancel(self) -> None:
+        if not self._stopped and hasattr(self, "observer"):
+            self.observer.run_end.interrupted()
         self.shutdown()
 
     def shutdown(self) -> None:
@@ -235,7 +238,9 @@ class Executor(RealExecutor):
     def _check_all_jobs_up_front(self) -> None:
         """Bad input fails before anything runs (see :meth:`.intake.Intake.check_up_front`)."""
         try:
-            self.intake.check_up_front(self.boundary.needrun_jobs())
+            jobs = self.boundary.needrun_jobs()
+            self._needrun_count = self.boundary.executor_job_count(jobs)
+            self.intake.check_up_front(jobs)
         except JobsCannotRunError:
             self.backend.close()  # nothing was started: let go of Flux / the guard
             raise

@@ -20,14 +20,22 @@ import threading
 from typing import Any
 
 _installed = False
+_cancelling = False
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    global _cancelling
+    if _cancelling and signum != signal.SIGINT:
+        # already cancelling: a second SIGTERM or SIGHUP (a Flux broker stopped
+        # by a signal sends its initial program both) must not cut the cancel short
+        return
+    _cancelling = True
     raise KeyboardInterrupt(f"received signal {signal.Signals(signum).name}")
 
 
 def cancel_on_sigterm() -> None:
-    """Turn SIGTERM (and SIGINT, where Python's default handler has it) into
+    """Turn SIGTERM (SIGINT where Python's default handler has it, SIGHUP where
+    nothing handles it) into
     KeyboardInterrupt, Snakemake's cancel path; once, from the main thread only
     (elsewhere it does nothing)."""
     global _installed
@@ -37,3 +45,7 @@ def cancel_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupt)
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+        # a Flux broker stopped by a signal (scancel of its srun step) hangs up
+        # its initial program: cancel cleanly too (nohup's SIG_IGN is kept)
+        signal.signal(signal.SIGHUP, _interrupt)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from snakemake_executor_plugin_matensemble.campaign.recipes import commands, profile_recipes
+
 ROOT = Path(__file__).parents[1]
 
 #: Every launch recipe, and the files that must give it (others may too).
@@ -16,9 +18,15 @@ RECIPES = {
     "slurm-image": ["docs/clusters.md", "docs/images.md", "flux-allocation"],
     "frontier": ["README.md", "docs/clusters.md", "docs/images.md", "frontier"],
     "perlmutter": ["README.md", "docs/clusters.md", "docs/images.md", "perlmutter"],
+    "frontier-module": ["docs/clusters.md", "frontier"],
 }
+#: Every campaign command (``<!-- campaign: NAME -->``), and the files that must give it.
+CAMPAIGNS = {
+    name: ["README.md", "docs/allocations.md"]
+    for name in ("frontier", "perlmutter", "slurm", "flux")
+}
+MD_CAMPAIGN = re.compile(r"<!-- campaign: ([a-z-]+) -->\n```bash\n(.*?)\n```", re.DOTALL)
 MD_RECIPE = re.compile(r"<!-- recipe: ([a-z-]+) -->\n```bash\n(.*?)\n```", re.DOTALL)
-YAML_RECIPE = re.compile(r"^# recipe: ([a-z-]+)\n((?:#   .*\n)+)", re.MULTILINE)
 
 
 def markdown_files() -> list[Path]:
@@ -39,8 +47,8 @@ def recipes() -> dict[str, dict[str, str]]:
             assert where not in found.get(name, {}), f"{where} gives recipe {name} twice"
             found.setdefault(name, {})[where] = text
     for profile, path in profiles().items():
-        for name, block in YAML_RECIPE.findall(path.read_text()):
-            text = "\n".join(line[4:] for line in block.splitlines())
+        # the parser matensemble-submit reads the profiles with (one source)
+        for name, text in profile_recipes(path.read_text()).items():
             found.setdefault(name, {})[profile] = text
     return found
 
@@ -50,7 +58,21 @@ def recipe_commands(name: str) -> list[str]:
     one string per command (backslash continuations joined)."""
     found = recipes()[name]
     text = found.get("README.md") or next(iter(found.values()))
-    return [" ".join(c.split()) for c in text.replace("\\\n", " ").splitlines() if c.strip()]
+    return commands(text)
+
+
+def campaigns() -> dict[str, dict[str, str]]:
+    """Campaign name -> {markdown file: its matensemble-submit command}."""
+    found: dict[str, dict[str, str]] = {}
+    for path in markdown_files():
+        for name, text in MD_CAMPAIGN.findall(path.read_text()):
+            found.setdefault(name, {})[str(path.relative_to(ROOT))] = text.strip()
+    return found
+
+
+def campaign_command(name: str) -> str:
+    """The ``matensemble-submit`` command of campaign ``name``, as docs/allocations.md gives it."""
+    return campaigns()[name]["docs/allocations.md"]
 
 
 def snakemake_of(name: str) -> str:

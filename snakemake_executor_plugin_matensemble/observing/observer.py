@@ -28,6 +28,7 @@ from ..packing.packer import Packer
 from ..packing.queue import JobTicket
 from ..snakemake_boundary import JobRecord, SnakemakeBoundary
 from .journal import Journal, find_previous_journal, read_journal
+from .run_end import LeftForTheEnd, RunEndRecorder
 from .status import RunStatus, StatusReporter
 from .summary import summarize
 from .summary_text import end_of_run_lines
@@ -136,7 +137,9 @@ class Observer:
         #: however often Snakemake's --retries hands it back)
         self.deadline_jobs: set[str] = set()
         #: (jobid, attempt) -> journal key of attempts the backend finished well
-        self._succeeded: dict[tuple[str, int], int] = {}
+        self._succeeded: dict[tuple[str, int], tuple[int, JobRecord]] = {}
+        #: why the run ended, beside the journal (see run_end.py)
+        self.run_end = RunEndRecorder.beside(journal.path, journal.path.parent.name)
 
     # -- journal on intake (Snakemake's thread) ---------------------------------
     def queued(self, ticket: JobTicket[Submission]) -> None:
@@ -190,7 +193,7 @@ class Observer:
         record = submission.record
         self.status.finished(record.jobid, result.ok)
         if result.ok:
-            self._succeeded[record.identity] = ticket.key
+            self._succeeded[record.identity] = (ticket.key, record)
             self.reports.post(self.snakemake.report_job_success, submission.job_info)
             return False
         return self._report_failure(submission, result)
@@ -198,12 +201,17 @@ class Observer:
     def snakemake_failed(self, jobid: str, attempt: int) -> None:
         """Snakemake failed an attempt the backend finished well (e.g. its
         output files are missing): the journal and the counters say so."""
-        key = self._succeeded.pop((jobid, attempt), None)
-        if key is not None:
+        succeeded = self._succeeded.pop((jobid, attempt), None)
+        if succeeded is not None:
+            key, record = succeeded
             self.journal.verdict(
                 key, "failed", "Snakemake failed it after it ended (e.g. missing output files)"
             )
             self.status.finished(jobid, False)
+            if not record.retried:
+                self.run_end.job_failed(
+                    record.rule, naming.display_name(record), "", "missing output files"
+                )
 
     def _report_failure(self, submission: Submission, result: JobFinished) -> bool:
         message = f"matensemble: {submission.name} {result.reason}. Log: {submission.log_path}"
@@ -215,12 +223,20 @@ class Observer:
             aux_logs=[submission.log_path],
             **details,
         )
+        if not submission.record.retried:
+            self.run_end.job_failed(
+                submission.record.rule, submission.name, submission.log_path, message
+            )
         return not submission.record.retried and not self.boundary.keep_going()
 
     def on_withdrawn(self, tickets: list[JobTicket[Submission]], reason: Withdrawal) -> None:
         why = _WITHDRAWN_BECAUSE[reason]
         if reason is Withdrawal.DEADLINE:
             self._say_deadline(tickets)
+            left = [
+                LeftForTheEnd(t.payload.name, self.packer.deadline.estimate(t)) for t in tickets
+            ]
+            self.run_end.left_for_the_end(left, self.packer.deadline.end_epoch)
         else:
             log.info(f"matensemble: {len(tickets)} queued job(s) were not started ({why}).")
         journaled = _JOURNALED_BECAUSE.get(reason, f"not started: {why}")
@@ -298,6 +314,7 @@ class Observer:
         if self.status.status_file is not None:
             self.status.write_file(self.current_status())
         self.journal.close(**cpu_figures)
+        self.run_end.finish(self.status.done, self.status.failed)
         path = self.journal.path
         lines = end_of_run_lines(path)
         lines.append(f"matensemble: journal {path} (matensemble-report {path} draws the timeline).")

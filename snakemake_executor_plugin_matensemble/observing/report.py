@@ -152,8 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as error:
         parser.exit(2, f"matensemble-report: {error}\n")
     sys.stdout.write("\n".join(summary_lines(summary)) + "\n")
+    from ..campaign.report import draw_chain  # a run over several allocations
+
+    chain = draw_chain(find_journal(args.journal), out / "allocations.png")
+    sys.stdout.write("".join(f"{line}\n" for line in chain))
     sys.stdout.write(
-        f"wrote {out}/timeline.png, utilization.png, rules.csv, rules.md, report.html\n"
+        f"wrote {out}/timeline.png, utilization.png, rules.csv, rules.md, report.html"
+        + (", allocations.png (every allocation)\n" if chain else "\n")
     )
     return 0
 

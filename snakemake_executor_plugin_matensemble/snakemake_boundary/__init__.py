@@ -87,6 +87,14 @@ class SnakemakeBoundary(JobReader):
             return None
         return list(self.workflow.dag.needrun_jobs())
 
+    @staticmethod
+    def executor_job_count(jobs: list[Any] | None) -> int | None:
+        """How many of ``jobs`` the executor runs (not local rules such as a
+        target ``all``); None where the jobs are unknown."""
+        if jobs is None:
+            return None
+        return sum(1 for job in jobs if not getattr(job, "is_local", False))
+
     def latency_wait(self) -> float:
         """``--latency-wait``: how long Snakemake waits for a job's missing input."""
         return float(self.workflow.execution_settings.latency_wait)

@@ -37,3 +37,21 @@ def slurm_cluster() -> None:
     started = subprocess.run(["bash", str(START)], capture_output=True, text=True)
     if started.returncode != 0 or not _idle():
         pytest.skip(f"no Slurm: {START.name} could not start a cluster: {started.stderr[-500:]}")
+
+
+#: set by .ci/run: the campaign tests run apart, side by side (``-n 4``), not in
+#: the default run
+APART = "MATENSEMBLE_CAMPAIGN_TESTS_APART"
+CAMPAIGNS = "test_campaign.py"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Where ``MATENSEMBLE_CAMPAIGN_TESTS_APART=1`` and the run does not name
+    test_campaign.py, its tests are deselected (not skipped): .ci/run runs them
+    in a step of their own."""
+    if os.environ.get(APART) != "1" or any(CAMPAIGNS in arg for arg in config.args):
+        return
+    apart = [item for item in items if item.path.name == CAMPAIGNS]
+    if apart:
+        config.hook.pytest_deselected(items=apart)
+        items[:] = [item for item in items if item.path.name != CAMPAIGNS]

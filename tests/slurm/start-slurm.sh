@@ -2,7 +2,9 @@
 # Start a real one-node Slurm cluster on this machine for tests/slurm (Debian's slurm-wlm and
 # munge; installs them with apt-get when they are missing). Needs root. Idempotent: a cluster
 # that already answers is left as it is. The node is this host with all its CPUs, partition
-# "debug", MpiDefault none (tests pass --mpi=pmi2 as the docs do). Prints `sinfo` at the end.
+# "debug", MpiDefault none (tests pass --mpi=pmi2 as the docs do); up to 4 jobs share each core
+# (OverSubscribe=FORCE:4), so that the campaign tests (tests/slurm/test_campaign.py) run side by
+# side on a 2-CPU machine. Prints `sinfo` at the end.
 #
 #   bash tests/slurm/start-slurm.sh          # then: salloc -N1 -t 2 srun --mpi=pmi2 ... flux start ...
 set -euo pipefail
@@ -39,7 +41,7 @@ ReturnToService=2
 MpiDefault=none
 KillWait=5
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 CONF
 [ -s /etc/munge/munge.key ] || mungekey -c 2>/dev/null || /usr/sbin/create-munge-key -f
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
