@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 
 import pytest
-from snakemake_executor_plugin_matensemble.run_end import RunEnd
 
 from snakemake_executor_plugin_matensemble.campaign import cli
 from snakemake_executor_plugin_matensemble.campaign.recipes import read_profile
 from snakemake_executor_plugin_matensemble.campaign.schedulers import walltime_seconds
 from snakemake_executor_plugin_matensemble.campaign.state import Allocation, Campaign
 from snakemake_executor_plugin_matensemble.campaign.steps import decide
+from snakemake_executor_plugin_matensemble.observing.run_end import RunEnd
 
 ROOT = Path(__file__).parents[2]
 PROFILES = ROOT / "workflows" / "profiles"
