@@ -18,6 +18,8 @@ from snakemake_executor_plugin_matensemble.backends.flux.children.launch import 
     FLUXION_MODULES,
     ChildPlan,
     child_environment,
+    choose_scheduler,
+    expiration_of,
     remaining_seconds,
 )
 from snakemake_executor_plugin_matensemble.backends.flux.children.watch import loss_reason
@@ -109,3 +111,24 @@ def test_ordinary_hosts_go_to_the_replaced_ssh_command(tmp_path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["SSH", "-p", "2222", "frontier00001", "flux", "relay", "/tmp/x"]
     assert sys.executable in script.read_text()
+
+
+def test_sched_simple_unless_the_nodes_have_gpus() -> None:
+    cpu_only = {"execution": {"R_lite": [{"rank": "0-3", "children": {"core": "0-55"}}]}}
+    gpus = {"execution": {"R_lite": [{"rank": "0-3", "children": {"core": "0-55", "gpu": "0-7"}}]}}
+    assert choose_scheduler(cpu_only) == "simple"
+    assert choose_scheduler(gpus) == "fluxion"
+    assert expiration_of({"execution": {"expiration": 1234.0}}) == 1234.0
+    assert expiration_of({"execution": {}}) == 0.0
+
+
+def test_a_second_carrier_falls_back_to_the_original_ssh(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FLUX_SSH", "/usr/bin/my-ssh")
+    monkeypatch.setenv(relay.ORIGINAL_FLUX_SSH, "unset below, restored after the test")
+    monkeypatch.delenv(relay.ORIGINAL_FLUX_SSH)
+    first = relay.write_carrier_script(tmp_path / "a", "local:///p")
+    relay.install_carrier(first)
+    second = relay.write_carrier_script(tmp_path / "b", "local:///p")
+    relay.install_carrier(second)
+    assert "--fallback /usr/bin/my-ssh" in second.read_text()
+    assert str(first) not in second.read_text()

@@ -8,14 +8,16 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .child import ChildInstance, wait_child
 from .groups import split_ranks
 from .launch import (
     ChildPlan,
     Scheduler,
-    enclosing_expiration,
+    choose_scheduler,
+    enclosing_rset,
+    expiration_of,
     remaining_seconds,
     submit_children,
 )
@@ -69,23 +71,27 @@ class ChildSet:
 def start_children(
     handle: Any,
     count: int,
-    scheduler: Scheduler = "simple",
+    scheduler: Scheduler | Literal["auto"] = "auto",
     ranks: Sequence[int] | None = None,
     state_dir: Path | None = None,
     timeout: float = 120.0,
 ) -> ChildSet:
     """Start ``count`` children over ``ranks`` (default: every rank of the
-    instance ``handle`` is connected to) and wait until each is ready."""
+    instance ``handle`` is connected to) and wait until each is ready.
+    ``scheduler="auto"``: sched-simple, or Fluxion where the nodes have GPUs."""
     import flux.job
 
     parent_uri = handle.attr_get("local-uri")
+    rset = enclosing_rset(handle)
+    if scheduler == "auto":
+        scheduler = choose_scheduler(rset)
     groups = split_ranks(list(ranks) if ranks is not None else enclosing_ranks(handle), count)
     plans = [ChildPlan(f"c{index}", group, scheduler) for index, group in enumerate(groups)]
     carrier = write_carrier_script(
         Path(state_dir or tempfile.mkdtemp(prefix="matensemble-children-")), parent_uri
     )
     install_carrier(carrier)
-    duration = remaining_seconds(enclosing_expiration(handle))
+    duration = remaining_seconds(expiration_of(rset))
     jobids = submit_children(handle, plans, duration)
     children: list[ChildInstance] = []
     try:

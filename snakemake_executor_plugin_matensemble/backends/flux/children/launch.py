@@ -54,6 +54,23 @@ class ChildPlan:
             )
 
 
+def choose_scheduler(rset: dict[str, Any]) -> Scheduler:
+    """``simple`` (measured faster for packed one-node jobs, docs/backends.md) unless
+    the nodes have GPUs: sched-simple does not schedule GPUs, Fluxion does."""
+    for entry in rset.get("execution", {}).get("R_lite", []):
+        if entry.get("children", {}).get("gpu"):
+            return "fluxion"
+    return "simple"
+
+
+def enclosing_rset(handle: Any) -> dict[str, Any]:
+    """The enclosing instance's R."""
+    import flux.kvs
+
+    rset = flux.kvs.get(handle, "resource.R")
+    return json.loads(rset) if isinstance(rset, str) else rset
+
+
 def remaining_seconds(expiration: float, now: float | None = None) -> float:
     """A child's walltime from the enclosing instance's expiration (0: none)."""
     if not expiration or expiration <= 0 or expiration > 2**40:
@@ -67,13 +84,8 @@ def remaining_seconds(expiration: float, now: float | None = None) -> float:
     return float(math.floor(left))
 
 
-def enclosing_expiration(handle: Any) -> float:
-    """The enclosing instance's expiration (epoch seconds; 0 when unlimited)."""
-    import flux.kvs
-
-    rset = flux.kvs.get(handle, "resource.R")
-    if isinstance(rset, str):
-        rset = json.loads(rset)
+def expiration_of(rset: dict[str, Any]) -> float:
+    """An R's expiration (epoch seconds; 0 when unlimited)."""
     return float(rset.get("execution", {}).get("expiration", 0) or 0)
 
 

@@ -28,6 +28,9 @@ from .carrier import rank_host
 # flux, and importing the plugin package would slow every relay's start.
 CARRIER_FILE = Path(carrier.__file__)
 _install_lock = threading.Lock()
+#: Where the ``FLUX_SSH`` that the first carrier replaced is kept (a later carrier
+#: must fall back to it, not to an earlier carrier).
+ORIGINAL_FLUX_SSH = "MATENSEMBLE_ORIGINAL_FLUX_SSH"
 
 
 def child_uri(parent_rank: int, local_path: str) -> str:
@@ -54,7 +57,7 @@ def write_carrier_script(directory: Path, parent_uri: str, fallback: str | None 
     """
     directory.mkdir(parents=True, exist_ok=True)
     script = directory / "flux-ssh-carrier"
-    fallback = fallback or os.environ.get("FLUX_SSH") or "ssh"
+    fallback = fallback or original_flux_ssh()
     pythonpath = os.pathsep.join(p for p in sys.path if p)
     lines = [
         "#!/bin/sh",
@@ -68,9 +71,15 @@ def write_carrier_script(directory: Path, parent_uri: str, fallback: str | None 
     return script
 
 
+def original_flux_ssh() -> str:
+    """The ssh command in use before any carrier was installed (default ``ssh``)."""
+    return os.environ.get(ORIGINAL_FLUX_SSH) or os.environ.get("FLUX_SSH") or "ssh"
+
+
 def install_carrier(script: Path) -> None:
     """Make ``script`` this process's ``FLUX_SSH`` (children are opened through it)."""
     with _install_lock:
+        os.environ.setdefault(ORIGINAL_FLUX_SSH, os.environ.get("FLUX_SSH") or "ssh")
         os.environ["FLUX_SSH"] = str(script)
 
 
