@@ -151,8 +151,9 @@ except Exception as exc:
     first = ("error", type(exc).__name__)
 executor.shutdown(wait=False, cancel_futures=True)
 still_running = flux.job.get_job(child.open(), jobid)["state"]
-with flux.job.FluxExecutor(handle_kwargs=child.handle_kwargs) as again:
-    status = again.attach(jobid).result(timeout=60)
+again, attached = child.reattach([jobid])
+status = attached[int(jobid)].result(timeout=60)
+again.shutdown()
 facts = {
     "killed": len(killed), "first": first, "state_after_kill": still_running,
     "attached_status": status, "output": open("out.txt").read(),

@@ -19,8 +19,8 @@ For the router: ``start_children(handle, count)`` gives a :class:`ChildSet`;
 ``child.open`` is a handle opener and ``child.name`` its name;
 ``ChildSet.child_of_rank(rank)`` routes a placement; ``ChildSet.watch(on_lost)``
 reports a lost child (fail its running jobs once, remove its ranks);
-``FluxExecutor(handle_kwargs=child.handle_kwargs).attach(jobid)`` re-attaches
-after a relay died; ``ChildSet.close(handle)`` ends them all.
+``child.reattach(jobids)`` re-attaches (``FluxExecutor.attach``) after a relay
+died; ``ChildSet.close(handle)`` ends them all.
 """
 
 from .child import ChildInstance, ChildStartError

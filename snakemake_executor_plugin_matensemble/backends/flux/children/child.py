@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,19 @@ class ChildInstance:
     def handle_kwargs(self) -> dict[str, str]:
         """``FluxExecutor(handle_kwargs=...)`` for an executor in the child."""
         return {"url": self.uri}
+
+    def executor(self) -> Any:
+        """A new ``FluxExecutor`` whose handle reaches the child through a new relay."""
+        import flux.job
+
+        return flux.job.FluxExecutor(handle_kwargs=self.handle_kwargs)
+
+    def reattach(self, jobids: Iterable[int]) -> tuple[Any, dict[int, Any]]:
+        """After a relay died (its executor's pending futures failed, the child's
+        jobs went on): a new executor and a future per job, attached by jobid,
+        never resubmitted."""
+        executor = self.executor()
+        return executor, {int(jobid): executor.attach(int(jobid)) for jobid in jobids}
 
 
 def first_rank(rset: dict[str, Any]) -> int:
