@@ -89,7 +89,8 @@ for child in children.children:
         "name": child.name, "ranks": list(child.ranks), "uri": child.uri, "status": status,
         "output": output, "expiration": child_rset["execution"]["expiration"],
     })
-children.close(parent)
+facts["still_active"] = children.close(parent)
+facts["states"] = [flux.job.get_job(parent, c.jobid)["state"] for c in children.children]
 print("FACTS " + json.dumps(facts))
 """
 
@@ -194,6 +195,8 @@ def test_job_through_relay_runs_on_the_child_nodes_and_ends_inside_the_allocatio
         assert parents == child["ranks"], child
         assert all(line.startswith("a\x00b ") for line in lines), child
         assert 0 < child["expiration"] <= enclosing_end - 30, (child, enclosing_end)
+    assert facts["still_active"] == []
+    assert facts["states"] == ["INACTIVE", "INACTIVE"]
 
 
 def test_a_killed_child_broker_ends_its_jobs_and_is_reported_lost_once(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,13 @@ from .relay import install_carrier, write_carrier_script
 from .watch import ChildLoss, LossWatcher
 
 log = logging.getLogger("snakemake.logging.matensemble.flux")
+CLOSE_POLL_S = 0.1
+
+
+def _inactive(handle: Any, jobid: int) -> bool:
+    import flux.job
+
+    return flux.job.get_job(handle, jobid)["state"] == "INACTIVE"
 
 
 def enclosing_ranks(handle: Any) -> list[int]:
@@ -55,8 +63,10 @@ class ChildSet:
         self._watcher = LossWatcher(lambda: flux.Flux(self.parent_uri), self.children, on_lost)
         self._watcher.start()
 
-    def close(self, handle: Any) -> None:
-        """Stop watching and cancel every child job (their jobs end with them)."""
+    def close(self, handle: Any, timeout: float = 60.0) -> list[str]:
+        """Stop watching, cancel every child job (their jobs end with them) and
+        wait up to ``timeout`` s until all are inactive; the names of any that
+        are not (logged)."""
         import flux.job
 
         if self._watcher is not None:
@@ -66,6 +76,17 @@ class ChildSet:
                 flux.job.cancel(handle, child.jobid, "matensemble: run ended")
             except OSError as exc:  # already inactive
                 log.debug("child %s: cancel: %s", child.name, exc)
+        deadline = time.monotonic() + timeout
+        pending = list(self.children)
+        while pending and time.monotonic() < deadline:
+            pending = [c for c in pending if not _inactive(handle, c.jobid)]
+            if pending:
+                time.sleep(CLOSE_POLL_S)
+        for child in pending:
+            log.warning(
+                "child instance %s (job %s) still active after cancel", child.name, child.jobid
+            )
+        return [child.name for child in pending]
 
 
 def start_children(
