@@ -240,7 +240,8 @@ def run_fake(args: argparse.Namespace) -> list[dict]:
     ]
     results = []
     for round_ in range(args.repeats):  # alternate: a noisy machine shows in the spread
-        for label, kwargs, handle in paths:
+        rotated = paths[round_ % len(paths) :] + paths[: round_ % len(paths)]  # no order bias
+        for label, kwargs, handle in rotated:
             figures = drive(kwargs, args.jobs, True)
             figures["ping_ms"] = ping_ms(handle, args.pings)
             results.append({"path": f"{label} r{round_}", **figures})
