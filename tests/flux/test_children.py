@@ -78,7 +78,7 @@ rset = json.loads(rset) if isinstance(rset, str) else rset
 facts["enclosing_expiration"] = rset["execution"]["expiration"]
 for child in children.children:
     out = f"out-{child.name}.txt"
-    command = "printf 'a\\\\000b '; flux getattr parent-uri"
+    command = "printf 'a\\\\000b %s ' $(flux getattr rank); flux getattr parent-uri"
     with flux.job.FluxExecutor(handle_kwargs=child.handle_kwargs) as executor:
         future = executor.submit(jobspec(command, out, nodes=2))
         status = future.result(timeout=60)
@@ -87,6 +87,7 @@ for child in children.children:
         output = f.read().decode("latin-1")
     facts["children"].append({
         "name": child.name, "ranks": list(child.ranks), "uri": child.uri, "status": status,
+        "local_ranks": [child.local_rank(rank) for rank in child.ranks],
         "output": output, "expiration": child_rset["execution"]["expiration"],
     })
 facts["still_active"] = children.close(parent)
@@ -194,7 +195,12 @@ def test_job_through_relay_runs_on_the_child_nodes_and_ends_inside_the_allocatio
         parents = sorted(int(line.rsplit("local-", 1)[1]) for line in lines)
         assert parents == child["ranks"], child
         assert all(line.startswith("a\x00b ") for line in lines), child
-        assert 0 < child["expiration"] <= enclosing_end - 30, (child, enclosing_end)
+        # the child's broker rank i runs on its i-th enclosing rank (local_rank)
+        placed = {int(line.split()[1]): int(line.rsplit("local-", 1)[1]) for line in lines}
+        assert placed == dict(zip(child["local_ranks"], child["ranks"], strict=True)), child
+        # its walltime is what was left less the margin, counted from its submission,
+        # so it ends before the allocation (by the margin less its start delay)
+        assert enclosing_end - 60 < child["expiration"] < enclosing_end, (child, enclosing_end)
     assert facts["still_active"] == []
     assert facts["states"] == ["INACTIVE", "INACTIVE"]
 

@@ -28,6 +28,16 @@ class ChildInstance:
     ranks: tuple[int, ...]
     uri: str
 
+    def local_rank(self, enclosing_rank: int) -> int:
+        """The child's broker rank on enclosing rank ``enclosing_rank`` (a child's
+        brokers take its nodes in rank order), for a job's ``ranks`` constraint."""
+        try:
+            return self.ranks.index(enclosing_rank)
+        except ValueError:
+            raise ValueError(
+                f"enclosing rank {enclosing_rank} is not in child {self.name} (ranks {self.ranks})"
+            ) from None
+
     def open(self) -> Any:
         """A new ``flux.Flux`` handle on the child (the router's handle opener)."""
         return open_child(self.uri)
