@@ -37,9 +37,11 @@ from ..base import (
     JobFinished,
     LaunchError,
     LaunchSpec,
+    ResourceEvent,
     WakePipe,
 )
 from .adoption import AdoptionMixin
+from .bypass import enable_bypass
 from .callbacks import CallbackMixin
 from .leftovers import Leftover, owner_identity
 from .options import FluxOptions
@@ -102,6 +104,12 @@ class FluxBackend(SubmissionMixin, CallbackMixin, AdoptionMixin, PurgeMixin, Bac
         self._journal_stop = threading.Event()
         self._journal_thread: threading.Thread | None = None
         self._adoptable: dict[int, Leftover] = {}
+        #: jobs carry their R (alloc-bypass); decided once, at discovery
+        self.bypass = False
+        #: when the instance ends (epoch s, None: never), a bypassed job's latest end
+        self.instance_end: float | None = None
+        #: rank -> host name (for a bypassed job's R)
+        self._hostnames: dict[int, str] = {}
 
     @property
     def handle(self) -> Any:
@@ -127,11 +135,29 @@ class FluxBackend(SubmissionMixin, CallbackMixin, AdoptionMixin, PurgeMixin, Bac
             raise LaunchError("the Flux instance has no resources that are up")
         self._expiration = expiration_from_rset(up)
         own_rank = self.handle.get_rank()
+        self._hostnames = {node.rank: node.name for node in nodes}
+        self.bypass = self._choose_bypass()
+        self.instance_end = self.expiration()
         if self.options.follow_resources:
             self._journal_thread = follow_resource_journal(
                 self.flux, since, self._journal_stop, self._push
             )
         return reserve_own_cores(nodes, own_rank, self.options.reserve_cores)
+
+    def _choose_bypass(self) -> bool:
+        """Whether jobs carry their own R (see :mod:`.bypass`); said once."""
+        if not self.options.alloc_bypass:
+            return False
+        why_not = enable_bypass(self.handle)
+        if why_not is not None:
+            log.info(f"matensemble: Flux's scheduler places every job: {why_not}.")
+            return False
+        log.info(
+            "matensemble: each job's ranks, cores and GPUs go to Flux as its R "
+            "(alloc-bypass): no scheduler match per job (--matensemble-flux-no-alloc-bypass "
+            "turns this off)."
+        )
+        return True
 
     def expiration(self) -> float | None:
         """When the instance ends, epoch seconds (its resources' expiration, or
@@ -159,6 +185,8 @@ class FluxBackend(SubmissionMixin, CallbackMixin, AdoptionMixin, PurgeMixin, Bac
             )
 
     def _push(self, event: BackendEvent) -> None:
+        if isinstance(event, ResourceEvent) and event.kind == "expiration":
+            self.instance_end = event.expiration
         self._events.put(event)
         self._wake.wake()
 

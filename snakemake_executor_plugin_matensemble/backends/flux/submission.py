@@ -14,6 +14,7 @@ from typing import Any
 
 from ...allocation import Placement
 from ..base import JobFinished, JobStatus, LaunchError, LaunchSpec
+from .bypass import bypass_R
 from .jobspec import build_jobspec, urgency
 
 
@@ -24,10 +25,15 @@ class SubmissionMixin:
     options: Any
     run_id: str
     owner: dict[str, Any]
+    bypass: bool
+    _hostnames: dict[int, str]
+    instance_end: float | None
 
     @property
     def supports_lookahead(self) -> bool:
-        return self.options.lookahead
+        # a bypassed job's R is fixed at submission, so a successor that
+        # waits for its predecessor's end could not be given its own end
+        return self.options.lookahead and not self.bypass
 
     # -- jobspec ----------------------------------------------------------------
     def jobspec(self, spec: LaunchSpec, placement: Placement, depends_on: int | None = None) -> Any:
@@ -39,6 +45,12 @@ class SubmissionMixin:
             self.run_id,
             depends_on,
             owner=self.owner,
+            given_R=self._given_R(spec, placement) if self.bypass else None,
+        )
+
+    def _given_R(self, spec: LaunchSpec, placement: Placement) -> dict[str, Any]:
+        return bypass_R(
+            placement, self._hostnames, time.time(), spec.request.walltime_s, self.instance_end
         )
 
     def urgency(self, spec: LaunchSpec) -> int:
