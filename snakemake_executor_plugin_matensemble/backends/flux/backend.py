@@ -108,6 +108,8 @@ class FluxBackend(SubmissionMixin, CallbackMixin, AdoptionMixin, PurgeMixin, Bac
         self.bypass = False
         #: when the instance ends (epoch s, None: never), a bypassed job's latest end
         self.instance_end: float | None = None
+        self._R_ends: dict[int, float] = {}
+        self._after: dict[int, int] = {}
         #: rank -> host name (for a bypassed job's R)
         self._hostnames: dict[int, str] = {}
 

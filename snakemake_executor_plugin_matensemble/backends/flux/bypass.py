@@ -14,6 +14,11 @@ The scheduler does not see bypassed jobs: every job of the run is bypassed or
 none is (:class:`~.backend.FluxBackend` decides once, at discovery). R's
 expiration is the end of the job's walltime (job-exec enforces R's
 expiration, not the jobspec's duration), never past the instance's own end.
+A successor submitted ahead (look-ahead, ``afterany`` on a running job) starts
+when its predecessor ends, which is unknown at submission: its R ends its
+walltime after the latest end of its predecessor (its R's expiration +
+:data:`KILL_GRACE_S`), so it gets at least its walltime, and at most the
+time its predecessor left unused more.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ BYPASS_PLUGIN, BYPASS_NAME = "alloc-bypass.so", "alloc-bypass"
 #: Seconds added to a bypassed job's walltime for the moments between
 #: building its R and its start (a scheduled job's R starts at its start).
 START_GRACE_S = 2.0
+#: Seconds a job may take to end after its R expired (a successor submitted
+#: ahead, with an ``afterany`` dependency, starts only then).
+KILL_GRACE_S = 30.0
 
 
 def enable_bypass(handle: Any) -> str | None:

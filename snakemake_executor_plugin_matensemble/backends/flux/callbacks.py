@@ -157,6 +157,7 @@ class CallbackMixin:
             self._specs.pop(key, None)
             self._jobids.pop(key, None)
             self._started.discard(key)
+            self._R_ends.pop(key, None)
         if result.ok and jobid is not None and self.options.keep_inactive is not None:
             with self._lock:
                 self._inactive.append(jobid)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ...allocation import Placement
 from ..base import JobFinished, JobStatus, LaunchError, LaunchSpec
-from .bypass import bypass_R
+from .bypass import KILL_GRACE_S, bypass_R
 from .jobspec import build_jobspec, urgency
 
 
@@ -28,12 +28,13 @@ class SubmissionMixin:
     bypass: bool
     _hostnames: dict[int, str]
     instance_end: float | None
+    #: bypass: the end given to each job's R, and each successor's predecessor
+    _R_ends: dict[int, float]
+    _after: dict[int, int]
 
     @property
     def supports_lookahead(self) -> bool:
-        # a bypassed job's R is fixed at submission, so a successor that
-        # waits for its predecessor's end could not be given its own end
-        return self.options.lookahead and not self.bypass
+        return self.options.lookahead
 
     # -- jobspec ----------------------------------------------------------------
     def jobspec(self, spec: LaunchSpec, placement: Placement, depends_on: int | None = None) -> Any:
@@ -49,9 +50,19 @@ class SubmissionMixin:
         )
 
     def _given_R(self, spec: LaunchSpec, placement: Placement) -> dict[str, Any]:
-        return bypass_R(
-            placement, self._hostnames, time.time(), spec.request.walltime_s, self.instance_end
-        )
+        """The job's R, its end remembered (a successor submitted ahead ends
+        at most its walltime after the latest end of its predecessor)."""
+        now, walltime = time.time(), spec.request.walltime_s
+        with self._lock:
+            predecessor = self._after.pop(spec.key, None)
+            if predecessor is not None:
+                latest = self._R_ends.get(predecessor)
+                now = latest + KILL_GRACE_S if latest else now
+                walltime = walltime if latest else None
+        R = bypass_R(placement, self._hostnames, now, walltime, self.instance_end)
+        with self._lock:
+            self._R_ends[spec.key] = R["execution"]["expiration"]
+        return R
 
     def urgency(self, spec: LaunchSpec) -> int:
         return urgency(self.options, spec)
@@ -62,6 +73,8 @@ class SubmissionMixin:
         depends_on = None
         if after is not None:
             with self._lock:
+                if self.bypass:
+                    self._after[spec.key] = after
                 if after in self._futures and after not in self._jobids:
                     # the predecessor has no Flux id yet: submit once it has
                     self._deferred.setdefault(after, []).append((spec, placement))
