@@ -114,8 +114,7 @@ def backend_with(tmp_path, monkeypatch):
         flux = fake_flux([])
         flux.Flux = lambda: handle
         backend = FluxBackend(FluxOptions(cancel_timeout=1, **options), "run-1", flux)
-        backend._hostnames = {0: "node0", 1: "node1"}
-        backend.bypass = backend._choose_bypass()
+        backend.enclosing.choose_bypass({0: "node0", 1: "node1"}, None)
         made.append(backend)
         return backend
 
@@ -126,7 +125,7 @@ def backend_with(tmp_path, monkeypatch):
 
 def test_a_bypassed_job_carries_its_R_and_no_rank_constraint(backend_with):
     backend = backend_with(Handle())
-    assert backend.bypass
+    assert backend.enclosing.bypass
     backend.launch(spec(key=1, walltime_s=30), on(1, cores=3))
     (future,) = backend.executor.submitted
     R = future.jobspec.attrs[BYPASS_ATTRIBUTE]
@@ -148,7 +147,7 @@ def test_without_bypass_the_scheduler_matches_the_job_pinned_to_its_ranks(
     backend_with, handle, options
 ):
     backend = backend_with(handle, **options)
-    assert not backend.bypass
+    assert not backend.enclosing.bypass
     assert backend.supports_lookahead
     backend.launch(spec(key=1, walltime_s=30), on(1, cores=3))
     (future,) = backend.executor.submitted

@@ -19,12 +19,13 @@ from .jobspec import build_jobspec, urgency
 
 
 class SubmissionMixin:
-    """Part of :class:`~.backend.FluxBackend` (its state lives there)."""
+    """Part of :class:`~.instance.FluxInstance` (its state lives there)."""
 
     flux: Any
     options: Any
     run_id: str
     owner: dict[str, Any]
+    jobspec_of: Any
     bypass: bool
     _hostnames: dict[int, str]
     instance_end: float | None
@@ -32,12 +33,10 @@ class SubmissionMixin:
     _R_ends: dict[int, float]
     _after: dict[int, int]
 
-    @property
-    def supports_lookahead(self) -> bool:
-        return self.options.lookahead
-
     # -- jobspec ----------------------------------------------------------------
-    def jobspec(self, spec: LaunchSpec, placement: Placement, depends_on: int | None = None) -> Any:
+    def build_jobspec(
+        self, spec: LaunchSpec, placement: Placement, depends_on: int | None = None
+    ) -> Any:
         return build_jobspec(
             self.flux.job.JobspecV1,
             spec,
@@ -85,7 +84,7 @@ class SubmissionMixin:
 
     def _submit(self, spec: LaunchSpec, placement: Placement, depends_on: int | None) -> None:
         try:
-            jobspec = self.jobspec(spec, placement, depends_on)
+            jobspec = self.jobspec_of(spec, placement, depends_on)
             future = self.executor.submit(jobspec, urgency=self.urgency(spec))
         except RuntimeError as error:  # the executor is broken: the instance is gone
             raise LaunchError(self._lost(error)) from error
