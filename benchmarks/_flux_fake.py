@@ -1,17 +1,28 @@
 """The real-Flux mode of ``full_machine.py``: Flux's scheduler and the plugin together.
 
 Inside a one-broker Flux test instance whose resource set claims NODES nodes
-(``resource.noverify``, a fake R, Fluxion), jobs run in Flux's test execution
-mode (``attributes.system.exec.test.run_duration``: no job shell, no process).
-The same seeded jobs go (1) through the plugin (dispatcher, packer, allocation
-and its Flux backend with one FluxExecutor) and (2) raw: the same jobspecs (the
-plugin's own, without rank pinning) submitted asynchronously in a loop, as
-``flux submit --cc`` does. Each ends when every job is inactive; jobs per
-second of wall time are compared; (3) the same jobspecs through one
-``FluxExecutor`` without the plugin show how much of any gap is the executor's
-way of following each job. With ``repeats`` > 1 the three modes alternate that
-many times in the same instance (a noisy machine then shows in the spread of
-the per-round ratios, not in one figure).
+(``resource.noverify``, a fake R, Fluxion or sched-simple), jobs run in Flux's
+test execution mode (``attributes.system.exec.test.run_duration``: no job
+shell, no process). The rounds start once the scheduler is online (Fluxion
+takes tens of seconds to load 9,408 nodes; that is not the plugin's time).
+The same seeded jobs go
+
+1. through the plugin (dispatcher, packer, allocation and its Flux backend
+   with one FluxExecutor), as a user gets it: each job's R given in its
+   jobspec (alloc-bypass), since the benchmark owns the instance;
+2. through the plugin with alloc-bypass off: the scheduler matches every job,
+   pinned to the ranks the packer chose;
+3. raw: the same jobspecs (the plugin's own, without rank pinning or R)
+   submitted asynchronously in a loop, as ``flux submit --cc`` does, and the
+   end awaited with ``flux queue drain``;
+4. the same jobspecs through one ``FluxExecutor`` without the plugin (the
+   plugin's way of following each job, without the plugin).
+
+Each mode ends when every job is inactive, and each checks that every job it
+submitted finished successfully: otherwise the run fails (non-zero exit, no
+rate printed). Between modes every job is purged, so each starts from an empty
+job list. With ``repeats`` > 1 the modes alternate that many times in the same
+instance (a noisy machine then shows in the spread of the per-round ratios).
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from _frontier import workload
 
 from snakemake_executor_plugin_matensemble.backends.base import LaunchSpec
 from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher
@@ -45,19 +58,42 @@ for m in sched-fluxion-qmanager sched-fluxion-resource sched-simple; do
 done
 flux module reload resource noverify monitor-force-up
 flux resource reload -f "$R" 2>/dev/null
-flux module load sched-fluxion-resource
-flux module load sched-fluxion-qmanager
+{load_scheduler}
+until flux queue status | grep -q "Scheduling is started"; do sleep 0.5; done
 """
+
+#: how each scheduler is loaded into the test instance
+SCHEDULERS = {
+    "fluxion": "flux module load sched-fluxion-resource\nflux module load sched-fluxion-qmanager",
+    "simple": "flux module load sched-simple",
+}
 
 #: test-execution seconds per declared runtime second
 TIME_SCALE = 1 / 600
 
+#: the modes of a round, in the order they run
+MODES = ("plugin", "plugin_scheduled", "raw", "executor")
+
+#: test hook: the plugin's backend raises at this launch (1-based), so that a
+#: test sees a crashed plugin run fail the benchmark
+FAIL_AT_LAUNCH = "MATENSEMBLE_BENCH_FAIL_AT_LAUNCH"
+
+
+class Unfinished(RuntimeError):
+    """A mode did not see every one of its jobs finish successfully."""
+
 
 def run_in_flux(
-    nodes: int, cores: int, gpus: int, jobs: int, seed: int, repeats: int = 1
+    nodes: int,
+    cores: int,
+    gpus: int,
+    jobs: int,
+    seed: int,
+    repeats: int = 1,
+    scheduler: str = "fluxion",
 ) -> list[dict]:
     """Start the instance, run the modes inside it ``repeats`` times, return the
-    figures of each round."""
+    figures of each round; SystemExit if the run failed or a job did not finish."""
     flux = shutil.which("flux")
     if flux is None:
         raise SystemExit("--flux needs the flux command on PATH (flux-core with Fluxion)")
@@ -70,7 +106,9 @@ def run_in_flux(
         shlex.quote(a)
         for a in (sys.executable, __file__, str(nodes), str(jobs), str(seed), str(repeats))
     )
-    setup = FAKE_MACHINE.format(nodes=nodes, cores=cores, gpus=gpus)
+    setup = FAKE_MACHINE.format(
+        nodes=nodes, cores=cores, gpus=gpus, load_scheduler=SCHEDULERS[scheduler]
+    )
     out = subprocess.run(
         [flux, "start", "--test-size=1", "bash", "-c", f"{setup}\n{inside}"],
         env=env,
@@ -85,30 +123,42 @@ def run_in_flux(
 
 
 class _Listener:
+    """Counts the plugin's finished jobs (each once) and failures; says when all are done."""
+
     def __init__(self, jobs: int):
-        self.jobs, self.finished, self.failed = jobs, 0, 0
+        self.jobs = jobs
+        self.finished: set[int] = set()
+        self.failed = 0
+        self.crash: BaseException | None = None
         self.done = threading.Event()
 
     def on_started(self, ticket, backend_id, time) -> None:
         pass
 
     def on_finished(self, ticket, result) -> None:
-        self.finished += 1
+        self.finished.add(ticket.key)
         self.failed += not result.ok
-        if self.finished == self.jobs:
+        if len(self.finished) == self.jobs:
             self.done.set()
 
     def on_withdrawn(self, tickets, reason) -> None:
-        self.finished += len(tickets)
         self.failed += len(tickets)
-        if self.finished >= self.jobs:
-            self.done.set()
+        self.done.set()
 
     def on_crash(self, error, tickets) -> None:
+        self.crash = error
         self.done.set()
 
     def on_tick(self) -> None:
         pass
+
+    def check(self, mode: str) -> None:
+        """Raise :class:`Unfinished` unless every job finished successfully."""
+        if self.crash is not None or self.failed or len(self.finished) != self.jobs:
+            raise Unfinished(
+                f"{mode}: {len(self.finished)} of {self.jobs} jobs finished, {self.failed} "
+                f"failed or withdrawn, crash: {self.crash!r}"
+            )
 
 
 def _settle() -> None:
@@ -122,89 +172,151 @@ def _inside(nodes: int, jobs: int, seed: int, repeats: int) -> list[dict]:
     return [_one_round(nodes, jobs, seed) for _ in range(repeats)]
 
 
-def _one_round(nodes: int, jobs: int, seed: int) -> dict:
-    import flux
-    import flux.job
-    from full_machine import workload
+class _Round:
+    """The jobs of one round and how each mode runs them."""
 
-    from snakemake_executor_plugin_matensemble.backends.flux.backend import FluxBackend
-    from snakemake_executor_plugin_matensemble.backends.flux.jobspec import build_jobspec
-    from snakemake_executor_plugin_matensemble.backends.flux.options import FluxOptions
-    from snakemake_executor_plugin_matensemble.packing.deadline import RuntimeEstimator
-    from snakemake_executor_plugin_matensemble.packing.ordering import make_order
-    from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
+    def __init__(self, nodes: int, jobs: int, seed: int):
+        import flux
+        import flux.job
 
-    mix = workload(jobs, seed)
-    durations = {key: max(0.01, runtime * TIME_SCALE) for key, (_, runtime, _) in enumerate(mix)}
-    logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"matensemble-flux-bench-{os.getpid()}"
+        self.flux = flux
+        self.nodes, self.jobs = nodes, jobs
+        self.mix = workload(jobs, seed)
+        self.durations = {
+            key: max(0.01, runtime * TIME_SCALE) for key, (_, runtime, _) in enumerate(self.mix)
+        }
+        self.logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"matensemble-flux-bench-{os.getpid()}"
+        self.tickets = [JobTicket(key, request) for key, (request, _, _) in enumerate(self.mix)]
 
-    def spec_for(ticket: JobTicket) -> LaunchSpec:
+    def spec_for(self, ticket: JobTicket) -> LaunchSpec:
         return LaunchSpec(
-            ticket.key, "true", f"sim{ticket.key}", "/", {}, str(logs / "log"), ticket.request
+            ticket.key, "true", f"sim{ticket.key}", "/", {}, str(self.logs / "log"), ticket.request
         )
 
-    class TestExecution(FluxBackend):
-        def jobspec(self, spec, placement, depends_on=None):
-            jobspec = super().jobspec(spec, placement, depends_on)
-            jobspec.setattr("system.exec.test.run_duration", f"{durations[spec.key]:.3f}s")
-            return jobspec
+    def plugin(self, **options) -> tuple[float, float, Allocation]:
+        """Wall and dispatcher CPU seconds of the plugin running every job."""
+        from snakemake_executor_plugin_matensemble.backends.flux.backend import FluxBackend
+        from snakemake_executor_plugin_matensemble.backends.flux.options import FluxOptions
+        from snakemake_executor_plugin_matensemble.packing.deadline import RuntimeEstimator
+        from snakemake_executor_plugin_matensemble.packing.ordering import make_order
+        from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
-    # (1) the plugin
-    backend = TestExecution(FluxOptions(), run_id="bench")
-    allocation = Allocation(backend.discover())
-    order = make_order(ExecutorSettings.order, RuntimeEstimator())
-    packer = Packer(allocation, BackfillPolicy(60.0), order=order)
-    listener = _Listener(jobs)
-    dispatcher = Dispatcher(packer, backend, listener, spec_for, idle_timeout=1.0)
-    tickets = [JobTicket(key, request) for key, (request, _, _) in enumerate(mix)]
-    began = time.perf_counter()
-    dispatcher.submit(tickets)
-    dispatcher.start()
-    listener.done.wait()
-    plugin_wall = time.perf_counter() - began
-    plugin_cpu = dispatcher.cpu_s
-    dispatcher.stop(timeout=30)
+        durations = self.durations
+        fail_at = int(os.environ.get(FAIL_AT_LAUNCH, "0"))
+        launches = [0]
+
+        class TestExecution(FluxBackend):
+            def jobspec(self, spec, placement, depends_on=None):
+                jobspec = super().jobspec(spec, placement, depends_on)
+                jobspec.setattr("system.exec.test.run_duration", f"{durations[spec.key]:.3f}s")
+                return jobspec
+
+            def launch(self, spec, placement, after=None):
+                launches[0] += 1
+                if launches[0] == fail_at:
+                    raise RuntimeError(f"{FAIL_AT_LAUNCH}: launch {fail_at} fails")
+                return super().launch(spec, placement, after)
+
+        backend = TestExecution(FluxOptions(**options), run_id="bench")
+        allocation = Allocation(backend.discover())
+        order = make_order(ExecutorSettings.order, RuntimeEstimator())
+        packer = Packer(allocation, BackfillPolicy(60.0), order=order)
+        listener = _Listener(self.jobs)
+        dispatcher = Dispatcher(packer, backend, listener, self.spec_for, idle_timeout=1.0)
+        began = time.perf_counter()
+        dispatcher.submit(list(self.tickets))
+        dispatcher.start()
+        while not listener.done.wait(1.0) and dispatcher.alive:
+            pass
+        wall = time.perf_counter() - began
+        cpu = dispatcher.cpu_s
+        dispatcher.stop(timeout=30)
+        backend.close()
+        listener.check("plugin" if options.get("alloc_bypass", True) else "plugin_scheduled")
+        return wall, cpu, allocation
+
+    def jobspecs(self, allocation: Allocation) -> list:
+        """The plugin's jobspecs of every job, without rank pinning or R."""
+        from snakemake_executor_plugin_matensemble.backends.flux.jobspec import build_jobspec
+        from snakemake_executor_plugin_matensemble.backends.flux.options import FluxOptions
+
+        unpinned = FluxOptions(pin_ranks=False)
+        idle = Allocation(allocation.specs)
+        jobspecs = []
+        for ticket in self.tickets:
+            jobspec = build_jobspec(
+                self.flux.job.JobspecV1,
+                self.spec_for(ticket),
+                idle.place(ticket.request),
+                unpinned,
+                "raw",
+            )
+            jobspec.setattr("system.exec.test.run_duration", f"{self.durations[ticket.key]:.3f}s")
+            jobspecs.append(jobspec)
+        return jobspecs
+
+    def raw(self, jobspecs: list) -> float:
+        """Wall seconds of submitting ``jobspecs`` asynchronously until all are inactive."""
+        handle = self.flux.Flux()
+        began = time.perf_counter()
+        futures = [self.flux.job.submit_async(handle, jobspec) for jobspec in jobspecs]
+        ids = {future.get_id() for future in futures}
+        subprocess.run(["flux", "queue", "drain"], check=True)
+        wall = time.perf_counter() - began
+        self._check_completed(handle, ids, "raw")
+        return wall
+
+    def executor(self, jobspecs: list) -> float:
+        """Wall seconds of ``jobspecs`` through one FluxExecutor until all are done."""
+        began = time.perf_counter()
+        with self.flux.job.FluxExecutor() as executor:
+            done = [executor.submit(jobspec) for jobspec in jobspecs]
+            concurrent.futures.wait(done)
+        wall = time.perf_counter() - began
+        failed = [future for future in done if future.exception() or future.result() != 0]
+        if failed:
+            raise Unfinished(f"executor: {len(failed)} of {len(done)} jobs did not succeed")
+        return wall
+
+    def _check_completed(self, handle, ids: set[int], mode: str) -> None:
+        listing = self.flux.job.job_list(
+            handle, 0, ["result"], states=self.flux.constants.FLUX_JOB_STATE_INACTIVE
+        ).get_jobs()
+        completed = {
+            job["id"]
+            for job in listing
+            if job.get("result") == self.flux.constants.FLUX_JOB_RESULT_COMPLETED
+        }
+        if not ids <= completed:
+            raise Unfinished(f"{mode}: {len(ids - completed)} of {len(ids)} jobs did not complete")
+
+
+def _one_round(nodes: int, jobs: int, seed: int) -> dict:
+    round_ = _Round(nodes, jobs, seed)
+    plugin_wall, plugin_cpu, allocation = round_.plugin()
     _settle()
-
-    # (2) raw: the same jobspecs (no rank pinning), submitted in a loop
-    handle = flux.Flux()
-    unpinned = FluxOptions(pin_ranks=False)
-    idle = Allocation(allocation.specs)
-    jobspecs = []
-    for ticket in tickets:
-        spec = spec_for(ticket)
-        jobspec = build_jobspec(
-            flux.job.JobspecV1, spec, idle.place(ticket.request), unpinned, "raw"
-        )
-        jobspec.setattr("system.exec.test.run_duration", f"{durations[ticket.key]:.3f}s")
-        jobspecs.append(jobspec)
-    began = time.perf_counter()
-    futures = [flux.job.submit_async(handle, jobspec) for jobspec in jobspecs]
-    for future in futures:
-        future.get_id()
-    subprocess.run(["flux", "queue", "drain"], check=True)
-    raw_wall = time.perf_counter() - began
+    scheduled_wall, scheduled_cpu, _ = round_.plugin(alloc_bypass=False)
     _settle()
-
-    # (3) the same jobspecs through one FluxExecutor (the plugin's way of
-    # following jobs, without the plugin): where the gap to raw comes from
-    began = time.perf_counter()
-    with flux.job.FluxExecutor() as executor:
-        done = [executor.submit(jobspec) for jobspec in jobspecs]
-        concurrent.futures.wait(done)
-    executor_wall = time.perf_counter() - began
+    jobspecs = round_.jobspecs(allocation)
+    raw_wall = round_.raw(jobspecs)
+    _settle()
+    executor_wall = round_.executor(jobspecs)
+    _settle()
     return {
         "nodes": nodes,
         "jobs": jobs,
         "plugin_wall_s": plugin_wall,
         "plugin_cpu_s": plugin_cpu,
-        "plugin_failed": listener.failed,
+        "plugin_scheduled_wall_s": scheduled_wall,
+        "plugin_scheduled_cpu_s": scheduled_cpu,
         "raw_wall_s": raw_wall,
         "executor_wall_s": executor_wall,
     }
-    _settle()
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    print(json.dumps(_inside(*(int(a) for a in sys.argv[1:5]))))
+    try:
+        print(json.dumps(_inside(*(int(a) for a in sys.argv[1:5]))))
+    except Unfinished as error:
+        raise SystemExit(f"not every job finished: {error}") from error

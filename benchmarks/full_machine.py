@@ -44,6 +44,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from _flux_fake import run_in_flux
+from _frontier import CORES, GPUS, MIX, machine, work, workload
 
 from snakemake_executor_plugin_matensemble.backends.base import (
     Backend,
@@ -59,54 +60,7 @@ from snakemake_executor_plugin_matensemble.packing.ordering import ORDERS, make_
 from snakemake_executor_plugin_matensemble.packing.packer import Packer
 from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
 from snakemake_executor_plugin_matensemble.packing.queue import JobTicket
-from snakemake_executor_plugin_matensemble.packing.resource_request import ResourceRequest
 from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
-
-CORES, GPUS = 56, 8
-
-#: (share of the jobs, request, runtime range in seconds, Snakemake priority
-#: with --big-first)
-MIX = (
-    (0.40, ResourceRequest(), (300, 900), 0),
-    (0.40, ResourceRequest(cores_per_task=7, gpus_per_task=1), (300, 900), 0),
-    (0.10, ResourceRequest(exclusive=True), (600, 1200), 1),
-    (0.10, ResourceRequest(tasks=16, cores_per_task=7, gpus_per_task=1, nodes=2), (600, 1200), 1),
-)
-
-
-def machine(nodes: int) -> list[NodeSpec]:
-    cores = tuple(range(CORES))
-    gpus = tuple(str(g) for g in range(GPUS))
-    return [NodeSpec(rank, f"frontier{rank:05d}", cores, gpus) for rank in range(nodes)]
-
-
-def workload(jobs: int, seed: int) -> list[tuple[ResourceRequest, int, int]]:
-    """``jobs`` (request, runtime s, priority) triples, the shapes of :data:`MIX`
-    interleaved; each request's walltime is its runtime."""
-    rng = random.Random(seed)
-    weights = [entry[0] for entry in MIX]
-    chosen = rng.choices(range(len(MIX)), weights, k=jobs)
-    out = []
-    for index in chosen:
-        _, request, (low, high), priority = MIX[index]
-        runtime = rng.randint(low, high)
-        request = ResourceRequest(**{**asdict(request), "walltime_s": runtime})
-        out.append((request, runtime, priority))
-    return out
-
-
-def work(jobs: list[tuple[ResourceRequest, int, int]]) -> tuple[float, float, int]:
-    """Core-seconds and GPU-seconds the jobs hold (an exclusive job: whole
-    nodes), and the longest runtime."""
-    core_s = gpu_s = 0.0
-    for request, runtime, _ in jobs:
-        if request.exclusive:
-            core_s += (request.nodes or 1) * CORES * runtime
-            gpu_s += (request.nodes or 1) * GPUS * runtime
-        else:
-            core_s += request.total_cores * runtime
-            gpu_s += request.total_gpus * runtime
-    return core_s, gpu_s, max(runtime for _, runtime, _ in jobs)
 
 
 class VirtualClock:
@@ -187,7 +141,8 @@ class Listener:
 
     def __init__(self, jobs: int):
         self.jobs = jobs
-        self.finished = 0
+        #: the keys of the jobs that finished (each once)
+        self.finished: set[int] = set()
         self.makespan = 0.0
         self.done = threading.Event()
 
@@ -195,9 +150,9 @@ class Listener:
         pass
 
     def on_finished(self, ticket, result) -> None:
-        self.finished += 1
+        self.finished.add(ticket.key)
         self.makespan = max(self.makespan, result.time)
-        if self.finished == self.jobs:
+        if len(self.finished) == self.jobs:
             self.done.set()
 
     def on_withdrawn(self, tickets, reason) -> None:
@@ -232,6 +187,9 @@ class Run:
     peak_mb: float
     #: share of the cores busy until the last job started (the queue emptied)
     busy_while_queued: float
+    #: distinct jobs that finished, and launches made (each job once: both = jobs)
+    finished: int = 0
+    launched: int = 0
 
     @property
     def ms_per_job(self) -> float:
@@ -284,8 +242,8 @@ def simulate(
     wall = time.perf_counter() - began
     cpu = dispatcher.cpu_s
     dispatcher.stop(timeout=10)
-    if listener.finished != jobs:
-        raise SystemExit(f"only {listener.finished} of {jobs} jobs finished")
+    if len(listener.finished) != jobs:
+        raise SystemExit(f"only {len(listener.finished)} of {jobs} jobs finished")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     busy = backend.busy_while_queued(nodes * CORES)
     return Run(
@@ -299,6 +257,8 @@ def simulate(
         base_mb,
         peak_mb,
         busy,
+        len(listener.finished),
+        len(backend.starts),
     )
 
 
@@ -362,27 +322,37 @@ def report(runs: list[Run], costs: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def flux_report(rounds: list[dict]) -> str:
-    """A row per round (the modes alternate in one instance), and the median ratio."""
+def flux_report(rounds: list[dict], scheduler: str = "fluxion") -> str:
+    """A row per round (the modes alternate in one instance), and the median ratios."""
     first = rounds[0]
     lines = [
-        f"real Flux, {first['nodes']:,} fake nodes, {first['jobs']:,} jobs in test execution, "
-        f"{len(rounds)} round(s):",
-        "| round | plugin jobs/s | raw jobs/s | FluxExecutor alone jobs/s | plugin / raw "
-        "| plugin CPU s | plugin jobs failed |",
-        "|---|---|---|---|---|---|---|",
+        f"real Flux ({scheduler}), {first['nodes']:,} fake nodes, {first['jobs']:,} jobs in "
+        f"test execution, {len(rounds)} round(s):",
+        "| round | plugin jobs/s | plugin, scheduler matching, jobs/s | raw jobs/s "
+        "| FluxExecutor alone jobs/s | plugin / raw | plugin, scheduler matching / raw "
+        "| plugin CPU ms/job |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    ratios = []
+    ratios, scheduled_ratios, cpu = [], [], []
     for number, figures in enumerate(rounds, 1):
-        plugin = figures["jobs"] / figures["plugin_wall_s"]
-        raw = figures["jobs"] / figures["raw_wall_s"]
-        executor = figures["jobs"] / figures["executor_wall_s"]
+        jobs = figures["jobs"]
+        plugin = jobs / figures["plugin_wall_s"]
+        scheduled = jobs / figures["plugin_scheduled_wall_s"]
+        raw = jobs / figures["raw_wall_s"]
+        executor = jobs / figures["executor_wall_s"]
         ratios.append(plugin / raw)
+        scheduled_ratios.append(scheduled / raw)
+        cpu.append(1000 * figures["plugin_cpu_s"] / jobs)
         lines.append(
-            f"| {number} | {plugin:.0f} | {raw:.0f} | {executor:.0f} | {plugin / raw:.2f}x "
-            f"| {figures['plugin_cpu_s']:.2f} | {figures['plugin_failed']} |"
+            f"| {number} | {plugin:.0f} | {scheduled:.0f} | {raw:.0f} | {executor:.0f} "
+            f"| {plugin / raw:.2f}x | {scheduled / raw:.2f}x | {cpu[-1]:.2f} |"
         )
-    lines.append(f"median plugin / raw: {statistics.median(ratios):.2f}x")
+    lines.append(
+        f"median plugin / raw: {statistics.median(ratios):.2f}x "
+        f"(range {min(ratios):.2f}-{max(ratios):.2f}); scheduler matching: "
+        f"{statistics.median(scheduled_ratios):.2f}x; plugin CPU "
+        f"{statistics.median(cpu):.2f} ms/job; every job of every mode finished"
+    )
     return "\n".join(lines)
 
 
@@ -435,10 +405,18 @@ def main() -> None:
         default=3,
         help="with --flux: how many times the modes alternate in the instance",
     )
+    parser.add_argument(
+        "--scheduler",
+        choices=("fluxion", "simple"),
+        default="fluxion",
+        help="with --flux: the instance's scheduler (Fluxion or sched-simple)",
+    )
     args = parser.parse_args()
     if args.flux:
-        rounds = run_in_flux(args.nodes, CORES, GPUS, args.flux, args.seed, args.rounds)
-        print(flux_report(rounds))
+        rounds = run_in_flux(
+            args.nodes, CORES, GPUS, args.flux, args.seed, args.rounds, args.scheduler
+        )
+        print(flux_report(rounds, args.scheduler))
         return
     sizes = [(args.small_nodes or args.nodes, args.small_jobs), (args.nodes, args.jobs)]
     runs = [

@@ -237,6 +237,16 @@ class ExecutorSettings(ExecutorSettingsBase):
         "that job ends instead of after a round trip through Snakemake.",
         default_text="off (look-ahead on)",
     )
+    flux_no_alloc_bypass: bool = setting(
+        False,
+        "flux backend: let Flux's scheduler match every job. By default, where "
+        "this user owns the Flux instance, each job's R (the ranks, cores and "
+        "GPUs the packer chose) is given in its jobspec through flux-core's "
+        "alloc-bypass jobtap plugin, so the scheduler never matches it (much "
+        "faster on large machines; the scheduler then does not see the run's "
+        "jobs, so do not share the instance with other scheduled work).",
+        default_text="off (bypass where the instance is yours)",
+    )
     flux_keep_inactive: int = setting(
         1000,
         "flux backend: successful inactive Flux jobs of this run kept in the "

@@ -325,7 +325,10 @@ def test_restart_after_kill_reattaches_instead_of_running_twice(tmp_path):
         assert (tmp_path / f"out/{i}.txt").read_text() == f"{i}\n"
 
 
-def test_lookahead_submits_successors_that_start_when_their_predecessor_ends(tmp_path):
+@pytest.mark.parametrize(
+    "bypass", [(), ("--matensemble-flux-no-alloc-bypass",)], ids=["alloc-bypass", "scheduled"]
+)
+def test_lookahead_submits_successors_that_start_when_their_predecessor_ends(tmp_path, bypass):
     write_snakefile(
         tmp_path,
         """
@@ -337,7 +340,9 @@ def test_lookahead_submits_successors_that_start_when_their_predecessor_ends(tmp
             shell: "sleep 1; touch {output}"
         """,
     )
-    process, jobs = snakemake_in_flux(tmp_path, "--matensemble-flux-reserve-cores", "0", size=1)
+    process, jobs = snakemake_in_flux(
+        tmp_path, "--matensemble-flux-reserve-cores", "0", *bypass, size=1
+    )
     assert process.returncode == 0, process.stdout
     by_id = {job["id_f58"]: job for job in jobs}
     chained = [job for job in jobs if job["jobspec_dependencies"]]
@@ -413,3 +418,112 @@ def test_lammps_with_two_tasks_runs_as_two_mpi_ranks(tmp_path, launch):
     assert "on 2 procs" in (tmp_path / "log.lammps").read_text()
     (job,) = jobs
     assert job["ncores"] == 2
+
+
+#: a fake machine of 4 nodes, each with this host's cores and 4 GPUs
+FAKE_GPU_HOSTS, FAKE_GPUS = "node[1-4]", 4
+
+PLACEMENT_PROBE = """
+rule all:
+    input: expand("out/{i}.txt", i=range(6))
+
+rule probe:
+    output: "out/{i}.txt"
+    resources: gpus_per_task=1, runtime=2
+    shell:
+        "echo $FLUX_JOB_ID ${{CUDA_VISIBLE_DEVICES:-none}} "
+        "$(grep Cpus_allowed_list /proc/self/status | cut -f2) > {output}; "
+        "flux job info $FLUX_JOB_ID R >> {output}; "
+        "flux job eventlog $FLUX_JOB_ID | grep -w alloc >> {output}; sleep 2"
+"""
+
+
+def run_placement_probe(workdir: Path, *args: str):
+    """Six one-core one-GPU jobs at once on the fake GPU machine; per job: what
+    the packer chose (the run's journal), the job's R, its alloc event, and
+    what the job itself saw (GPUs, the CPUs it may run on)."""
+    import subprocess
+
+    from .fluxenv import flux_command, flux_env
+
+    resources = workdir / "R.json"
+    resources.write_text(
+        subprocess.run(
+            [
+                flux_command() or "flux",
+                "R",
+                "encode",
+                f"--hosts={FAKE_GPU_HOSTS}",
+                f"--cores=0-{CORES_PER_RANK - 1}",
+                f"--gpus=0-{FAKE_GPUS - 1}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=flux_env(),
+        ).stdout
+    )
+    options = (
+        f"--test-hosts={FAKE_GPU_HOSTS}",
+        "--conf=resource.noverify=true",
+        f'--conf=resource.path="{resources}"',
+    )
+    write_snakefile(workdir, PLACEMENT_PROBE)
+    command = [*SNAKEMAKE, "--executor", "matensemble", "-j", "unlimited"]
+    command += ["--matensemble-flux-reserve-cores", "0", *args]
+    process = run_in_flux(["bash", "-c", _quote(command)], cwd=workdir, size=4, options=options)
+    assert process.returncode == 0, process.stdout[-4000:]
+    (journal,) = (workdir / ".snakemake/matensemble").glob("*/journal.jsonl")
+    chosen = {
+        event["backend_id"]: event["placement"]
+        for event in map(json.loads, journal.read_text().splitlines())
+        if event["event"] == "started"
+    }
+    seen = {}
+    for output in (workdir / "out").glob("*.txt"):
+        first, R, *alloc = output.read_text().splitlines()
+        jobid, gpus, cpus = first.split()
+        seen[jobid] = (gpus, cpus, json.loads(R), " ".join(alloc))
+    assert sorted(seen) == sorted(chosen)
+    assert len(seen) == 6
+    return chosen, seen
+
+
+def _flux_ids(idset: str) -> list[int]:
+    return [
+        n
+        for part in idset.split(",")
+        if part
+        for n in range(int(part.split("-")[0]), int(part.split("-")[-1]) + 1)
+    ]
+
+
+def test_bypassed_jobs_run_on_exactly_the_cores_and_gpus_the_packer_chose(tmp_path):
+    """Where the user owns the instance, each job's R is the packer's placement
+    (alloc-bypass: the scheduler never matched it), and the job runs there."""
+    chosen, seen = run_placement_probe(tmp_path)
+    for jobid, placement in chosen.items():
+        gpus, cpus, R, alloc = seen[jobid]
+        assert "bypass" in alloc, f"{jobid}: the scheduler matched it ({alloc})"
+        ((share,),) = [placement]
+        (lite,) = R["execution"]["R_lite"]
+        assert int(lite["rank"]) == share["rank"]
+        assert _flux_ids(lite["children"]["core"]) == share["cores"]
+        assert [str(g) for g in _flux_ids(lite["children"]["gpu"])] == share["gpus"]
+        assert gpus == ",".join(share["gpus"])  # the job sees the GPU the packer chose
+        assert _flux_ids(cpus) == share["cores"]  # and may run on its core only
+    ranks_gpus = [(p[0]["rank"], p[0]["gpus"][0]) for p in chosen.values()]
+    assert len(set(ranks_gpus)) == 6, "two jobs got one GPU"
+
+
+def test_without_bypass_the_scheduler_matches_each_job_on_the_ranks_the_packer_chose(tmp_path):
+    """Bypass turned off (as where the instance is another user's, or the
+    jobtap plugin cannot be loaded): the normal path, where the scheduler
+    matches every job, pinned to the packer's ranks."""
+    chosen, seen = run_placement_probe(tmp_path, "--matensemble-flux-no-alloc-bypass")
+    for jobid, placement in chosen.items():
+        gpus, _, R, alloc = seen[jobid]
+        assert "bypass" not in alloc, f"{jobid} was bypassed ({alloc})"
+        (lite,) = R["execution"]["R_lite"]
+        assert int(lite["rank"]) == placement[0]["rank"]
+        assert gpus == ",".join(str(g) for g in _flux_ids(lite["children"]["gpu"]))

@@ -217,6 +217,7 @@ NOT_IN_CATALOG = {
     "per_job_snakemake": "a flag without a value",
     "flux_no_pin_ranks": "a flag without a value",
     "flux_no_lookahead": "a flag without a value",
+    "flux_no_alloc_bypass": "a flag without a value",
     "flux_queue": "free text that only Flux can judge (tests/flux)",
     "flux_bank": "free text that only Flux can judge (tests/flux)",
     "flux_pmi": "free text that only Flux can judge (tests/flux)",

@@ -113,7 +113,7 @@ def test_cancel_all_cancels_every_flux_job(backend):
     assert all(r.status is JobStatus.CANCELLED for r in results)
     # a Flux id that arrives after the cancel is cancelled (by the dispatcher
     # thread, at its next wait: callbacks make no RPCs)
-    backend._on_jobid(9, SimpleNamespace(jobid=lambda: 99))
+    backend.enclosing._on_jobid(9, SimpleNamespace(jobid=lambda: 99))
     assert 99 not in backend.cancelled
     backend.wait(0)
     assert 99 in backend.cancelled
@@ -139,7 +139,7 @@ def test_a_raising_callback_still_delivers_a_failed_result(backend, monkeypatch)
     def broken(*args, **kwargs):
         raise KeyError("boom")
 
-    monkeypatch.setattr(backend, "outcome", broken)
+    monkeypatch.setattr(backend.enclosing, "outcome", broken)
     events = run_one(backend, lambda f: f.set_result(0))
     (failed,) = [e for e in events if isinstance(e, JobFinished)]
     assert failed.key == 5
@@ -180,7 +180,7 @@ def test_successful_jobs_are_purged_beyond_the_newest_kept(backend, monkeypatch)
     import snakemake_executor_plugin_matensemble.backends.flux.purge as module
 
     monkeypatch.setattr(module, "PURGE_BATCH", 3)
-    backend.options = FluxOptions(keep_inactive=2, cancel_timeout=1)
+    backend.enclosing.options = FluxOptions(keep_inactive=2, cancel_timeout=1)
     purged = []
 
     class Handle:
@@ -188,7 +188,7 @@ def test_successful_jobs_are_purged_beyond_the_newest_kept(backend, monkeypatch)
             purged.append((topic, payload["id"], payload["force"]))
             return SimpleNamespace(get=lambda: {})
 
-    backend._purge_handle = Handle()
+    backend.enclosing._purge_handle = Handle()
     for key in range(1, 8):
         backend.launch(spec(key=key), on(0))
         future = backend.executor.submitted[-1]

@@ -43,6 +43,7 @@ def settings(**changes):
         flux_no_lookahead=False,
         kill_grace_seconds=1.0,
         flux_keep_inactive=50,
+        flux_no_alloc_bypass=False,
     )
     values.update(changes)
     return SimpleNamespace(**values)
@@ -57,3 +58,5 @@ def test_options_from_settings():
     assert options.cancel_timeout == 10.0  # never less than 10 s
     assert options.keep_inactive == 50
     assert FluxOptions.from_settings(settings(flux_keep_inactive=-1)).keep_inactive is None
+    assert options.alloc_bypass is True
+    assert FluxOptions.from_settings(settings(flux_no_alloc_bypass=True)).alloc_bypass is False

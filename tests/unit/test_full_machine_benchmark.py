@@ -38,6 +38,7 @@ def test_the_simulated_run_respects_the_lower_bound_and_places_every_job():
     finally:
         sys.path.remove(str(BENCHMARK.parent))
     run = full_machine.simulate(nodes=4, jobs=60, seed=1, reserve_after=60.0)
-    assert run.jobs == 60
+    assert run.finished == 60  # every job finished
+    assert run.launched == 60  # each launched once, never again
     assert run.makespan_s >= run.lower_bound_s
     assert 0 < run.busy_while_queued <= 1.0

@@ -44,7 +44,7 @@ SETTLE_POLL = 0.1
 
 
 class AdoptionMixin:
-    """Part of :class:`~.backend.FluxBackend` (its state lives there)."""
+    """Part of :class:`~.instance.FluxInstance` (its state lives there)."""
 
     flux: Any
     options: Any

@@ -1,33 +1,26 @@
-"""The stateful Flux backend: ONE ``FluxExecutor``, its state and its lifecycle
-(discovery, waiting, cancelling, closing).
+"""The Flux backend: a router over the Flux instances the run submits to.
 
-Its parts, one concern each, are mixins over that state:
-:mod:`.submission` (jobspec, launching, look-ahead, withdrawing),
-:mod:`.callbacks` (the guarded future callbacks, a dead executor's recovery),
-:mod:`.adoption` (what dead runs left behind: adopted or cancelled at
-start-up; re-attaching), :mod:`.purge` (the run's inactive jobs),
-:mod:`.resource_journal` (drained, lost and returning ranks). Everything that
-can be pure lives beside them: :mod:`.options`, :mod:`.resources`,
-:mod:`.jobspec`, :mod:`.outcome`, :mod:`.leftovers`.
+Each instance is a :class:`~.instance.FluxInstance` (its handles, its ONE
+``FluxExecutor``, its jobs' futures and callbacks). Today the run has one, the
+enclosing instance; the router sends each job to the instance that owns its
+placement (:meth:`FluxBackend.instance_for`), remembers where each job went,
+and gathers the events of every instance from one queue. What is the run's,
+not an instance's, lives here: discovery, the resource journal (a thread with
+its own handle), waiting, cancelling and closing all instances.
 
-Threads: the dispatcher thread calls every method except :meth:`wake`; the
-executor's thread runs the future callbacks, which only record and push
-events. A third thread follows the resource journal.
-
-A Flux handle is not thread-safe: every thread uses its own (:attr:`handle`
-is per thread), and callbacks never make RPCs: a cancel they need is queued
-for the dispatcher thread.
+Everything that can be pure lives beside it: :mod:`.options`,
+:mod:`.resources`, :mod:`.jobspec`, :mod:`.bypass`, :mod:`.outcome`,
+:mod:`.leftovers`.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
-import os
 import queue
 import threading
 import time
+from collections.abc import Collection
 from typing import Any
 
 from ...packing.nodes import NodeSpec, Placement
@@ -37,22 +30,21 @@ from ..base import (
     JobFinished,
     LaunchError,
     LaunchSpec,
+    ResourceEvent,
+    RunningJob,
     WakePipe,
 )
-from .adoption import AdoptionMixin
-from .callbacks import CallbackMixin
-from .leftovers import Leftover, owner_identity
+from .instance import FluxInstance
+from .leftovers import owner_identity
 from .options import FluxOptions
-from .purge import PurgeMixin
 from .resource_journal import follow_resource_journal
 from .resources import expiration_from_rset, nodes_from_rset, reserve_own_cores
-from .submission import SubmissionMixin
 
 log = logging.getLogger("snakemake.logging.matensemble.flux")
 
 
-class FluxBackend(SubmissionMixin, CallbackMixin, AdoptionMixin, PurgeMixin, Backend):
-    """Runs every job as a Flux job of the enclosing instance."""
+class FluxBackend(Backend):
+    """Runs every job as a Flux job, each in the Flux instance that owns its placement."""
 
     name = "flux"
     can_attach = True
@@ -70,50 +62,58 @@ class FluxBackend(SubmissionMixin, CallbackMixin, AdoptionMixin, PurgeMixin, Bac
         self.run_id = run_id
         #: who this run's jobs belong to (in every jobspec)
         self.owner = owner_identity(run_id)
-        self._thread_handles = threading.local()
-        self._thread_handles.handle = self.flux.Flux()
-        self.executor = self.flux.job.FluxExecutor(poll_interval=0.002)
-        log.info("matensemble: started one FluxExecutor for the run.")
         self._events: queue.SimpleQueue[BackendEvent] = queue.SimpleQueue()
         self._wake = WakePipe()
-        self._lock = threading.Lock()
-        self._futures: dict[int, Any] = {}
-        self._jobids: dict[int, int] = {}
-        self._specs: dict[int, LaunchSpec] = {}
-        self._started: set[int] = set()
-        self._cancelling = False
-        self._instance_lost = False
-        #: successors waiting for their predecessor's Flux id: key -> [(spec, placement)]
-        self._deferred: dict[int, list[tuple[LaunchSpec, Placement]]] = {}
-        #: Flux ids of withdrawn jobs (cancelled, their results ignored)
-        self._withdrawn_ids: set[int] = set()
-        #: successful inactive jobs of this run, oldest first (purge candidates)
-        self._inactive: collections.deque[int] = collections.deque()
-        self._purge_handle: Any = None
-        #: inactive jobs purged so far
-        self.purged = 0
-        #: jobs whose future failed with the executor itself (its thread died),
-        #: to be followed again by a new executor: (spec, Flux id)
-        self._recover: list[tuple[LaunchSpec, int]] = []
-        #: executors replaced so far (each after its thread died)
-        self.executor_restarts = 0
-        #: Flux ids to cancel, queued by callbacks for the dispatcher thread
-        self._to_cancel: list[tuple[int, str | None]] = []
+        #: every instance of the run, by name
+        self.instances: dict[str, FluxInstance] = {}
+        #: the instance this process runs in
+        self.enclosing = self.add_instance("enclosing", self.flux.Flux)
+        #: job key -> the instance it was sent to (until it ends)
+        self._routes: dict[int, FluxInstance] = {}
+        self._routes_lock = threading.Lock()
         self._journal_stop = threading.Event()
         self._journal_thread: threading.Thread | None = None
-        self._adoptable: dict[int, Leftover] = {}
 
-    @property
-    def handle(self) -> Any:
-        """This thread's Flux handle (handles are not thread-safe)."""
-        handle = getattr(self._thread_handles, "handle", None)
-        if handle is None:
-            handle = self._thread_handles.handle = self.flux.Flux()
-        return handle
+    def add_instance(self, name: str, open_handle: Any, uri: str | None = None) -> FluxInstance:
+        """A Flux instance for jobs of this run: ``open_handle()`` returns a new
+        handle to it, ``uri`` is where its executor connects (None: ``FLUX_URI``)."""
+        instance = FluxInstance(
+            name,
+            open_handle,
+            flux_module=self.flux,
+            options=self.options,
+            run_id=self.run_id,
+            owner=self.owner,
+            events=self._events,
+            wake=self._wake,
+            uri=uri,
+            jobspec_of=self.jobspec,
+        )
+        self.instances[name] = instance
+        return instance
 
     @classmethod
     def from_settings(cls, settings: Any, run_id: str = "") -> FluxBackend:
         return cls(FluxOptions.from_settings(settings), run_id=run_id)
+
+    # -- what the enclosing instance is, for callers and tests ------------------
+    @property
+    def handle(self) -> Any:
+        """This thread's handle to the enclosing instance."""
+        return self.enclosing.handle
+
+    @property
+    def executor(self) -> Any:
+        """The enclosing instance's FluxExecutor."""
+        return self.enclosing.executor
+
+    @property
+    def executor_restarts(self) -> int:
+        return sum(instance.executor_restarts for instance in self.instances.values())
+
+    @property
+    def purged(self) -> int:
+        return sum(instance.purged for instance in self.instances.values())
 
     # -- discovery --------------------------------------------------------------
     def discover(self) -> list[NodeSpec]:
@@ -127,9 +127,11 @@ class FluxBackend(SubmissionMixin, CallbackMixin, AdoptionMixin, PurgeMixin, Bac
             raise LaunchError("the Flux instance has no resources that are up")
         self._expiration = expiration_from_rset(up)
         own_rank = self.handle.get_rank()
+        hostnames = {node.rank: node.name for node in nodes}
+        self.enclosing.choose_bypass(hostnames, self.expiration())
         if self.options.follow_resources:
             self._journal_thread = follow_resource_journal(
-                self.flux, since, self._journal_stop, self._push
+                self.flux, since, self._journal_stop, self._push_resource_event
             )
         return reserve_own_cores(nodes, own_rank, self.options.reserve_cores)
 
@@ -149,51 +151,85 @@ class FluxBackend(SubmissionMixin, CallbackMixin, AdoptionMixin, PurgeMixin, Bac
             return None
         return time.time() + left if left != float("inf") else None
 
-    @property
-    def running_count(self) -> int:
-        with self._lock:
-            return (
-                len(self._futures)
-                + len(self._recover)
-                + sum(len(v) for v in self._deferred.values())
-            )
-
-    def _push(self, event: BackendEvent) -> None:
+    def _push_resource_event(self, event: BackendEvent) -> None:
+        if isinstance(event, ResourceEvent):
+            self.enclosing.resource_event(event)
         self._events.put(event)
         self._wake.wake()
 
-    def _lost(self, error: BaseException) -> str:
-        """The reason for jobs whose Flux instance stopped answering (said once)."""
-        uri = os.environ.get("FLUX_URI", "?")
-        reason = (
-            f"was lost with the Flux instance at {uri}, which stopped answering ({error}); "
-            "run again in a new allocation (add --rerun-incomplete)"
-        )
-        with self._lock:
-            first, self._instance_lost = not self._instance_lost, True
-        if first:
-            log.error(f"matensemble: the Flux instance at {uri} stopped answering ({error}).")
-        return reason
+    # -- routing ----------------------------------------------------------------
+    def instance_for(self, placement: Placement) -> FluxInstance:
+        """The instance that owns ``placement``'s ranks (today: the enclosing one)."""
+        return self.enclosing
+
+    def _route(self, key: int, instance: FluxInstance) -> None:
+        with self._routes_lock:
+            self._routes[key] = instance
+
+    def _routed(self, key: int) -> FluxInstance | None:
+        with self._routes_lock:
+            return self._routes.get(key)
+
+    def _forget(self, events: list[BackendEvent]) -> list[BackendEvent]:
+        with self._routes_lock:
+            for event in events:
+                if isinstance(event, JobFinished):
+                    self._routes.pop(event.key, None)
+        return events
+
+    # -- submission ---------------------------------------------------------------
+    @property
+    def supports_lookahead(self) -> bool:
+        return self.options.lookahead
+
+    def jobspec(self, spec: LaunchSpec, placement: Placement, depends_on: int | None = None) -> Any:
+        """The jobspec of ``spec`` on ``placement``, as its instance builds it."""
+        return self.instance_for(placement).build_jobspec(spec, placement, depends_on)
+
+    def urgency(self, spec: LaunchSpec) -> int:
+        return self.enclosing.urgency(spec)
+
+    def launch(self, spec: LaunchSpec, placement: Placement, after: int | None = None) -> str:
+        instance = self.instance_for(placement)
+        self._route(spec.key, instance)
+        return instance.launch(spec, placement, after)
+
+    def withdraw(self, key: int) -> bool:
+        """Cancel job ``key`` if Flux has not started it; its result is ignored."""
+        instance = self._routed(key)
+        if instance is None or not instance.withdraw(key):
+            return False
+        with self._routes_lock:
+            self._routes.pop(key, None)
+        return True
+
+    # -- adoption (leftovers of dead runs, in the enclosing instance) ------------
+    def settle_leftovers(self, resumable: Collection[str]) -> None:
+        self.enclosing.settle_leftovers(resumable)
+
+    def find_running(self, backend_id: str) -> RunningJob | None:
+        return self.enclosing.find_running(backend_id)
+
+    def attach(self, spec: LaunchSpec, job: RunningJob) -> None:
+        self._route(spec.key, self.enclosing)
+        self.enclosing.attach(spec, job)
 
     # -- waiting ----------------------------------------------------------------
+    @property
+    def running_count(self) -> int:
+        return sum(instance.running_count for instance in self.instances.values())
+
     def wake(self) -> None:
         self._wake.wake()
 
     def wait(self, timeout: float | None) -> list[BackendEvent]:
-        self._recover_jobs()
-        self._cancel_queued()
-        self._purge()
+        for instance in self.instances.values():
+            instance.housekeeping()
         events = self._drain()
         if events:
-            return events
+            return self._forget(events)
         self._wake.wait(timeout)
-        return self._drain()
-
-    def _cancel_queued(self) -> None:
-        with self._lock:
-            queued, self._to_cancel = self._to_cancel, []
-        for jobid, reason in queued:
-            self._cancel_one(jobid, reason)
+        return self._forget(self._drain())
 
     def _drain(self) -> list[BackendEvent]:
         events = []
@@ -204,26 +240,14 @@ class FluxBackend(SubmissionMixin, CallbackMixin, AdoptionMixin, PurgeMixin, Bac
                 return events
 
     # -- stopping ---------------------------------------------------------------
-    def _cancel_one(self, jobid: int, reason: str | None = None) -> None:
-        try:
-            self.flux.job.cancel(self.handle, jobid, reason or "snakemake run cancelled")
-        except OSError as error:  # already inactive
-            log.debug(f"matensemble: cancel of Flux job {jobid}: {error}")
-
     def cancel_all(self) -> list[JobFinished]:
-        with self._lock:
-            self._cancelling = True
-            jobids = list(self._jobids.values())
-            futures = list(self._futures.values())
-        for future in futures:
-            future.cancel()  # only succeeds for jobs not yet handed to Flux
-        for jobid in jobids:
-            self._cancel_one(jobid)
+        for instance in self.instances.values():
+            instance.cancel_jobs()
         deadline = time.monotonic() + self.options.cancel_timeout
         finished: list[JobFinished] = []
         while self.running_count and time.monotonic() < deadline:
             finished.extend(e for e in self.wait(0.2) if isinstance(e, JobFinished))
-        finished.extend(e for e in self._drain() if isinstance(e, JobFinished))
+        finished.extend(e for e in self._forget(self._drain()) if isinstance(e, JobFinished))
         if self.running_count:
             log.warning(
                 f"matensemble: {self.running_count} Flux job(s) did not end within "
@@ -235,8 +259,8 @@ class FluxBackend(SubmissionMixin, CallbackMixin, AdoptionMixin, PurgeMixin, Bac
         self._journal_stop.set()
         if self.running_count:
             self.cancel_all()
-        self._cancel_unattached()
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        for instance in self.instances.values():
+            instance.close()
         if self._journal_thread is not None:
             self._journal_thread.join(timeout=2.0)
         self._wake.close()

@@ -22,7 +22,7 @@ log = logging.getLogger("snakemake.logging.matensemble.flux")
 
 
 class CallbackMixin:
-    """Part of :class:`~.backend.FluxBackend` (its state lives there)."""
+    """Part of :class:`~.instance.FluxInstance` (its state lives there)."""
 
     flux: Any
     executor: Any
@@ -51,7 +51,7 @@ class CallbackMixin:
             if broken is not None and broken.is_set():
                 old = self.executor
                 self.executor_restarts += 1
-                self.executor = self.flux.job.FluxExecutor(poll_interval=0.002)
+                self.executor = self.new_executor()
                 log.warning(
                     "matensemble: the FluxExecutor's thread failed (a flux-python error); "
                     f"a new executor follows its {len(jobs)} job(s) (restart "
@@ -157,6 +157,7 @@ class CallbackMixin:
             self._specs.pop(key, None)
             self._jobids.pop(key, None)
             self._started.discard(key)
+            self._R_ends.pop(key, None)
         if result.ok and jobid is not None and self.options.keep_inactive is not None:
             with self._lock:
                 self._inactive.append(jobid)

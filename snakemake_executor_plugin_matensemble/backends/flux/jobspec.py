@@ -8,6 +8,7 @@ from typing import Any
 
 from ...packing.nodes import Placement
 from ..base import LaunchSpec
+from .bypass import BYPASS_ATTRIBUTE
 from .leftovers import OWNER_ATTRIBUTE
 from .options import FluxOptions
 
@@ -33,6 +34,7 @@ def build_jobspec(
     run_id: str = "",
     depends_on: int | None = None,
     owner: Mapping[str, Any] | None = None,
+    given_R: Mapping[str, Any] | None = None,
 ) -> Any:
     """The ``JobspecV1`` for ``spec`` on ``placement`` (setters only, so that
     flux-python versions without the newer keywords work too).
@@ -43,6 +45,9 @@ def build_jobspec(
     (look-ahead, an ``afterany`` dependency). ``owner``: who the job belongs
     to (:func:`.leftovers.owner_identity`), with the job's own attributes in
     ``user.snakemake``, so that a later run finds what a dead one left behind.
+    ``given_R``: the placement as R (:func:`.bypass.bypass_R`), for Flux's
+    ``alloc-bypass``: the scheduler never matches the job, so no rank
+    constraint is needed.
     """
     request = spec.request
     command = [spec.shell, "-c", spec.command]
@@ -90,7 +95,9 @@ def build_jobspec(
         jobspec.setattr("system.queue", options.queue)
     if options.bank:
         jobspec.setattr("system.bank", options.bank)
-    if options.pin_ranks:
+    if given_R is not None:
+        jobspec.setattr(BYPASS_ATTRIBUTE, dict(given_R))
+    elif options.pin_ranks:
         ranks = ",".join(str(rank) for rank in placement.ranks)
         jobspec.setattr("system.constraints", {"ranks": [ranks]})
     if depends_on is not None:

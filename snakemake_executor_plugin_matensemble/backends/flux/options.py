@@ -38,6 +38,9 @@ class FluxOptions:
     keep_inactive: int | None = 1000
     #: Follow Flux's resource journal (drained / lost / returning ranks).
     follow_resources: bool = True
+    #: Give each job's R in its jobspec (Flux's alloc-bypass) where this user
+    #: owns the instance, so that the scheduler never matches it.
+    alloc_bypass: bool = True
 
     @classmethod
     def from_settings(cls, settings: Any) -> FluxOptions:
@@ -53,6 +56,7 @@ class FluxOptions:
             lookahead=not settings.flux_no_lookahead,
             cancel_timeout=max(settings.kill_grace_seconds * 3, 10.0),
             keep_inactive=None if keep is None or keep < 0 else int(keep),
+            alloc_bypass=not settings.flux_no_alloc_bypass,
         )
 
 

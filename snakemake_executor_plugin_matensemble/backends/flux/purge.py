@@ -13,7 +13,7 @@ PURGE_BATCH = 200
 
 
 class PurgeMixin:
-    """Part of :class:`~.backend.FluxBackend` (its state lives there)."""
+    """Part of :class:`~.instance.FluxInstance` (its state lives there)."""
 
     flux: Any
     options: Any

@@ -14,23 +14,29 @@ from typing import Any
 
 from ...packing.nodes import Placement
 from ..base import JobFinished, JobStatus, LaunchError, LaunchSpec
+from .bypass import KILL_GRACE_S, bypass_R
 from .jobspec import build_jobspec, urgency
 
 
 class SubmissionMixin:
-    """Part of :class:`~.backend.FluxBackend` (its state lives there)."""
+    """Part of :class:`~.instance.FluxInstance` (its state lives there)."""
 
     flux: Any
     options: Any
     run_id: str
     owner: dict[str, Any]
-
-    @property
-    def supports_lookahead(self) -> bool:
-        return self.options.lookahead
+    jobspec_of: Any
+    bypass: bool
+    _hostnames: dict[int, str]
+    instance_end: float | None
+    #: bypass: the end given to each job's R, and each successor's predecessor
+    _R_ends: dict[int, float]
+    _after: dict[int, int]
 
     # -- jobspec ----------------------------------------------------------------
-    def jobspec(self, spec: LaunchSpec, placement: Placement, depends_on: int | None = None) -> Any:
+    def build_jobspec(
+        self, spec: LaunchSpec, placement: Placement, depends_on: int | None = None
+    ) -> Any:
         return build_jobspec(
             self.flux.job.JobspecV1,
             spec,
@@ -39,7 +45,23 @@ class SubmissionMixin:
             self.run_id,
             depends_on,
             owner=self.owner,
+            given_R=self._given_R(spec, placement) if self.bypass else None,
         )
+
+    def _given_R(self, spec: LaunchSpec, placement: Placement) -> dict[str, Any]:
+        """The job's R, its end remembered (a successor submitted ahead ends
+        at most its walltime after the latest end of its predecessor)."""
+        now, walltime = time.time(), spec.request.walltime_s
+        with self._lock:
+            predecessor = self._after.pop(spec.key, None)
+            if predecessor is not None:
+                latest = self._R_ends.get(predecessor)
+                now = latest + KILL_GRACE_S if latest else now
+                walltime = walltime if latest else None
+        R = bypass_R(placement, self._hostnames, now, walltime, self.instance_end)
+        with self._lock:
+            self._R_ends[spec.key] = R["execution"]["expiration"]
+        return R
 
     def urgency(self, spec: LaunchSpec) -> int:
         return urgency(self.options, spec)
@@ -50,6 +72,8 @@ class SubmissionMixin:
         depends_on = None
         if after is not None:
             with self._lock:
+                if self.bypass:
+                    self._after[spec.key] = after
                 if after in self._futures and after not in self._jobids:
                     # the predecessor has no Flux id yet: submit once it has
                     self._deferred.setdefault(after, []).append((spec, placement))
@@ -60,7 +84,7 @@ class SubmissionMixin:
 
     def _submit(self, spec: LaunchSpec, placement: Placement, depends_on: int | None) -> None:
         try:
-            jobspec = self.jobspec(spec, placement, depends_on)
+            jobspec = self.jobspec_of(spec, placement, depends_on)
             future = self.executor.submit(jobspec, urgency=self.urgency(spec))
         except RuntimeError as error:  # the executor is broken: the instance is gone
             raise LaunchError(self._lost(error)) from error
