@@ -170,3 +170,17 @@ def test_a_successor_submitted_ahead_ends_its_walltime_after_its_predecessors_la
     assert second_R["execution"]["R_lite"] == first_R["execution"]["R_lite"]
     latest_start = first_R["execution"]["expiration"] + KILL_GRACE_S
     assert second_R["execution"]["expiration"] == latest_start + 600 + START_GRACE_S
+
+
+def test_a_chain_submitted_ahead_past_the_instances_end_starts_now_and_ends_with_the_instance():
+    """Look-ahead successors several levels deep: the latest start of each adds
+    up past the instance's end; their R must still start now and end at the
+    instance's end (a starttime after the expiration timed the job out at once)."""
+    placement = Placement((NodeShare(0, 1, (1,)),))
+    R = bypass_R(placement, HOSTS, 1000.0, 60, instance_end=1200.0, latest_start=1300.0)
+    execution = R["execution"]
+    assert execution["starttime"] == 1000.0
+    assert execution["expiration"] == 1200.0
+    assert execution["starttime"] < execution["expiration"]
+    deep = bypass_R(placement, HOSTS, 1000.0, 60, instance_end=None, latest_start=1100.0)
+    assert deep["execution"]["expiration"] == 1100.0 + 60 + START_GRACE_S

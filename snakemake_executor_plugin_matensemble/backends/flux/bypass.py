@@ -73,11 +73,15 @@ def bypass_R(
     now: float,
     walltime_s: float | None,
     instance_end: float | None,
+    latest_start: float | None = None,
 ) -> dict[str, Any]:
     """The Rv1 resource set of ``placement``: exactly its ranks, cores and GPUs.
 
-    Its expiration is ``now`` + the walltime (+ :data:`START_GRACE_S`), capped
-    at ``instance_end``; with neither, 0 (no limit).
+    It starts ``now``; its expiration is the walltime (+ :data:`START_GRACE_S`)
+    after ``latest_start`` (a successor submitted ahead: the latest its
+    predecessor lets it start; else ``now``), capped at ``instance_end``; with
+    neither, 0 (no limit). So a job never expires before it could run its
+    walltime, nor after the instance ends.
     """
     shares = sorted(placement.shares, key=lambda share: share.rank)
     lite = []
@@ -88,7 +92,7 @@ def bypass_R(
         lite.append({"rank": str(share.rank), "children": children})
     ends = [instance_end] if instance_end else []
     if walltime_s:
-        ends.append(now + walltime_s + START_GRACE_S)
+        ends.append(max(now, latest_start or now) + walltime_s + START_GRACE_S)
     return {
         "version": 1,
         "execution": {

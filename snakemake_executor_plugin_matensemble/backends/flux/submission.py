@@ -51,14 +51,16 @@ class SubmissionMixin:
     def _given_R(self, spec: LaunchSpec, placement: Placement) -> dict[str, Any]:
         """The job's R, its end remembered (a successor submitted ahead ends
         at most its walltime after the latest end of its predecessor)."""
-        now, walltime = time.time(), spec.request.walltime_s
+        walltime, latest_start = spec.request.walltime_s, None
         with self._lock:
             predecessor = self._after.pop(spec.key, None)
             if predecessor is not None:
                 latest = self._R_ends.get(predecessor)
-                now = latest + KILL_GRACE_S if latest else now
+                latest_start = latest + KILL_GRACE_S if latest else None
                 walltime = walltime if latest else None
-        R = bypass_R(placement, self._hostnames, now, walltime, self.instance_end)
+        R = bypass_R(
+            placement, self._hostnames, time.time(), walltime, self.instance_end, latest_start
+        )
         with self._lock:
             self._R_ends[spec.key] = R["execution"]["expiration"]
         return R
