@@ -32,9 +32,10 @@ SMALL = ["--matensemble-flux-reserve-cores", "0", "--matensemble-deadline-margin
 # each test waits for allocations of 2 minutes, one after another
 pytestmark = [pytest.mark.flux, requires_flux, pytest.mark.timeout(1200)]
 
-#: 6 jobs of 45 s declaring 1 minute: with a 10 s margin in a 2-minute allocation a
-#: job starts only in the first 50 s, so one round (at most 2 jobs on 2 cores) runs
-#: per allocation: at least 3 allocations.
+#: 6 jobs of 56 s declaring 1 minute: with a 10 s margin in a 2-minute allocation a
+#: job starts only in the first 50 s, and the first round ends after that, so one
+#: round (at most 2 jobs on 2 cores) runs per allocation, however fast the machine:
+#: at least 3 allocations.
 ENSEMBLE = """
 rule all:
     input: expand("out/{i}.txt", i=range(6))
@@ -43,7 +44,7 @@ rule work:
     output: "out/{i}.txt"
     resources: runtime=1
     shell:
-        "echo start {wildcards.i} $(date +%s.%N) >> starts.log; sleep 45; "
+        "echo start {wildcards.i} $(date +%s.%N) >> starts.log; sleep 56; "
         "echo {wildcards.i} > {output}; echo end {wildcards.i} $(date +%s.%N) >> ends.log"
 """
 
@@ -288,8 +289,9 @@ def test_an_allocation_killed_from_outside_is_followed_by_the_next(tmp_path, slu
     assert finished == [str(i) for i in range(6)], "a job finished twice or never"
 
 
-#: 6 jobs of 45 s in allocations of 3 minutes (Snakemake starts later inside a
-#: flux batch under load): at most 2 rounds of 2 jobs each, so at least two allocations
+#: 6 jobs of 56 s in allocations of 3 minutes (Snakemake starts later inside a
+#: flux batch under load): jobs start only in the first 110 s, so at most 2 rounds of
+#: 2 jobs each, so at least two allocations
 FLUX_ENSEMBLE = ENSEMBLE
 
 #: inside the "system" Flux instance: one matensemble-submit, then wait until the
