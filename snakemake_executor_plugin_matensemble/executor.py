@@ -80,7 +80,7 @@ class Executor(RealExecutor):
             self.snakemake_work,
             base_env={**os.environ, **self.envvars()},
         )
-        self._check_all_jobs_up_front()
+        jobs_to_run = self._check_all_jobs_up_front()
         self.backend.settle_leftovers(self.intake.resumable_ids())
         deadline = DeadlineGuard.from_settings(self.settings, durations_from_journals)
         self.packer = Packer(
@@ -109,7 +109,7 @@ class Executor(RealExecutor):
             self.intake.launch_spec,
             tick_interval=status.tick_interval,
         )
-        self.observer.run_end.total_jobs = getattr(self, "_needrun_count", None)
+        self.observer.run_end.total_jobs = jobs_to_run
         self.dispatcher.start()
 
     def _shorten_group_level_pause(self) -> None:
@@ -235,12 +235,13 @@ class Executor(RealExecutor):
         finally:
             self._job_cores = None
 
-    def _check_all_jobs_up_front(self) -> None:
-        """Bad input fails before anything runs (see :meth:`.intake.Intake.check_up_front`)."""
+    def _check_all_jobs_up_front(self) -> int | None:
+        """Bad input fails before anything runs (see :meth:`.intake.Intake.check_up_front`);
+        returns how many jobs the executor will run (None: unknown)."""
         try:
             jobs = self.boundary.needrun_jobs()
-            self._needrun_count = self.boundary.executor_job_count(jobs)
             self.intake.check_up_front(jobs)
+            return self.boundary.executor_job_count(jobs)
         except JobsCannotRunError:
             self.backend.close()  # nothing was started: let go of Flux / the guard
             raise
