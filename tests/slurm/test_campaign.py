@@ -4,7 +4,7 @@ profile (``srun --mpi=pmi2 ... flux start snakemake ...``), allocations of 2
 minutes.
 
 These tests wait on the clock (each allocation runs for about a minute), so CI
-runs them side by side: ``uv run pytest -n 4 tests/slurm/test_campaign.py``
+runs them side by side: ``uv run pytest -n 7 tests/slurm/test_campaign.py``
 (``.ci/run``); see ``conftest.py`` for how the default run leaves them to it.
 """
 
