@@ -39,7 +39,7 @@ def slurm_cluster() -> None:
         pytest.skip(f"no Slurm: {START.name} could not start a cluster: {started.stderr[-500:]}")
 
 
-#: set by .ci/run: the campaign tests run apart, side by side (``-n 4``), not in
+#: set by .ci/run: the campaign tests run apart, side by side (``-n 7``), not in
 #: the default run
 APART = "MATENSEMBLE_CAMPAIGN_TESTS_APART"
 CAMPAIGNS = "test_campaign.py"
