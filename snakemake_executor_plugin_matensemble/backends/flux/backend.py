@@ -48,6 +48,7 @@ from .children.auto import choose_children
 from .children.child import ChildInstance
 from .children.childset import ChildSet
 from .children.groups import idset
+from .children.relay import job_environment
 from .children.routing import ChildRoutes, enclosing_ranks, local_hostnames, local_placement
 from .children.watch import ChildLoss
 from .instance import FluxInstance
@@ -70,6 +71,7 @@ class FluxBackend(Backend):
             import flux
             import flux.hostlist
             import flux.job
+            import flux.kvs
             import flux.resource
 
             flux_module = flux
@@ -232,9 +234,9 @@ class FluxBackend(Backend):
 
     def _child_end(self, instance: FluxInstance) -> float | None:
         """When a child instance ends (its own R), never after the enclosing one."""
-        from .children.launch import enclosing_rset
-
-        ends = [expiration_from_rset(enclosing_rset(instance.handle)), self.expiration()]
+        rset = self.flux.kvs.get(instance.handle, "resource.R")
+        rset = json.loads(rset) if isinstance(rset, str) else rset
+        ends = [expiration_from_rset(rset), self.expiration()]
         known = [end for end in ends if end is not None]
         return min(known) if known else None
 
@@ -350,9 +352,13 @@ class FluxBackend(Backend):
         instance builds it (in a child's own ranks)."""
         child = self._child_of(placement)
         if child is None:
-            return self.enclosing.build_jobspec(spec, placement, depends_on)
-        instance = self.instances[child.name]
-        return instance.build_jobspec(spec, local_placement(placement, child), depends_on)
+            jobspec = self.enclosing.build_jobspec(spec, placement, depends_on)
+        else:
+            instance = self.instances[child.name]
+            jobspec = instance.build_jobspec(spec, local_placement(placement, child), depends_on)
+        if self.children is not None:
+            jobspec.environment = job_environment(jobspec.environment)
+        return jobspec
 
     def urgency(self, spec: LaunchSpec) -> int:
         return self.enclosing.urgency(spec)
