@@ -122,6 +122,7 @@ def backend(monkeypatch):
     backend = FluxBackend(
         FluxOptions(alloc_bypass=False, cancel_timeout=1), run_id="run-1", flux_module=flux
     )
+    backend.cancelled = cancelled
     children = [FakeChild("c0", None, C0.ranks, C0.uri), FakeChild("c1", 77, C1.ranks, C1.uri)]
     backend.use_children(ChildSet("local:///tmp/parent", children, Path("carrier")))
     yield backend
@@ -162,9 +163,11 @@ def test_a_lost_child_takes_its_ranks_out_and_fails_each_of_its_jobs_once(backen
     backend.launch(spec(key=1), on(4))
     backend.launch(spec(key=2), on(5))
     backend.launch(spec(key=3), on(0))
-    first, _ = backend.instances["c1"].executor.submitted
+    first, second = backend.instances["c1"].executor.submitted
     first.assign(21)
     first.start()
+    second.assign(22)
+    second.start()
     backend._on_child_lost(ChildLoss("c1", 7, (4, 5), "its brokers exited with status 1"))
     backend._on_child_lost(ChildLoss("c1", 7, (4, 5), "reported twice"))
     first.set_exception(FakeJobException("node-failure", "node failure on vm (rank 0)"))
@@ -178,10 +181,29 @@ def test_a_lost_child_takes_its_ranks_out_and_fails_each_of_its_jobs_once(backen
     assert backend.running_count == 1  # the job in c0 runs on
 
 
+def test_a_lost_childs_jobs_not_started_are_placed_again_not_failed(backend):
+    backend.launch(spec(key=1), on(4))
+    backend.launch(spec(key=2), on(5))
+    first, second = backend.instances["c1"].executor.submitted
+    first.assign(21)
+    first.start()
+    second.assign(22)  # in Flux, not started
+    backend._on_child_lost(ChildLoss("c1", 7, (4, 5), "its brokers exited with status 1"))
+    events = backend.wait(0.1)
+    assert [e.key for e in events if isinstance(e, JobFinished)] == [1]
+    assert backend.withdraw(2)  # the dispatcher takes it back (ranks down) without Flux
+    assert not backend.withdraw(1)
+    second.set_exception(FakeJobException("cancel", "lost"))
+    assert [e for e in backend.wait(0.1) if isinstance(e, JobFinished)] == []
+    assert backend.cancelled == []  # no RPC to the lost child
+
+
 def test_a_node_failure_in_a_child_loses_the_whole_child_in_enclosing_ranks(backend):
     backend.launch(spec(key=1), on(4))
     backend.launch(spec(key=2), on(5))
-    first, _ = backend.instances["c1"].executor.submitted
+    first, second = backend.instances["c1"].executor.submitted
+    second.assign(22)
+    second.start()
     first.assign(21)
     first.set_exception(FakeJobException("node-failure", "node failure on vm (rank 1)"))
     events = backend.wait(0.1) + backend.wait(0.1)

@@ -36,6 +36,7 @@ from ..base import (
     BackendEvent,
     JobFinished,
     JobStarted,
+    JobStatus,
     LaunchError,
     LaunchSpec,
     ResourceEvent,
@@ -96,6 +97,8 @@ class FluxBackend(Backend):
         self._child_routes: ChildRoutes | None = None
         #: child name -> why it was lost (its jobs failed once, its ranks went down)
         self._lost_children: dict[str, str] = {}
+        #: jobs of a lost child that had not started: withdrawn without Flux
+        self._orphans: set[int] = set()
         #: enclosing rank -> host name (from discovery)
         self._hostnames: dict[int, str] = {}
 
@@ -270,7 +273,10 @@ class FluxBackend(Backend):
             f"was lost with child Flux instance {name} (ranks {nodes}): {why}; --retries "
             "reruns it on the nodes left"
         )
-        for finished in self.instances[name].abandon(reason, child.ranks):
+        failed, unstarted = self.instances[name].abandon(reason, child.ranks)
+        with self._routes_lock:  # placed again by the dispatcher (it withdraws them)
+            self._orphans.update(unstarted)
+        for finished in failed:
             self._events.put(finished)
         self._wake.wake()
         return True
@@ -370,6 +376,11 @@ class FluxBackend(Backend):
 
     def withdraw(self, key: int) -> bool:
         """Cancel job ``key`` if Flux has not started it; its result is ignored."""
+        with self._routes_lock:
+            if key in self._orphans:  # its child is gone, and the job with it
+                self._orphans.discard(key)
+                self._routes.pop(key, None)
+                return True
         instance = self._routed(key)
         if instance is None or not instance.withdraw(key):
             return False
@@ -416,10 +427,15 @@ class FluxBackend(Backend):
 
     # -- stopping ---------------------------------------------------------------
     def cancel_all(self) -> list[JobFinished]:
-        for instance in self.instances.values():
+        for instance in self._live_instances():
             instance.cancel_jobs()
         deadline = time.monotonic() + self.options.cancel_timeout
-        finished: list[JobFinished] = []
+        with self._routes_lock:
+            orphans, self._orphans = self._orphans, set()
+        finished: list[JobFinished] = [
+            JobFinished(key, JobStatus.CANCELLED, "was cancelled (its child instance was lost)")
+            for key in sorted(orphans)
+        ]
         while self.running_count and time.monotonic() < deadline:
             finished.extend(e for e in self.wait(0.2) if isinstance(e, JobFinished))
         finished.extend(e for e in self._forget(self._drain()) if isinstance(e, JobFinished))
