@@ -194,7 +194,7 @@ class FluxBackend(Backend):
                 bypass=self.enclosing.bypass,
             )
         except ValueError as error:
-            problem, _, fix = str(error).partition("; ")
+            problem, fix = error.args
             raise SettingsError(CHILDREN_SETTING, setting, problem, fix) from None
         if not choice.count:
             log.info(f"matensemble: no child Flux instances ({choice.reason}).")
