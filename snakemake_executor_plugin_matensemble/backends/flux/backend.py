@@ -211,6 +211,12 @@ class FluxBackend(Backend):
                 attributes={**self.owner, "run": self.run_id},
             )
         except (RuntimeError, ValueError, OSError) as error:
+            if str(setting).strip().lower() == "auto":
+                log.warning(
+                    f"matensemble: the child Flux instances did not start ({error}); the run "
+                    "goes on in the enclosing instance alone."
+                )
+                return
             raise LaunchError(
                 f"the {choice.count} child Flux instance(s) did not start ({error}); nothing "
                 "was submitted. --matensemble-flux-children off runs without them"
@@ -294,7 +300,11 @@ class FluxBackend(Backend):
                 continue
             if not instance.recovering:
                 continue
-            state = self.flux.job.get_job(self.handle, child.jobid)["state"]
+            try:
+                state = self.flux.job.get_job(self.handle, child.jobid)["state"]
+            except OSError as error:  # unknown: the instance's own recovery decides
+                log.debug(f"matensemble: state of child {child.name}'s job: {error}")
+                continue
             if state != "RUN":
                 self._lose_child(child.name, f"its job in the enclosing instance is {state}")
 
