@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -48,6 +49,7 @@ from .children.auto import choose_children
 from .children.child import ChildInstance
 from .children.childset import ChildSet
 from .children.groups import idset
+from .children.leftovers import end_leftover_children
 from .children.routing import ChildRoutes, enclosing_ranks, local_hostnames, local_placement
 from .children.watch import ChildLoss
 from .instance import FluxInstance
@@ -152,6 +154,9 @@ class FluxBackend(Backend):
         own_rank = self.handle.get_rank()
         self._hostnames = {node.rank: node.name for node in nodes}
         self.enclosing.choose_bypass(self._hostnames, self.expiration())
+        end_leftover_children(
+            self.flux, self.handle, os.getcwd(), self.run_id, self.options.cancel_timeout
+        )
         self._start_children(nodes)
         if self.options.follow_resources:
             self._journal_thread = follow_resource_journal(
