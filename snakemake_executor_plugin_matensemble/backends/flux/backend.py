@@ -48,6 +48,7 @@ from .children.auto import SETTING as CHILDREN_SETTING
 from .children.auto import choose_children
 from .children.child import ChildInstance
 from .children.childset import ChildSet
+from .children.ending import end_child_job
 from .children.groups import idset
 from .children.leftovers import end_leftover_children
 from .children.routing import ChildRoutes, enclosing_ranks, local_hostnames, local_placement
@@ -96,6 +97,8 @@ class FluxBackend(Backend):
         self._child_routes: ChildRoutes | None = None
         #: child name -> why it was lost (its jobs failed once, its ranks went down)
         self._lost_children: dict[str, str] = {}
+        #: child name -> set once a lost child's processes are gone
+        self._children_gone: dict[str, threading.Event] = {}
         #: enclosing rank -> host name (from discovery)
         self._hostnames: dict[int, str] = {}
 
@@ -258,9 +261,18 @@ class FluxBackend(Backend):
             if name in self._lost_children or self._child_routes is None:
                 return False
             self._lost_children[name] = why
+            gone = self._children_gone[name] = threading.Event()
         child = self._child_routes.children[name]
         nodes = idset(child.ranks)
         log.error(f"matensemble: child Flux instance {name} (ranks {nodes}) was lost: {why}.")
+        reason = (
+            f"was lost with child Flux instance {name} (ranks {nodes}): {why}; --retries "
+            "reruns it on the nodes left"
+        )
+        abandoned = self.instances[name].abandon(reason, child.ranks)
+        if child.jobid is not None:  # its jobs are gone before they are reported
+            end_child_job(self.flux, self.handle, child.jobid, reason, self.options.cancel_timeout)
+        gone.set()
         self._events.put(
             ResourceEvent(
                 ResourceEventKind.DOWN,
@@ -269,11 +281,7 @@ class FluxBackend(Backend):
                 time.time(),
             )
         )
-        reason = (
-            f"was lost with child Flux instance {name} (ranks {nodes}): {why}; --retries "
-            "reruns it on the nodes left"
-        )
-        for finished in self.instances[name].abandon(reason, child.ranks):
+        for finished in abandoned:
             self._events.put(finished)
         self._wake.wake()
         return True
@@ -321,11 +329,22 @@ class FluxBackend(Backend):
     def _forget(self, events: list[BackendEvent]) -> list[BackendEvent]:
         if self._child_routes is not None:
             events = [self._from_child(event) for event in events]
+            self._hold_for_lost_children(events)
         with self._routes_lock:
             for event in events:
                 if isinstance(event, JobFinished):
                     self._routes.pop(event.key, None)
         return events
+
+    def _hold_for_lost_children(self, events: list[BackendEvent]) -> None:
+        """An end of a lost child's job (sent before the child was abandoned) is
+        reported only once the child's processes are gone: its retry must never
+        run beside it."""
+        for event in events:
+            instance = self._routed(event.key) if isinstance(event, JobFinished) else None
+            gone = None if instance is None else self._children_gone.get(instance.name)
+            if gone is not None:
+                gone.wait(self.options.cancel_timeout)
 
     def _from_child(self, event: BackendEvent) -> BackendEvent:
         """A job event in the enclosing instance's terms: a start names its child;
