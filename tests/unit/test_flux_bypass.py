@@ -91,9 +91,6 @@ def test_bypass_loads_the_jobtap_plugin_in_an_instance_of_this_user():
     again = Handle(loaded=["alloc-bypass"])
     assert enable_bypass(again) is None
     assert [payload for _, payload in again.requests] == [{"query_only": True}]  # not reloaded
-    as_088 = Handle(loaded=["alloc-bypass.so"])  # how flux-core 0.88 lists it
-    assert enable_bypass(as_088) is None
-    assert [payload for _, payload in as_088.requests] == [{"query_only": True}]
 
 
 @pytest.mark.parametrize(
