@@ -229,14 +229,23 @@ def test_a_killed_child_broker_loses_no_job_and_doubles_none(instance, tmp_path)
     text = (tmp_path / "run.log").read_text()
     assert "child Flux instance c1 (ranks 2-3) was lost" in text, text
     assert_once_each_and_nothing_left(tmp_path)
-    lost = [
-        job
-        for job in by_job(journal(tmp_path).jobs)
-        if any("lost with child Flux instance c1" in a.reason for a in job.attempts)
-    ]
+    # the journal says which jobs ran in c1: each failed once with the loss, then
+    # succeeded elsewhere
+    lost = [job for job in by_job(journal(tmp_path).jobs) if job.attempts[0].instance == "c1"]
     assert lost, "no job ran in c1 when its broker was killed"
     for job in lost:
         assert [a.status for a in job.attempts] == ["failed", "success"], job
+        assert "was lost with" in job.attempts[0].reason, job
+        assert job.attempts[1].instance != "c1", job
+    # every rerun began after c1 was gone, its processes with it (the jobs' own stamps)
+    c1_gone = float(instance.flux("jobs", "-n", "-o", "{t_inactive}", child))
+    starts: dict[str, list[float]] = {}
+    for stamp in stamps(tmp_path):
+        if stamp[0] == "start":
+            starts.setdefault(stamp[1], []).append(float(stamp[3]))
+    reruns = {name: sorted(at)[1:] for name, at in starts.items() if len(at) > 1}
+    assert sorted(reruns) == sorted(f"work{job.final.wildcards['i']}" for job in lost), reruns
+    assert all(at >= c1_gone for times in reruns.values() for at in times), (c1_gone, reruns)
     assert instance.active() == [], "jobs or children left active"
 
 
