@@ -197,8 +197,12 @@ def test_an_mpi_job_runs_in_one_child_and_a_job_over_two_children_in_the_enclosi
         for path in (workdir / ".snakemake/matensemble").glob("*/journal.jsonl")
         for line in path.read_text().splitlines()
     ]
-    started = {e["backend_id"] for e in journal if e["event"] == "started"}
-    assert started == {mpi_id, big_id}
+    # the journal's start records name the child a job ran in (none for the big job)
+    started = {e["backend_id"]: e.get("instance") for e in journal if e["event"] == "started"}
+    assert started.keys() == {mpi_id, big_id}
+    parent_ranks = {"c0": [0, 1], "c1": [2, 3]}
+    assert parent_ranks.get(started[mpi_id]) == parents, started
+    assert started[big_id] is None
 
 
 def test_children_end_with_the_run(runs):

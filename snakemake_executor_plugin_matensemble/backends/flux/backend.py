@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -48,7 +49,9 @@ from .children.auto import SETTING as CHILDREN_SETTING
 from .children.auto import choose_children
 from .children.child import ChildInstance
 from .children.childset import ChildSet
+from .children.ending import end_child_job
 from .children.groups import idset
+from .children.leftovers import end_leftover_children
 from .children.relay import job_environment
 from .children.routing import ChildRoutes, enclosing_ranks, local_hostnames, local_placement
 from .children.watch import ChildLoss
@@ -99,6 +102,8 @@ class FluxBackend(Backend):
         self._lost_children: dict[str, str] = {}
         #: jobs of a lost child that had not started: withdrawn without Flux
         self._orphans: set[int] = set()
+        #: child name -> set once a lost child's processes are gone
+        self._children_gone: dict[str, threading.Event] = {}
         #: enclosing rank -> host name (from discovery)
         self._hostnames: dict[int, str] = {}
 
@@ -157,6 +162,9 @@ class FluxBackend(Backend):
         own_rank = self.handle.get_rank()
         self._hostnames = {node.rank: node.name for node in nodes}
         self.enclosing.choose_bypass(self._hostnames, self.expiration())
+        end_leftover_children(
+            self.flux, self.handle, os.getcwd(), self.run_id, self.options.cancel_timeout
+        )
         self._start_children(nodes)
         if self.options.follow_resources:
             self._journal_thread = follow_resource_journal(
@@ -258,15 +266,28 @@ class FluxBackend(Backend):
         self._lose_child(loss.name, loss.reason)
 
     def _lose_child(self, name: str, why: str) -> bool:
-        """Child ``name`` is gone: its ranks leave the allocation and each of its
-        jobs fails once with the reason (any thread; said once)."""
+        """Child ``name`` is gone: its ranks leave the allocation, its started
+        jobs fail once with the reason once its job in the enclosing instance has
+        ended (so no retry runs beside them), and its jobs not started are placed
+        again (any thread; said once)."""
         with self._routes_lock:
             if name in self._lost_children or self._child_routes is None:
                 return False
             self._lost_children[name] = why
+            gone = self._children_gone[name] = threading.Event()
         child = self._child_routes.children[name]
         nodes = idset(child.ranks)
         log.error(f"matensemble: child Flux instance {name} (ranks {nodes}) was lost: {why}.")
+        reason = (
+            f"was lost with child Flux instance {name} (ranks {nodes}): {why}; --retries "
+            "reruns it on the nodes left"
+        )
+        failed, unstarted = self.instances[name].abandon(reason, child.ranks)
+        if child.jobid is not None:  # its jobs are gone before they are reported
+            end_child_job(self.flux, self.handle, child.jobid, reason, self.options.cancel_timeout)
+        gone.set()
+        with self._routes_lock:  # placed again by the dispatcher (it withdraws them)
+            self._orphans.update(unstarted)
         self._events.put(
             ResourceEvent(
                 ResourceEventKind.DOWN,
@@ -275,13 +296,6 @@ class FluxBackend(Backend):
                 time.time(),
             )
         )
-        reason = (
-            f"was lost with child Flux instance {name} (ranks {nodes}): {why}; --retries "
-            "reruns it on the nodes left"
-        )
-        failed, unstarted = self.instances[name].abandon(reason, child.ranks)
-        with self._routes_lock:  # placed again by the dispatcher (it withdraws them)
-            self._orphans.update(unstarted)
         for finished in failed:
             self._events.put(finished)
         self._wake.wake()
@@ -334,11 +348,22 @@ class FluxBackend(Backend):
     def _forget(self, events: list[BackendEvent]) -> list[BackendEvent]:
         if self._child_routes is not None:
             events = [self._from_child(event) for event in events]
+            self._hold_for_lost_children(events)
         with self._routes_lock:
             for event in events:
                 if isinstance(event, JobFinished):
                     self._routes.pop(event.key, None)
         return events
+
+    def _hold_for_lost_children(self, events: list[BackendEvent]) -> None:
+        """An end of a lost child's job (sent before the child was abandoned) is
+        reported only once the child's processes are gone: its retry must never
+        run beside it."""
+        for event in events:
+            instance = self._routed(event.key) if isinstance(event, JobFinished) else None
+            gone = None if instance is None else self._children_gone.get(instance.name)
+            if gone is not None:
+                gone.wait(self.options.cancel_timeout)
 
     def _from_child(self, event: BackendEvent) -> BackendEvent:
         """A job event in the enclosing instance's terms: a start names its child;
