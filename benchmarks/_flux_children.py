@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 from _flux_fake import (
+    FAIL_AT_LAUNCH,
     FAKE_MACHINE,
     SCHEDULERS,
     Unfinished,
@@ -53,7 +54,9 @@ from _flux_fake import (
     _Round,
     _settle,
 )
+from _frontier import machine
 
+from snakemake_executor_plugin_matensemble.backends.flux.children.groups import idset
 from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher
 from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
 from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
@@ -75,8 +78,12 @@ flux getattr local-uri > {out}.tmp && mv {out}.tmp {out}
 exec sleep inf
 """
 
-#: the modes of a round, in the order they run
+#: the modes of a round (round r starts with mode r mod 3)
 MODES = ("plugin_children", "plugin", "raw")
+#: a trial of another node layout: each child owns blocks of this many
+#: consecutive ranks, dealt round-robin (unset or 0: the plugin's own
+#: consecutive groups of :func:`split_ranks`)
+CHILD_BLOCK = "MATENSEMBLE_BENCH_CHILD_BLOCK"
 #: seconds a child may take to load its nodes and post its URI
 CHILD_START_S = 600
 
@@ -128,15 +135,16 @@ def run_children_in_flux(
 def children_report(rounds: list[dict], scheduler: str) -> str:
     """A row per round and the median ratios."""
     first = rounds[0]
+    layout = f" (blocks of {first['block']} ranks dealt round-robin)" if first["block"] else ""
     lines = [
         f"real Flux ({scheduler}), {first['nodes']:,} fake nodes, {first['children']} child "
-        f"instance(s) of about {first['nodes'] // first['children']:,} fake nodes, "
+        f"instance(s) of about {first['nodes'] // first['children']:,} fake nodes{layout}, "
         f"{first['jobs']:,} jobs in test execution, {len(rounds)} round(s), load average "
-        f"{first['load']}:",
-        "| round | plugin with children jobs/s | plugin, one instance jobs/s | raw, one instance "
-        "jobs/s | children / raw | one instance / raw | jobs per child (enclosing) "
-        "| children started s |",
-        "|---|---|---|---|---|---|---|---|",
+        f"after each round: {'; '.join(r['load'] for r in rounds)}:",
+        "| round | first mode | plugin with children jobs/s | plugin, one instance jobs/s "
+        "| raw, one instance jobs/s | children / raw | one instance / raw "
+        "| jobs per child (enclosing) | children started s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     ratios, single = [], []
     for number, figures in enumerate(rounds, 1):
@@ -146,9 +154,10 @@ def children_report(rounds: list[dict], scheduler: str) -> str:
         single.append(rates["plugin"] / rates["raw"])
         spread = " / ".join(str(n) for n in figures["per_child"])
         lines.append(
-            f"| {number} | {rates['plugin_children']:.0f} | {rates['plugin']:.0f} "
-            f"| {rates['raw']:.0f} | {ratios[-1]:.2f}x | {single[-1]:.2f}x "
-            f"| {spread} ({figures['in_enclosing']}) | {figures['children_start_s']:.0f} |"
+            f"| {number} | {figures['order'][0]} | {rates['plugin_children']:.0f} "
+            f"| {rates['plugin']:.0f} | {rates['raw']:.0f} | {ratios[-1]:.2f}x "
+            f"| {single[-1]:.2f}x | {spread} ({figures['in_enclosing']}) "
+            f"| {figures['children_start_s']:.0f} |"
         )
     lines.append(
         f"median plugin with {first['children']} children / raw one instance: "
@@ -160,14 +169,26 @@ def children_report(rounds: list[dict], scheduler: str) -> str:
 
 
 # -- inside the enclosing instance ------------------------------------------------------------
+def node_groups(nodes: int, count: int, block: int = 0) -> list[tuple[int, ...]]:
+    """The enclosing ranks of each child: the plugin's :func:`split_ranks`, or
+    (``block`` > 0) blocks of ``block`` consecutive ranks dealt round-robin."""
+    from snakemake_executor_plugin_matensemble.backends.flux.children import split_ranks
+
+    if not block:
+        return split_ranks(list(range(nodes)), count)
+    groups: list[list[int]] = [[] for _ in range(count)]
+    for start in range(0, nodes, block):
+        groups[(start // block) % count].extend(range(start, min(start + block, nodes)))
+    return [tuple(group) for group in groups]
+
+
 class FakeChildren:
     """K one-broker test instances beside the enclosing one, each claiming one
     node group; ended (their process groups) on exit."""
 
     def __init__(self, nodes: int, cores: int, gpus: int, count: int, scheduler: str):
-        from snakemake_executor_plugin_matensemble.backends.flux.children import split_ranks
-
-        self.groups = split_ranks(list(range(nodes)), count)
+        self.block = int(os.environ.get(CHILD_BLOCK) or 0)
+        self.groups = node_groups(nodes, count, self.block)
         self.workdir = Path(tempfile.mkdtemp(prefix="matensemble-fake-children-"))
         self.processes: list[subprocess.Popen] = []
         self.local_uris: list[str] = []
@@ -180,7 +201,7 @@ class FakeChildren:
         outs = []
         for index, group in enumerate(self.groups):
             out = self.workdir / f"uri-c{index}"
-            hosts = f"node[{group[0]}-{group[-1]}]" if len(group) > 1 else f"node{group[0]}"
+            hosts = f"node[{idset(group)}]"
             script = CHILD_MACHINE.format(
                 size=len(group),
                 cores=self.cores,
@@ -222,6 +243,7 @@ class FakeChildren:
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def child_set(self, parent_uri: str):
         """The children as the plugin's :class:`ChildSet` (attached, not started
@@ -241,19 +263,10 @@ class FakeChildren:
         ]
         return ChildSet.attached(parent_uri, children, self.workdir / "carrier")
 
-    def settle(self) -> list[int]:
-        """Every child's jobs inactive and purged; how many jobs each had."""
-        counts = []
+    def settle(self) -> None:
+        """Every child's jobs inactive and purged (the next mode starts clean)."""
         for uri in self.local_uris:
             env = dict(os.environ, FLUX_URI=uri)
-            listing = subprocess.run(
-                ["flux", "jobs", "-a", "-n", "-o", "{id}"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            counts.append(len(listing.stdout.split()))
             subprocess.run(["flux", "queue", "drain"], env=env, check=True)
             subprocess.run(
                 ["flux", "job", "purge", "--force", "--num-limit=0"],
@@ -261,19 +274,12 @@ class FakeChildren:
                 check=True,
                 capture_output=True,
             )
-        return counts
 
 
-def enclosing_job_count() -> int:
-    listing = subprocess.run(
-        ["flux", "jobs", "-a", "-n", "-o", "{id}"], capture_output=True, text=True, check=True
-    )
-    return len(listing.stdout.split())
-
-
-def plugin_with_children(round_: _Round, children) -> tuple[float, float]:
+def plugin_with_children(round_: _Round, children) -> tuple[float, float, dict[str, int]]:
     """Wall and dispatcher CPU seconds of the plugin running every job with
-    ``children`` (a :class:`ChildSet`) attached."""
+    ``children`` (a :class:`ChildSet`) attached, and the jobs launched per
+    instance (by name; ``enclosing``: jobs over more than one child)."""
     from snakemake_executor_plugin_matensemble.backends.flux.backend import FluxBackend
     from snakemake_executor_plugin_matensemble.backends.flux.options import FluxOptions
     from snakemake_executor_plugin_matensemble.packing.deadline import RuntimeEstimator
@@ -282,12 +288,23 @@ def plugin_with_children(round_: _Round, children) -> tuple[float, float]:
     from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
     durations = round_.durations
+    fail_at = int(os.environ.get(FAIL_AT_LAUNCH, "0"))
+    launches = [0]
+    per_instance: dict[str, int] = {}
 
     class TestExecution(FluxBackend):
         def jobspec(self, spec, placement, depends_on=None):
             jobspec = super().jobspec(spec, placement, depends_on)
             jobspec.setattr("system.exec.test.run_duration", f"{durations[spec.key]:.3f}s")
             return jobspec
+
+        def launch(self, spec, placement, after=None):
+            launches[0] += 1
+            if launches[0] == fail_at:
+                raise RuntimeError(f"{FAIL_AT_LAUNCH}: launch {fail_at} fails")
+            name = self.instance_for(placement).name
+            per_instance[name] = per_instance.get(name, 0) + 1
+            return super().launch(spec, placement, after)
 
     backend = TestExecution(FluxOptions(children="off"), run_id="bench-children")
     allocation = Allocation(backend.discover())
@@ -306,7 +323,7 @@ def plugin_with_children(round_: _Round, children) -> tuple[float, float]:
     dispatcher.stop(timeout=30)
     backend.close()
     listener.check("plugin_children")
-    return wall, cpu
+    return wall, cpu, per_instance
 
 
 def _inside(
@@ -317,35 +334,44 @@ def _inside(
     parent_uri = flux.Flux().attr_get("local-uri")
     with FakeChildren(nodes, cores, gpus, count, scheduler) as fakes:
         children = fakes.child_set(parent_uri)
-        rounds = []
-        for _ in range(repeats):
-            round_ = _Round(nodes, jobs, seed)
-            children_wall, children_cpu = plugin_with_children(round_, children)
-            per_child = fakes.settle()
-            in_enclosing = enclosing_job_count()
-            _settle()
-            plugin_wall, plugin_cpu, allocation = round_.plugin()
-            _settle()
-            raw_wall = round_.raw(round_.jobspecs(allocation))
-            _settle()
-            load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-            rounds.append(
-                {
-                    "nodes": nodes,
-                    "jobs": jobs,
-                    "children": count,
-                    "load": load,
-                    "children_start_s": fakes.start_s,
-                    "plugin_children_wall_s": children_wall,
-                    "plugin_children_cpu_s": children_cpu,
-                    "plugin_wall_s": plugin_wall,
-                    "plugin_cpu_s": plugin_cpu,
-                    "raw_wall_s": raw_wall,
-                    "per_child": per_child,
-                    "in_enclosing": in_enclosing,
-                }
-            )
-    return rounds
+        return [
+            _one_round(_Round(nodes, jobs, seed), fakes, children, number)
+            for number in range(repeats)
+        ]
+
+
+def _one_round(round_: _Round, fakes: FakeChildren, children, number: int) -> dict:
+    """The modes once each, the first one rotating with ``number`` (a mode that
+    runs later in the process is not always the same one)."""
+    figures: dict = {
+        "nodes": round_.nodes,
+        "jobs": round_.jobs,
+        "children": len(children.children),
+        "block": fakes.block,
+        "children_start_s": fakes.start_s,
+    }
+
+    def plugin_children() -> None:
+        wall, cpu, launched = plugin_with_children(round_, children)
+        figures.update(plugin_children_wall_s=wall, plugin_children_cpu_s=cpu)
+        figures["per_child"] = [launched.get(c.name, 0) for c in children.children]
+        figures["in_enclosing"] = launched.get("enclosing", 0)
+
+    def plugin() -> None:
+        wall, cpu, _ = round_.plugin()
+        figures.update(plugin_wall_s=wall, plugin_cpu_s=cpu)
+
+    def raw() -> None:
+        figures["raw_wall_s"] = round_.raw(round_.jobspecs(Allocation(machine(round_.nodes))))
+
+    modes = [plugin_children, plugin, raw]
+    for mode in modes[number % 3 :] + modes[: number % 3]:
+        mode()
+        fakes.settle()
+        _settle()
+    figures["order"] = [m.__name__ for m in modes[number % 3 :] + modes[: number % 3]]
+    figures["load"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return figures
 
 
 if __name__ == "__main__":
