@@ -44,6 +44,9 @@ import time
 from pathlib import Path
 
 INSIDE = "MATENSEMBLE_E2E_FLUX_INSIDE"
+#: test hook: in the Snakefile (not the raw command), job I exits 1 after
+#: writing its output, so that a test sees a failed run fail the benchmark
+FAIL_JOB = "MATENSEMBLE_E2E_FAIL_JOB"
 
 SNAKEFILE = """\
 rule all:
@@ -51,7 +54,7 @@ rule all:
 
 rule echo:
     output: "out/{{i}}.txt"
-    shell: "echo {{wildcards.i}} > {{output}}"
+    shell: "echo {{wildcards.i}} > {{output}}{fail}"
 """
 
 
@@ -72,8 +75,12 @@ class Result:
     teardown_s: float | None = None
     #: CPU seconds of the snakemake process itself (its children excluded)
     cpu_s: float | None = None
-    #: jobs started per Flux instance, from the journal
+    #: jobs started per Flux instance, from the journal (where it names them)
     per_instance: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Flux jobs of the run kept in the enclosing instance (with children: the
+    #: children's own jobs and jobs over two children; the plugin purges
+    #: inactive jobs past --matensemble-flux-keep-inactive)
+    enclosing_jobs: int = 0
 
     def rate(self, jobs: int) -> float:
         return jobs / self.wall_s
@@ -183,6 +190,7 @@ def has_children_setting() -> bool:
 def run_path(path: str, number: int, jobs: int, children_exist: bool) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix=f"e2e-{path.replace(' ', '-')}-"))
     (workdir / "out").mkdir()
+    since = time.time()
     if path == "raw":
         result = Result(path, number, raw_submit(workdir, jobs))
     else:
@@ -190,6 +198,7 @@ def run_path(path: str, number: int, jobs: int, children_exist: bool) -> Result:
         wall, started, cpu = snakemake_run(workdir, jobs, children, path)
         result = journal_phases(Result(path, number, wall, cpu_s=cpu), workdir, started)
     check_outputs(workdir, jobs, path)
+    result.enclosing_jobs = jobs_since(since)
     settle()
     shutil.rmtree(workdir, ignore_errors=True)
     return result
@@ -237,7 +246,9 @@ def snakemake_run(
 ) -> tuple[float, float, float]:
     """Real ``snakemake --executor matensemble`` on N jobs: wall seconds, the
     epoch second it started, and the snakemake process's own CPU seconds."""
-    (workdir / "Snakefile").write_text(SNAKEFILE.format(jobs=jobs))
+    fail = os.environ.get(FAIL_JOB)
+    fail = f"; [ {{wildcards.i}} != {int(fail)} ]" if fail else ""
+    (workdir / "Snakefile").write_text(SNAKEFILE.format(jobs=jobs, fail=fail))
     command = [sys.executable, "-c", MEASURED_SNAKEMAKE, "--executor", "matensemble"]
     command += ["-j", "unlimited"]
     if children is not None:
@@ -284,6 +295,15 @@ def journal_phases(result: Result, workdir: Path, started: float) -> Result:
     return result
 
 
+def jobs_since(since: float) -> int:
+    """Flux jobs submitted to the enclosing instance since ``since`` (and kept)."""
+    import flux
+    import flux.job
+
+    listing = flux.job.JobList(flux.Flux(), max_entries=0, since=since - 1).jobs()
+    return sum(1 for job in listing if job.t_submit >= since)
+
+
 def settle() -> None:
     """Every job inactive and purged: each run starts from an empty job list."""
     subprocess.run(["flux", "queue", "drain"], check=True)
@@ -299,7 +319,8 @@ def describe(result: Result, jobs: int) -> str:
         text += (
             f" (start-up {result.startup_s:.1f} s, jobs {result.jobs_s:.1f} s, teardown "
             f"{result.teardown_s:.1f} s, snakemake CPU {result.cpu_s:.1f} s, "
-            f"per instance {result.per_instance})"
+            f"per instance {result.per_instance}, {result.enclosing_jobs} Flux jobs kept in "
+            "the enclosing instance)"
         )
     return text
 
@@ -311,8 +332,9 @@ def report(args: argparse.Namespace, results: list[Result]) -> str:
         f"{args.cores} cores + {args.gpus} GPUs each, {args.rounds} round(s); "
         f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}",
         "| round | path | wall s | jobs/s | / raw | Snakemake start-up s (share) "
-        "| jobs s | teardown s | snakemake CPU ms/job | jobs per instance |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| jobs s | teardown s | snakemake CPU ms/job | jobs per instance (journal) "
+        "| Flux jobs kept in the enclosing instance |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios: dict[str, list[float]] = {}
     for result in results:
@@ -330,7 +352,9 @@ def report(args: argparse.Namespace, results: list[Result]) -> str:
             ]
         lines.append(
             f"| {result.round} | {result.path} | {result.wall_s:.1f} "
-            f"| {result.rate(args.jobs):.1f} | {ratio:.2f}x | " + " | ".join(cells) + " |"
+            f"| {result.rate(args.jobs):.1f} | {ratio:.2f}x | "
+            + " | ".join(cells)
+            + f" | {result.enclosing_jobs} |"
         )
     medians = ", ".join(
         f"{path} {statistics.median(values):.2f}x"
