@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -143,8 +144,9 @@ def children_report(rounds: list[dict], scheduler: str) -> str:
         f"after each round: {'; '.join(r['load'] for r in rounds)}:",
         "| round | first mode | plugin with children jobs/s | plugin, one instance jobs/s "
         "| raw, one instance jobs/s | children / raw | one instance / raw "
-        "| jobs per child (enclosing) | children started s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| jobs per child (enclosing) | plugin CPU ms/job, children / one instance "
+        "| children started s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios, single = [], []
     for number, figures in enumerate(rounds, 1):
@@ -157,8 +159,10 @@ def children_report(rounds: list[dict], scheduler: str) -> str:
             f"| {number} | {figures['order'][0]} | {rates['plugin_children']:.0f} "
             f"| {rates['plugin']:.0f} | {rates['raw']:.0f} | {ratios[-1]:.2f}x "
             f"| {single[-1]:.2f}x | {spread} ({figures['in_enclosing']}) "
-            f"| {figures['children_start_s']:.0f} |"
+            f"| {1000 * figures['plugin_children_cpu_s'] / jobs:.2f} / "
+            f"{1000 * figures['plugin_cpu_s'] / jobs:.2f} | {figures['children_start_s']:.0f} |"
         )
+    lines.append("CPU ms per job by part (last round): " + cpu_by_part(rounds[-1]))
     lines.append(
         f"median plugin with {first['children']} children / raw one instance: "
         f"{statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f}); "
@@ -166,6 +170,16 @@ def children_report(rounds: list[dict], scheduler: str) -> str:
         "every job of every mode finished"
     )
     return "\n".join(lines)
+
+
+def cpu_by_part(figures: dict) -> str:
+    """Each mode's CPU per job, by part (:func:`cpu_snapshot`)."""
+    parts = []
+    for mode in MODES:
+        by_part = figures[f"{mode}_cpu_by_part_s"]
+        values = " / ".join(f"{1000 * v / figures['jobs']:.2f}" for v in by_part.values())
+        parts.append(f"{mode} {values}")
+    return "; ".join(parts) + " (" + " / ".join(figures[f"{MODES[0]}_cpu_by_part_s"]) + ")"
 
 
 # -- inside the enclosing instance ------------------------------------------------------------
@@ -340,6 +354,51 @@ def _inside(
         ]
 
 
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _brokers_under(pid: int) -> list[int]:
+    """The flux-broker processes among ``pid``'s children."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [
+        int(c) for c in children if Path(f"/proc/{c}/comm").read_text().startswith("flux-broker")
+    ]
+
+
+def _enclosing_broker() -> int:
+    """The broker of the enclosing instance: the nearest flux-broker ancestor."""
+    pid = os.getppid()
+    while pid > 1:
+        if Path(f"/proc/{pid}/comm").read_text().startswith("flux-broker"):
+            return pid
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return 0
+
+
+def cpu_snapshot(fakes: FakeChildren) -> dict[str, float]:
+    """CPU seconds so far: this process (the plugin, its executors, raw
+    submission), its reaped subprocesses (relays, once they end; ``flux`` commands),
+    the enclosing broker, all child brokers."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    brokers = [b for p in fakes.processes for b in _brokers_under(p.pid)]
+    return {
+        "benchmark process": own.ru_utime + own.ru_stime,
+        "reaped subprocesses": reaped.ru_utime + reaped.ru_stime,
+        "enclosing broker": _cpu_of(_enclosing_broker()),
+        "child brokers": sum(_cpu_of(b) for b in brokers),
+    }
+
+
 def _one_round(round_: _Round, fakes: FakeChildren, children, number: int) -> dict:
     """The modes once each, the first one rotating with ``number`` (a mode that
     runs later in the process is not always the same one)."""
@@ -366,7 +425,12 @@ def _one_round(round_: _Round, fakes: FakeChildren, children, number: int) -> di
 
     modes = [plugin_children, plugin, raw]
     for mode in modes[number % 3 :] + modes[: number % 3]:
+        before = cpu_snapshot(fakes)
         mode()
+        after = cpu_snapshot(fakes)
+        figures[f"{mode.__name__}_cpu_by_part_s"] = {
+            part: after[part] - before[part] for part in before
+        }
         fakes.settle()
         _settle()
     figures["order"] = [m.__name__ for m in modes[number % 3 :] + modes[: number % 3]]
