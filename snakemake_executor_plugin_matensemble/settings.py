@@ -247,6 +247,19 @@ class ExecutorSettings(ExecutorSettingsBase):
         "jobs, so do not share the instance with other scheduled work).",
         default_text="off (bypass where the instance is yours)",
     )
+    flux_children: str = setting(
+        "auto",
+        "flux backend: child Flux instances (nested instances, one per group of "
+        "nodes, each a job of the enclosing instance) that run the jobs placed on "
+        "their nodes, so that one Flux instance does not cap the submission rate "
+        "of a large allocation. 'off': none; N: N children over the allocation's "
+        "nodes; 'auto': children only where they pay (an instance this user owns, "
+        "with alloc-bypass, a broker per node, and at least AUTO_MIN_NODES nodes; "
+        "see docs/backends.md). A job over more than one child's nodes runs in the "
+        "enclosing instance.",
+        default_text="auto",
+        metavar="auto|off|N",
+    )
     flux_keep_inactive: int = setting(
         1000,
         "flux backend: successful inactive Flux jobs of this run kept in the "
@@ -294,6 +307,7 @@ class ExecutorSettings(ExecutorSettingsBase):
             raise SettingsError(
                 "flux_reserve_cores", self.flux_reserve_cores, "is negative", "give 0 or more"
             )
+        self._check_flux_children()
         if self.flux_keep_inactive < -1:
             raise SettingsError(
                 "flux_keep_inactive",
@@ -326,3 +340,12 @@ class ExecutorSettings(ExecutorSettingsBase):
                 raise SettingsError(
                     "status_file", self.status_file, "is a directory", "name a file in it"
                 )
+
+    def _check_flux_children(self) -> None:
+        from .backends.flux.children.auto import SETTING, parse_children
+
+        try:
+            parse_children(self.flux_children)
+        except ValueError as error:
+            problem, _, fix = str(error).partition("; ")
+            raise SettingsError(SETTING, self.flux_children, problem, fix) from None

@@ -62,6 +62,8 @@ class JobStarted:
     #: when the job started, epoch seconds (for the journal, never compared
     #: with the packer's monotonic clock)
     time: float
+    #: the child Flux instance the job runs in ("" for the enclosing or only one)
+    instance: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,17 @@
 """The Flux backend: a router over the Flux instances the run submits to.
 
 Each instance is a :class:`~.instance.FluxInstance` (its handles, its ONE
-``FluxExecutor``, its jobs' futures and callbacks). Today the run has one, the
-enclosing instance; the router sends each job to the instance that owns its
-placement (:meth:`FluxBackend.instance_for`), remembers where each job went,
-and gathers the events of every instance from one queue. What is the run's,
-not an instance's, lives here: discovery, the resource journal (a thread with
-its own handle), waiting, cancelling and closing all instances.
+``FluxExecutor``, its jobs' futures and callbacks): the enclosing instance,
+and with ``--matensemble-flux-children`` one child instance per node group
+(:mod:`.children`, started at discovery). The router sends each job to the
+instance that owns all its placement's ranks (:meth:`FluxBackend.instance_for`;
+a job over more than one child runs in the enclosing instance), rewrites its
+ranks to the child's own, remembers where each job went, and gathers the
+events of every instance from one queue (naming the child in
+:class:`~..base.JobStarted`). What is the run's, not an instance's, lives
+here: discovery, the children (started, watched, lost, closed), the resource
+journal (a thread with its own handle), waiting, cancelling and closing all
+instances.
 
 Everything that can be pure lives beside it: :mod:`.options`,
 :mod:`.resources`, :mod:`.jobspec`, :mod:`.bypass`, :mod:`.outcome`,
@@ -21,19 +26,30 @@ import queue
 import threading
 import time
 from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
+from ...errors import SettingsError
 from ...packing.nodes import NodeSpec, Placement
 from ..base import (
     Backend,
     BackendEvent,
     JobFinished,
+    JobStarted,
     LaunchError,
     LaunchSpec,
     ResourceEvent,
+    ResourceEventKind,
     RunningJob,
     WakePipe,
 )
+from .children.auto import SETTING as CHILDREN_SETTING
+from .children.auto import choose_children
+from .children.child import ChildInstance
+from .children.childset import ChildSet
+from .children.groups import idset
+from .children.routing import ChildRoutes, enclosing_ranks, local_hostnames, local_placement
+from .children.watch import ChildLoss
 from .instance import FluxInstance
 from .leftovers import owner_identity
 from .options import FluxOptions
@@ -73,6 +89,13 @@ class FluxBackend(Backend):
         self._routes_lock = threading.Lock()
         self._journal_stop = threading.Event()
         self._journal_thread: threading.Thread | None = None
+        #: the run's child instances (None: none), and routing over them
+        self.children: ChildSet | None = None
+        self._child_routes: ChildRoutes | None = None
+        #: child name -> why it was lost (its jobs failed once, its ranks went down)
+        self._lost_children: dict[str, str] = {}
+        #: enclosing rank -> host name (from discovery)
+        self._hostnames: dict[int, str] = {}
 
     def add_instance(self, name: str, open_handle: Any, uri: str | None = None) -> FluxInstance:
         """A Flux instance for jobs of this run: ``open_handle()`` returns a new
@@ -127,8 +150,9 @@ class FluxBackend(Backend):
             raise LaunchError("the Flux instance has no resources that are up")
         self._expiration = expiration_from_rset(up)
         own_rank = self.handle.get_rank()
-        hostnames = {node.rank: node.name for node in nodes}
-        self.enclosing.choose_bypass(hostnames, self.expiration())
+        self._hostnames = {node.rank: node.name for node in nodes}
+        self.enclosing.choose_bypass(self._hostnames, self.expiration())
+        self._start_children(nodes)
         if self.options.follow_resources:
             self._journal_thread = follow_resource_journal(
                 self.flux, since, self._journal_stop, self._push_resource_event
@@ -151,6 +175,124 @@ class FluxBackend(Backend):
             return None
         return time.time() + left if left != float("inf") else None
 
+    # -- child instances ----------------------------------------------------------
+    def _start_children(self, nodes: list[NodeSpec]) -> None:
+        """Start the children ``--matensemble-flux-children`` asks for over the
+        usable ``nodes`` (the decision and its reason said once)."""
+        setting = self.options.children
+        try:
+            choice = choose_children(
+                setting,
+                nodes=len(nodes),
+                brokers=int(self.handle.attr_get("size")),
+                highest_rank=max(node.rank for node in nodes),
+                bypass=self.enclosing.bypass,
+            )
+        except ValueError as error:
+            problem, _, fix = str(error).partition("; ")
+            raise SettingsError(CHILDREN_SETTING, setting, problem, fix) from None
+        if not choice.count:
+            log.info(f"matensemble: no child Flux instances ({choice.reason}).")
+            return
+        log.info(f"matensemble: starting {choice.count} child Flux instances ({choice.reason}).")
+        from .children.childset import start_children
+
+        began = time.monotonic()
+        try:
+            children = start_children(
+                self.handle,
+                choice.count,
+                ranks=[node.rank for node in nodes],
+                attributes={**self.owner, "run": self.run_id},
+            )
+        except (RuntimeError, ValueError, OSError) as error:
+            raise LaunchError(
+                f"the {choice.count} child Flux instance(s) did not start ({error}); nothing "
+                "was submitted. --matensemble-flux-children off runs without them"
+            ) from error
+        groups = ", ".join(f"{c.name} on ranks {idset(c.ranks)}" for c in children.children)
+        log.info(
+            f"matensemble: started {len(children.children)} child Flux instances in "
+            f"{time.monotonic() - began:.1f} s: {groups}."
+        )
+        self.use_children(children)
+
+    def use_children(self, children: ChildSet) -> None:
+        """Run the jobs placed on a child's nodes in that child: one
+        :class:`FluxInstance` per child (alloc-bypass chosen per child, with
+        the child's own ranks and host names), and the watch for lost children."""
+        routes = ChildRoutes(children.children)
+        for child in children.children:
+            instance = self.add_instance(child.name, child.open, uri=child.uri)
+            instance.choose_bypass(
+                local_hostnames(self._hostnames, child), self._child_end(instance)
+            )
+        self.children, self._child_routes = children, routes
+        children.watch(self._on_child_lost)
+
+    def _child_end(self, instance: FluxInstance) -> float | None:
+        """When a child instance ends (its own R), never after the enclosing one."""
+        from .children.launch import enclosing_rset
+
+        ends = [expiration_from_rset(enclosing_rset(instance.handle)), self.expiration()]
+        known = [end for end in ends if end is not None]
+        return min(known) if known else None
+
+    def _child_of(self, placement: Placement) -> ChildInstance | None:
+        routes = self._child_routes
+        return None if routes is None else routes.child_for(placement)
+
+    def _on_child_lost(self, loss: ChildLoss) -> None:
+        """The watcher saw a child's job end in the enclosing instance."""
+        self._lose_child(loss.name, loss.reason)
+
+    def _lose_child(self, name: str, why: str) -> bool:
+        """Child ``name`` is gone: its ranks leave the allocation and each of its
+        jobs fails once with the reason (any thread; said once)."""
+        with self._routes_lock:
+            if name in self._lost_children or self._child_routes is None:
+                return False
+            self._lost_children[name] = why
+        child = self._child_routes.children[name]
+        nodes = idset(child.ranks)
+        log.error(f"matensemble: child Flux instance {name} (ranks {nodes}) was lost: {why}.")
+        self._events.put(
+            ResourceEvent(
+                ResourceEventKind.DOWN,
+                child.ranks,
+                f"child Flux instance {name} was lost: {why}",
+                time.time(),
+            )
+        )
+        reason = (
+            f"was lost with child Flux instance {name} (ranks {nodes}): {why}; --retries "
+            "reruns it on the nodes left"
+        )
+        for finished in self.instances[name].abandon(reason, child.ranks):
+            self._events.put(finished)
+        self._wake.wake()
+        return True
+
+    def _check_recovering_children(self) -> None:
+        """A child whose executor died (its relay, or the child itself): if the
+        child's job no longer runs, the child is lost; else its jobs are
+        re-attached by the instance's recovery (dispatcher thread)."""
+        routes = self._child_routes
+        if routes is None:
+            return
+        for child in routes.children.values():
+            instance = self.instances[child.name]
+            if child.jobid is None or child.name in self._lost_children:
+                continue
+            if not instance.recovering:
+                continue
+            state = self.flux.job.get_job(self.handle, child.jobid)["state"]
+            if state != "RUN":
+                self._lose_child(child.name, f"its job in the enclosing instance is {state}")
+
+    def _live_instances(self) -> list[FluxInstance]:
+        return [i for name, i in self.instances.items() if name not in self._lost_children]
+
     def _push_resource_event(self, event: BackendEvent) -> None:
         if isinstance(event, ResourceEvent):
             self.enclosing.resource_event(event)
@@ -159,8 +301,9 @@ class FluxBackend(Backend):
 
     # -- routing ----------------------------------------------------------------
     def instance_for(self, placement: Placement) -> FluxInstance:
-        """The instance that owns ``placement``'s ranks (today: the enclosing one)."""
-        return self.enclosing
+        """The child instance that owns all ``placement``'s ranks, else the enclosing one."""
+        child = self._child_of(placement)
+        return self.enclosing if child is None else self.instances[child.name]
 
     def _route(self, key: int, instance: FluxInstance) -> None:
         with self._routes_lock:
@@ -171,11 +314,31 @@ class FluxBackend(Backend):
             return self._routes.get(key)
 
     def _forget(self, events: list[BackendEvent]) -> list[BackendEvent]:
+        if self._child_routes is not None:
+            events = [self._from_child(event) for event in events]
         with self._routes_lock:
             for event in events:
                 if isinstance(event, JobFinished):
                     self._routes.pop(event.key, None)
         return events
+
+    def _from_child(self, event: BackendEvent) -> BackendEvent:
+        """A job event in the enclosing instance's terms: a start names its child;
+        a node lost under a job of a child loses the whole child (its keepers end
+        it), so the event names all the child's ranks."""
+        if not isinstance(event, JobStarted | JobFinished):
+            return event
+        instance = self._routed(event.key)
+        if instance is None or instance is self.enclosing:
+            return event
+        if isinstance(event, JobStarted):
+            return replace(event, instance=instance.name)
+        if not event.lost_ranks or self._child_routes is None:
+            return event
+        child = self._child_routes.children[instance.name]
+        lost = enclosing_ranks(event.lost_ranks, child)
+        self._lose_child(child.name, f"its node(s) at ranks {idset(lost) or '?'} failed")
+        return replace(event, lost_ranks=child.ranks)
 
     # -- submission ---------------------------------------------------------------
     @property
@@ -183,8 +346,13 @@ class FluxBackend(Backend):
         return self.options.lookahead
 
     def jobspec(self, spec: LaunchSpec, placement: Placement, depends_on: int | None = None) -> Any:
-        """The jobspec of ``spec`` on ``placement``, as its instance builds it."""
-        return self.instance_for(placement).build_jobspec(spec, placement, depends_on)
+        """The jobspec of ``spec`` on ``placement`` (enclosing ranks), as its
+        instance builds it (in a child's own ranks)."""
+        child = self._child_of(placement)
+        if child is None:
+            return self.enclosing.build_jobspec(spec, placement, depends_on)
+        instance = self.instances[child.name]
+        return instance.build_jobspec(spec, local_placement(placement, child), depends_on)
 
     def urgency(self, spec: LaunchSpec) -> int:
         return self.enclosing.urgency(spec)
@@ -223,7 +391,8 @@ class FluxBackend(Backend):
         self._wake.wake()
 
     def wait(self, timeout: float | None) -> list[BackendEvent]:
-        for instance in self.instances.values():
+        self._check_recovering_children()
+        for instance in self._live_instances():
             instance.housekeeping()
         events = self._drain()
         if events:
@@ -257,10 +426,27 @@ class FluxBackend(Backend):
 
     def close(self) -> None:
         self._journal_stop.set()
-        if self.running_count:
-            self.cancel_all()
-        for instance in self.instances.values():
-            instance.close()
+        try:
+            if self.running_count:
+                self.cancel_all()
+            for name, instance in self.instances.items():
+                if name in self._lost_children:
+                    instance.executor.shutdown(wait=False, cancel_futures=True)
+                else:
+                    instance.close()
+        finally:
+            self._close_children()
         if self._journal_thread is not None:
             self._journal_thread.join(timeout=2.0)
         self._wake.close()
+
+    def _close_children(self) -> None:
+        """Cancel the run's children and wait until they are gone (said how long)."""
+        if self.children is None:
+            return
+        began = time.monotonic()
+        left = self.children.close(self.handle)
+        log.info(
+            f"matensemble: child Flux instances ended in {time.monotonic() - began:.1f} s"
+            + (f"; still active: {', '.join(left)}" if left else ".")
+        )

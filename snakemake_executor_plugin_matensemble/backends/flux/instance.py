@@ -27,11 +27,12 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from ...packing.nodes import Placement
-from ..base import BackendEvent, LaunchSpec, ResourceEvent, WakePipe
+from ..base import BackendEvent, JobFinished, JobStatus, LaunchSpec, ResourceEvent, WakePipe
 from .adoption import AdoptionMixin
 from .bypass import enable_bypass
 from .callbacks import CallbackMixin
@@ -180,6 +181,31 @@ class FluxInstance(SubmissionMixin, CallbackMixin, AdoptionMixin, PurgeMixin):
         if first:
             log.error(f"matensemble: the Flux instance at {uri} stopped answering ({error}).")
         return reason
+
+    def abandon(self, reason: str, lost_ranks: tuple[int, ...] = ()) -> list[JobFinished]:
+        """The instance is gone (a child instance lost): every job it still has
+        ends here, once, as failed with ``reason``; any later callback of theirs
+        finds them gone and says nothing."""
+        with self._lock:
+            self._instance_lost = True
+            keys = [*self._futures, *(spec.key for spec, _ in self._recover)]
+            keys += [spec.key for waiting in self._deferred.values() for spec, _ in waiting]
+            for table in (self._futures, self._specs, self._jobids, self._deferred):
+                table.clear()
+            self._recover.clear()
+            self._started.clear()
+            self._to_cancel.clear()
+        now = time.time()
+        return [
+            JobFinished(key, JobStatus.FAILED, reason, time=now, lost_ranks=lost_ranks)
+            for key in dict.fromkeys(keys)
+        ]
+
+    @property
+    def recovering(self) -> bool:
+        """Whether jobs of a dead executor wait to be followed again."""
+        with self._lock:
+            return bool(self._recover)
 
     # -- the dispatcher thread's rounds ---------------------------------------------
     def housekeeping(self) -> None:

@@ -41,6 +41,8 @@ class FluxOptions:
     #: Give each job's R in its jobspec (Flux's alloc-bypass) where this user
     #: owns the instance, so that the scheduler never matches it.
     alloc_bypass: bool = True
+    #: Child instances: "off", "auto" or a count (``children.auto``).
+    children: str = "auto"
 
     @classmethod
     def from_settings(cls, settings: Any) -> FluxOptions:
@@ -57,6 +59,7 @@ class FluxOptions:
             cancel_timeout=max(settings.kill_grace_seconds * 3, 10.0),
             keep_inactive=None if keep is None or keep < 0 else int(keep),
             alloc_bypass=not settings.flux_no_alloc_bypass,
+            children=str(getattr(settings, "flux_children", "auto")),
         )
 
 

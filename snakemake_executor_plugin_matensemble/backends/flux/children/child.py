@@ -20,11 +20,13 @@ class ChildInstance:
 
     ``uri`` reaches it from any node through the enclosing instance (the carrier);
     ``ranks`` are the enclosing ranks (nodes) it owns; ``jobid`` is its job in
-    the enclosing instance.
+    the enclosing instance, or None for a child the run attaches to but did not
+    start (e.g. a benchmark's separately started test instance): such a child
+    is never watched nor cancelled by the run.
     """
 
     name: str
-    jobid: int
+    jobid: int | None
     ranks: tuple[int, ...]
     uri: str
 

@@ -17,11 +17,12 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..leftovers import OWNER_ATTRIBUTE
 from . import keeper
 from .groups import idset
 
@@ -96,8 +97,15 @@ def child_environment(scheduler: Scheduler, environ: dict[str, str]) -> dict[str
     return env
 
 
-def child_jobspec(plan: ChildPlan, duration_s: float, cwd: str | None = None) -> Any:
-    """The ``JobspecV1`` of ``plan``'s brokers (one per node, whole nodes)."""
+def child_jobspec(
+    plan: ChildPlan,
+    duration_s: float,
+    cwd: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Any:
+    """The ``JobspecV1`` of ``plan``'s brokers (one per node, whole nodes);
+    ``attributes`` (the run's owner identity) go to ``user.snakemake`` with
+    ``child``: the child's name."""
     import flux.job
 
     nodes = len(plan.ranks)
@@ -113,15 +121,24 @@ def child_jobspec(plan: ChildPlan, duration_s: float, cwd: str | None = None) ->
     jobspec.duration = duration_s
     jobspec.setattr("system.job.name", JOB_NAME_PREFIX + plan.name)
     jobspec.setattr("system.constraints", {"ranks": [idset(plan.ranks)]})
+    if attributes is not None:
+        jobspec.setattr(OWNER_ATTRIBUTE, {**dict(attributes), "child": plan.name})
     return jobspec
 
 
-def submit_children(handle: Any, plans: Sequence[ChildPlan], duration_s: float) -> list[int]:
+def submit_children(
+    handle: Any,
+    plans: Sequence[ChildPlan],
+    duration_s: float,
+    attributes: Mapping[str, Any] | None = None,
+) -> list[int]:
     """Submit every plan's child (pipelined); their jobids in plan order."""
     import flux.job
 
     futures = [
-        flux.job.submit_async(handle, child_jobspec(plan, duration_s), waitable=False)
+        flux.job.submit_async(
+            handle, child_jobspec(plan, duration_s, attributes=attributes), waitable=False
+        )
         for plan in plans
     ]
     return [int(future.get_id()) for future in futures]

@@ -108,8 +108,8 @@ class LossWatcher:
         self._reported.add(jobid)
         child = self._children[jobid]
         loss = ChildLoss(child.name, jobid, child.ranks, reason)
-        log.warning("child instance %s (ranks %s) lost: %s", child.name, child.ranks, reason)
+        log.info(f"matensemble: child instance {child.name} ended: {reason}")
         try:
             self._on_lost(loss)
         except Exception:  # the watcher must survive a failing callback
-            log.exception("child loss callback failed for %s", child.name)
+            log.exception(f"matensemble: child loss callback failed for {child.name}")
