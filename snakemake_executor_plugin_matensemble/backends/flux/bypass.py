@@ -60,8 +60,7 @@ def enable_bypass(handle: Any) -> str | None:
         return f"the Flux instance belongs to uid {owner}, not to this user"
     try:
         loaded = handle.rpc("job-manager.jobtap", {"query_only": True}).get()["plugins"]
-        # flux-core 0.88 lists it by its file name ("alloc-bypass.so")
-        if BYPASS_NAME not in loaded and BYPASS_PLUGIN not in loaded:
+        if BYPASS_NAME not in loaded:
             handle.rpc("job-manager.jobtap", {"load": BYPASS_PLUGIN}).get()
     except (OSError, KeyError, TypeError) as error:
         return f"the {BYPASS_PLUGIN} jobtap plugin could not be loaded ({error})"
