@@ -83,6 +83,10 @@ class Unfinished(RuntimeError):
     """A mode did not see every one of its jobs finish successfully."""
 
 
+class WrongPath(RuntimeError):
+    """The plugin did not take the path its mode measures (alloc-bypass on or off)."""
+
+
 def run_in_flux(
     nodes: int,
     cores: int,
@@ -219,6 +223,12 @@ class _Round:
 
         backend = TestExecution(FluxOptions(**options), run_id="bench")
         allocation = Allocation(backend.discover())
+        mode = "plugin" if options.get("alloc_bypass", True) else "plugin_scheduled"
+        if backend.enclosing.bypass != options.get("alloc_bypass", True):
+            backend.close()
+            raise WrongPath(
+                f"{mode}: alloc-bypass is {'on' if backend.enclosing.bypass else 'off'}"
+            )
         order = make_order(ExecutorSettings.order, RuntimeEstimator())
         packer = Packer(allocation, BackfillPolicy(60.0), order=order)
         listener = _Listener(self.jobs)
@@ -232,7 +242,7 @@ class _Round:
         cpu = dispatcher.cpu_s
         dispatcher.stop(timeout=30)
         backend.close()
-        listener.check("plugin" if options.get("alloc_bypass", True) else "plugin_scheduled")
+        listener.check(mode)
         return wall, cpu, allocation
 
     def jobspecs(self, allocation: Allocation) -> list:
@@ -320,3 +330,5 @@ if __name__ == "__main__":
         print(json.dumps(_inside(*(int(a) for a in sys.argv[1:5]))))
     except Unfinished as error:
         raise SystemExit(f"not every job finished: {error}") from error
+    except WrongPath as error:
+        raise SystemExit(f"the plugin did not run as its mode says: {error}") from error

@@ -1,6 +1,7 @@
 """Flux's alloc-bypass: the packer's placement as the job's R (backends/flux/bypass.py),
 when it is used and when the normal, scheduled path is taken instead."""
 
+import errno
 import os
 from types import SimpleNamespace
 
@@ -59,7 +60,9 @@ def test_R_ends_with_the_walltime_but_never_after_the_instance():
 
 
 class Handle:
-    """A Flux handle answering the owner attribute and jobtap RPCs."""
+    """A Flux handle answering the owner attribute and jobtap RPCs as flux-core
+    0.88 does: a loaded alloc-bypass is listed as ``alloc-bypass.so``, and
+    loading it again fails with EEXIST."""
 
     def __init__(self, owner=None, loaded=(), load_error=None):
         self.owner = os.getuid() if owner is None else owner
@@ -79,7 +82,9 @@ class Handle:
         if "load" in payload:
             if self.load_error:
                 raise self.load_error
-            self.loaded.append("alloc-bypass")
+            if "alloc-bypass.so" in self.loaded:
+                raise OSError(errno.EEXIST, "alloc-bypass.so already loaded")
+            self.loaded.append("alloc-bypass.so")
             return SimpleNamespace(get=lambda: {})
         return SimpleNamespace(get=lambda: {"plugins": list(self.loaded)})
 
@@ -91,6 +96,20 @@ def test_bypass_loads_the_jobtap_plugin_in_an_instance_of_this_user():
     again = Handle(loaded=["alloc-bypass"])
     assert enable_bypass(again) is None
     assert [payload for _, payload in again.requests] == [{"query_only": True}]  # not reloaded
+
+
+def test_a_later_run_in_the_same_instance_bypasses_too():
+    # the first run loaded it; flux-core lists it by its file name
+    handle = Handle()
+    assert enable_bypass(handle) is None
+    assert handle.loaded[-1] == "alloc-bypass.so"
+    assert enable_bypass(handle) is None  # the second run: found loaded, not refused
+    assert [payload for _, payload in handle.requests].count({"load": "alloc-bypass.so"}) == 1
+
+
+def test_a_plugin_loaded_meanwhile_by_another_run_is_no_refusal():
+    handle = Handle(load_error=OSError(errno.EEXIST, "alloc-bypass.so already loaded"))
+    assert enable_bypass(handle) is None
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ time its predecessor left unused more.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Mapping
@@ -37,6 +38,9 @@ log = logging.getLogger("snakemake.logging.matensemble.flux")
 BYPASS_ATTRIBUTE = "system.alloc-bypass.R"
 #: The jobtap plugin (shipped with flux-core) and the name it registers.
 BYPASS_PLUGIN, BYPASS_NAME = "alloc-bypass.so", "alloc-bypass"
+#: The names a loaded ``alloc-bypass`` goes by in ``job-manager.jobtap``'s list
+#: (flux-core 0.88 lists it by the file it was loaded from, ``alloc-bypass.so``).
+BYPASS_LISTED = frozenset({BYPASS_NAME, BYPASS_PLUGIN})
 #: Seconds added to a bypassed job's walltime for the moments between
 #: building its R and its start (a scheduled job's R starts at its start).
 START_GRACE_S = 2.0
@@ -50,7 +54,8 @@ def enable_bypass(handle: Any) -> str | None:
 
     Returns None when jobs may be bypassed, else why not (the normal,
     scheduled path is then taken): the instance belongs to another user, or
-    the jobtap plugin cannot be loaded.
+    the jobtap plugin cannot be loaded. Loaded already (by an earlier run in
+    the same instance) is fine: every later run bypasses too.
     """
     try:
         owner = int(handle.attr_get("security.owner"))
@@ -60,9 +65,12 @@ def enable_bypass(handle: Any) -> str | None:
         return f"the Flux instance belongs to uid {owner}, not to this user"
     try:
         loaded = handle.rpc("job-manager.jobtap", {"query_only": True}).get()["plugins"]
-        if BYPASS_NAME not in loaded:
+        if BYPASS_LISTED.isdisjoint(os.path.basename(str(name)) for name in loaded):
             handle.rpc("job-manager.jobtap", {"load": BYPASS_PLUGIN}).get()
-    except (OSError, KeyError, TypeError) as error:
+    except OSError as error:
+        if error.errno != errno.EEXIST:  # EEXIST: loaded meanwhile, under another name
+            return f"the {BYPASS_PLUGIN} jobtap plugin could not be loaded ({error})"
+    except (KeyError, TypeError) as error:
         return f"the {BYPASS_PLUGIN} jobtap plugin could not be loaded ({error})"
     return None
 
