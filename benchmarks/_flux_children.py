@@ -51,6 +51,7 @@ from _flux_fake import (
     FAKE_MACHINE,
     SCHEDULERS,
     Unfinished,
+    WrongPath,
     _Listener,
     _Round,
     _settle,
@@ -323,6 +324,10 @@ def plugin_with_children(round_: _Round, children) -> tuple[float, float, dict[s
     backend = TestExecution(FluxOptions(children="off"), run_id="bench-children")
     allocation = Allocation(backend.discover())
     backend.use_children(children)
+    scheduled = [name for name, i in backend.instances.items() if not i.bypass]
+    if scheduled:
+        backend.close()
+        raise WrongPath(f"plugin_children: alloc-bypass is off in {', '.join(scheduled)}")
     order = make_order(ExecutorSettings.order, RuntimeEstimator())
     packer = Packer(allocation, BackfillPolicy(60.0), order=order)
     listener = _Listener(round_.jobs)
@@ -445,3 +450,5 @@ if __name__ == "__main__":
         print(json.dumps(_inside(nodes, cores, gpus, jobs, seed, repeats, count, sys.argv[8])))
     except Unfinished as error:
         raise SystemExit(f"not every job finished: {error}") from error
+    except WrongPath as error:
+        raise SystemExit(f"the plugin did not take the measured path: {error}") from error

@@ -98,6 +98,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--children", default="2,4", help="comma-separated child counts to run ('' for none)"
     )
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--run-timeout",
+        type=float,
+        default=1200,
+        help="seconds one run may take before the benchmark fails (a hung job shell)",
+    )
     parser.add_argument("--cores", type=int, default=56, help="cores each node claims")
     parser.add_argument("--gpus", type=int, default=8, help="GPUs each node claims")
     args = parser.parse_args(argv)
@@ -171,7 +177,7 @@ def inside(args: argparse.Namespace) -> int:
     try:
         for number in range(1, args.rounds + 1):
             for path in paths:
-                results.append(run_path(path, number, args.jobs, args.child_counts != []))
+                results.append(run_path(path, number, args, args.child_counts != []))
                 print(f"  {describe(results[-1], args.jobs)}", flush=True)
     except Failed as error:
         print(f"not every job finished: {error}", file=sys.stderr)
@@ -187,15 +193,16 @@ def has_children_setting() -> bool:
     return any(f.name == "flux_children" for f in dataclasses.fields(ExecutorSettings))
 
 
-def run_path(path: str, number: int, jobs: int, children_exist: bool) -> Result:
+def run_path(path: str, number: int, args: argparse.Namespace, children_exist: bool) -> Result:
+    jobs, timeout = args.jobs, args.run_timeout
     workdir = Path(tempfile.mkdtemp(prefix=f"e2e-{path.replace(' ', '-')}-"))
     (workdir / "out").mkdir()
     since = time.time()
     if path == "raw":
-        result = Result(path, number, raw_submit(workdir, jobs))
+        result = Result(path, number, raw_submit(workdir, jobs, timeout))
     else:
         children = path.split()[-1] if children_exist else None
-        wall, started, cpu = snakemake_run(workdir, jobs, children, path)
+        wall, started, cpu = snakemake_run(workdir, jobs, children, path, timeout)
         result = journal_phases(Result(path, number, wall, cpu_s=cpu), workdir, started)
     check_outputs(workdir, jobs, path)
     result.enclosing_jobs = jobs_since(since)
@@ -204,7 +211,7 @@ def run_path(path: str, number: int, jobs: int, children_exist: bool) -> Result:
     return result
 
 
-def raw_submit(workdir: Path, jobs: int) -> float:
+def raw_submit(workdir: Path, jobs: int, timeout: float) -> float:
     """``flux submit --cc=1-N --wait`` of the rule's command; wall seconds.
     ``--wait`` exits non-zero when any job did not exit 0."""
     command = [
@@ -220,7 +227,10 @@ def raw_submit(workdir: Path, jobs: int) -> float:
         "echo {cc} > out/{cc}.txt",
     ]
     began = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Failed(f"raw flux submit: not done within {timeout:g} s ({stuck()})") from None
     wall = time.perf_counter() - began
     if done.returncode != 0:
         raise Failed(f"raw flux submit exited {done.returncode}: {done.stderr[-2000:]}")
@@ -242,7 +252,7 @@ main()
 
 
 def snakemake_run(
-    workdir: Path, jobs: int, children: str | None, path: str
+    workdir: Path, jobs: int, children: str | None, path: str, timeout: float
 ) -> tuple[float, float, float]:
     """Real ``snakemake --executor matensemble`` on N jobs: wall seconds, the
     epoch second it started, and the snakemake process's own CPU seconds."""
@@ -256,7 +266,12 @@ def snakemake_run(
     started = time.time()
     began = time.perf_counter()
     with open(workdir / "snakemake.log", "w") as log:
-        done = subprocess.run(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            done = subprocess.run(
+                command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise Failed(f"{path}: not done within {timeout:g} s ({stuck()})") from None
     wall = time.perf_counter() - began
     if done.returncode != 0:
         tail = (workdir / "snakemake.log").read_text()[-3000:]
@@ -293,6 +308,18 @@ def journal_phases(result: Result, workdir: Path, started: float) -> Result:
     result.jobs_s = last - first
     result.teardown_s = started + result.wall_s - last
     return result
+
+
+def stuck() -> str:
+    """What the enclosing instance still runs (a job shell can hang when its
+    broker RPC times out on an overloaded machine)."""
+    listing = subprocess.run(
+        ["flux", "jobs", "-n", "-f", "pending,running", "-o", "{id} {state} {runtime}"],
+        capture_output=True,
+        text=True,
+    )
+    lines = listing.stdout.splitlines()
+    return f"{len(lines)} Flux job(s) not done: " + "; ".join(lines[:5])
 
 
 def jobs_since(since: float) -> int:
