@@ -136,7 +136,7 @@ class _Listener:
         self.crash: BaseException | None = None
         self.done = threading.Event()
 
-    def on_started(self, ticket, backend_id, time) -> None:
+    def on_started(self, ticket, backend_id, time, instance="") -> None:
         pass
 
     def on_finished(self, ticket, result) -> None:

@@ -146,7 +146,7 @@ class Listener:
         self.makespan = 0.0
         self.done = threading.Event()
 
-    def on_started(self, ticket, backend_id, time) -> None:
+    def on_started(self, ticket, backend_id, time, instance="") -> None:
         pass
 
     def on_finished(self, ticket, result) -> None:

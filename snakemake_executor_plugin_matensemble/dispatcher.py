@@ -57,7 +57,10 @@ class Withdrawal(enum.StrEnum):
 class DispatchListener(Protocol):
     """What the dispatcher reports (called from the dispatcher thread)."""
 
-    def on_started(self, ticket: JobTicket, backend_id: str, time: float) -> None: ...
+    def on_started(self, ticket: JobTicket, backend_id: str, time: float) -> None:
+        """A job started; a job in a child Flux instance also gets ``instance=``
+        (the child's name, :attr:`~.backends.base.JobStarted.instance`)."""
+        ...
 
     def on_finished(self, ticket: JobTicket, result: JobFinished) -> bool | None:
         """Report ``result``; a true return: start no more jobs (queued ones
@@ -232,7 +235,12 @@ class Dispatcher:
             return
         if isinstance(event, JobStarted):
             self._started.add(event.key)
-            self.listener.on_started(ticket, event.backend_id, event.time)
+            if event.instance:
+                self.listener.on_started(
+                    ticket, event.backend_id, event.time, instance=event.instance
+                )
+            else:
+                self.listener.on_started(ticket, event.backend_id, event.time)
         else:
             self._finish(ticket, event, succeeded)
 

@@ -347,5 +347,5 @@ class ExecutorSettings(ExecutorSettingsBase):
         try:
             parse_children(self.flux_children)
         except ValueError as error:
-            problem, _, fix = str(error).partition("; ")
+            problem, fix = error.args
             raise SettingsError(SETTING, self.flux_children, problem, fix) from None

@@ -3,7 +3,8 @@
 ``.snakemake/matensemble/<run-id>/journal.jsonl`` holds a ``run`` line (backend,
 policy, the allocation's nodes), then per job a ``queued`` line (rule,
 wildcards, Snakemake jobid, attempt, request, log path), a ``started`` line
-(backend job id, ranks, core and GPU ids) and an end line (``finished``,
+(backend job id, ranks, core and GPU ids, and ``instance``: the child Flux
+instance it runs in, only where it runs in one) and an end line (``finished``,
 ``failed`` or ``cancelled``, with status, exit code, signal and reason), a
 ``verdict`` line where Snakemake failed an attempt the backend finished (missing
 output files), and an ``end`` line. Every line is flushed when written, so a killed run keeps
@@ -113,15 +114,26 @@ class Journal:
     def queued(self, key: int, job: dict[str, Any], request: ResourceRequest, log: str) -> None:
         self.write("queued", key=key, request=_request_record(request), log=log, **job)
 
-    def started(self, key: int, backend_id: str, placement: Placement | None, at: float) -> None:
+    def started(
+        self,
+        key: int,
+        backend_id: str,
+        placement: Placement | None,
+        at: float,
+        instance: str = "",
+    ) -> None:
         """The job runs. ``at``: when the backend started it, epoch seconds
-        (``JobStarted.time``); never a monotonic reading."""
+        (``JobStarted.time``); never a monotonic reading. ``instance``: the
+        child Flux instance it runs in (written only then: "" is the
+        enclosing or only instance)."""
+        where = {"instance": instance} if instance else {}
         self.write(
             "started",
             key=key,
             backend_id=backend_id,
             start=at,
             placement=_placement_record(placement),
+            **where,
         )
 
     def ended(
@@ -197,6 +209,8 @@ class JobRecord:
     start: float | None = None
     end: float | None = None
     backend_id: str = ""
+    #: the child Flux instance the attempt ran in ("": the enclosing or only one)
+    instance: str = ""
     placement: list[dict[str, Any]] = field(default_factory=list)
     status: str = "unfinished"
     exit_code: int | None = None
@@ -322,6 +336,7 @@ def read_journal(path: str | Path) -> RunRecord:
         elif kind == "started":
             record.start = event.get("start", event["t"])
             record.backend_id = event.get("backend_id", "")
+            record.instance = event.get("instance", "")
             record.placement = event.get("placement", [])
         elif kind in END_EVENTS:
             record.end = event.get("end") or event["t"]

@@ -29,7 +29,7 @@ from ..packing.queue import JobTicket
 from ..snakemake_boundary import JobRecord, SnakemakeBoundary
 from .journal import Journal, find_previous_journal, read_journal
 from .run_end import LeftForTheEnd, RunEndRecorder
-from .status import RunStatus, StatusReporter
+from .status import ENCLOSING, RunStatus, StatusReporter
 from .summary import summarize
 from .summary_text import end_of_run_lines
 
@@ -138,6 +138,10 @@ class Observer:
         self.deadline_jobs: set[str] = set()
         #: (jobid, attempt) -> journal key of attempts the backend finished well
         self._succeeded: dict[tuple[str, int], tuple[int, JobRecord]] = {}
+        #: the run's child Flux instances (none: the status line shows no split)
+        self.instances = child_instance_names(backend)
+        #: journal key -> the instance a started job runs in (with children only)
+        self._instance_of: dict[int, str] = {}
         #: why the run ended, beside the journal (see run_end.py)
         self.run_end = RunEndRecorder.beside(journal.path, journal.path.parent.name)
 
@@ -158,19 +162,25 @@ class Observer:
         self.journal.refused(key, naming.journal_record(record), log_path, str(error))
 
     # -- dispatcher events ---------------------------------------------------------
-    def on_started(self, ticket: JobTicket[Submission], backend_id: str, time: float) -> None:
+    def on_started(
+        self, ticket: JobTicket[Submission], backend_id: str, time: float, instance: str = ""
+    ) -> None:
         """``time``: when the job started, epoch seconds (``JobStarted.time``, the
-        journal's clock)."""
+        journal's clock); ``instance``: the child Flux instance it runs in ("":
+        the enclosing or only one)."""
         submission = ticket.payload
         assert submission is not None
         submission.job_info.external_jobid = backend_id
         if self.register_backend_ids:
             # a restarted run re-attaches instead of running the job twice
             self.boundary.register_external_jobid(submission.record, backend_id)
-        self.journal.started(ticket.key, backend_id, ticket.placement, time)
+        self.journal.started(ticket.key, backend_id, ticket.placement, time, instance)
+        if self.instances:
+            self._instance_of[ticket.key] = instance or ENCLOSING
+        where = f" in child instance {instance}" if instance else ""
         log.debug(
             f"matensemble: started {submission.name} as {self.backend_name} job "
-            f"{backend_id} on {ticket.placement.describe()}; log {submission.log_path}"
+            f"{backend_id}{where} on {ticket.placement.describe()}; log {submission.log_path}"
         )
 
     def on_finished(self, ticket: JobTicket[Submission], result: JobFinished) -> bool:
@@ -178,6 +188,7 @@ class Observer:
         failure Snakemake will not retry, without --keep-going)."""
         submission = ticket.payload
         assert submission is not None
+        self._instance_of.pop(ticket.key, None)
         for path in submission.command.cleanup:
             with contextlib.suppress(OSError):
                 os.remove(path)
@@ -336,7 +347,25 @@ class Observer:
             total_gpus=self.allocation.total_gpus,
             done=self.status.done,
             failed=self.status.failed,
+            running_by_instance=self._running_by_instance(),
         )
+
+    def _running_by_instance(self) -> dict[str, int] | None:
+        """Started jobs per child instance (and the enclosing one), with children."""
+        if not self.instances:
+            return None
+        counts = dict.fromkeys(self.instances, 0)
+        for name in self._instance_of.values():
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+
+def child_instance_names(backend: Backend) -> tuple[str, ...]:
+    """The names of the backend's child instances, then ``enclosing`` (none:
+    the backend runs no children)."""
+    children = getattr(backend, "children", None)
+    names = tuple(child.name for child in getattr(children, "children", None) or ())
+    return (*names, ENCLOSING) if names else ()
 
 
 def _end_event(status: JobStatus) -> str:

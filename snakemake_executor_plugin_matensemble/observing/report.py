@@ -5,8 +5,10 @@
 
 Writes ``timeline.png`` and ``utilization.png`` (drawn by :mod:`.timeline`),
 ``rules.csv``/``rules.md`` (per rule, over the jobs that ran: jobs, attempts,
-mean/max runtime, cores, GPUs, failed jobs) and ``report.html`` (all of it in
-one self-contained page).
+mean/max runtime, cores, GPUs, failed jobs), for a run with child Flux
+instances ``instances.csv``/``instances.md`` (which child ran what: attempts,
+failed attempts, busy node-hours per instance; the retried and failed jobs
+name their child), and ``report.html`` (all of it in one self-contained page).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from .journal import RunRecord, journal_paths
 from .summary import RunSummary, read_and_summarize
-from .summary_text import summary_lines
+from .summary_text import summary_lines, where
 from .timeline import draw_timeline, draw_utilization
 
 
@@ -62,15 +64,40 @@ def rule_rows(summary: RunSummary) -> list[list[str]]:
     ]
 
 
+#: Per Flux instance of a run with children: attempts that ran there, failed
+#: attempts, busy node-hours (nodes held x runtime).
+INSTANCE_COLUMNS = ["instance", "jobs", "failed", "node_hours"]
+
+
+def instance_rows(summary: RunSummary) -> list[list[str]]:
+    return [
+        [s.instance, str(s.jobs), str(s.failed), f"{s.node_hours:.4f}"] for s in summary.instances
+    ]
+
+
 def write_tables(summary: RunSummary, outdir: Path) -> None:
-    rows = rule_rows(summary)
-    with open(outdir / "rules.csv", "w", newline="") as stream:
+    _write_table(outdir, "rules", RULE_COLUMNS, rule_rows(summary))
+    if summary.instances:
+        _write_table(outdir, "instances", INSTANCE_COLUMNS, instance_rows(summary))
+
+
+def _write_table(outdir: Path, name: str, columns: list[str], rows: list[list[str]]) -> None:
+    """``<name>.csv`` and ``<name>.md``."""
+    with open(outdir / f"{name}.csv", "w", newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow(RULE_COLUMNS)
+        writer.writerow(columns)
         writer.writerows(rows)
-    lines = ["| " + " | ".join(RULE_COLUMNS) + " |", "|" + "---|" * len(RULE_COLUMNS)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    (outdir / "rules.md").write_text("\n".join(lines) + "\n")
+    (outdir / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def _html_table(columns: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _img(path: Path) -> str:
@@ -79,15 +106,10 @@ def _img(path: Path) -> str:
 
 
 def write_html(record: RunRecord, summary: RunSummary, outdir: Path) -> None:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in RULE_COLUMNS)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
-        for row in rule_rows(summary)
-    )
     retried = {id(job) for job in summary.retried}
     failures = "".join(
         f"<li><b>{html.escape(job.label)}</b> ({html.escape(job.status)}, "
-        f"attempt {job.attempt}): {html.escape(job.reason)} &mdash; log "
+        f"attempt {job.attempt}{html.escape(where(job))}): {html.escape(job.reason)} &mdash; log "
         f"<code>{html.escape(job.log)}</code>{' (retried)' if id(job) in retried else ''}"
         "</li>"
         for job in (*summary.retried, *summary.failures)
@@ -100,6 +122,11 @@ def write_html(record: RunRecord, summary: RunSummary, outdir: Path) -> None:
     backend = html.escape(str(record.run.get("backend", "?")))
     policy = html.escape(str(record.run.get("policy", "?")))
     nodes = len(record.run.get("nodes", []))
+    instances = (
+        f"<h2>Flux instances</h2>{_html_table(INSTANCE_COLUMNS, instance_rows(summary))}\n"
+        if summary.instances
+        else ""
+    )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>matensemble run {run}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
@@ -112,8 +139,8 @@ td:first-child{{text-align:left}}</style>
 <ul>{figures}</ul>
 <h2>Timeline</h2>{_img(outdir / "timeline.png")}
 <h2>Utilization</h2>{_img(outdir / "utilization.png")}
-<h2>Rules</h2><table><tr>{head}</tr>{body}</table>
-<h2>Failures</h2><ul>{failures or "<li>none</li>"}</ul>
+<h2>Rules</h2>{_html_table(RULE_COLUMNS, rule_rows(summary))}
+{instances}<h2>Failures</h2><ul>{failures or "<li>none</li>"}</ul>
 </body></html>
 """
     (outdir / "report.html").write_text(page)
@@ -157,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     chain = draw_chain(find_journal(args.journal), out / "allocations.png")
     sys.stdout.write("".join(f"{line}\n" for line in chain))
     sys.stdout.write(
-        f"wrote {out}/timeline.png, utilization.png, rules.csv, rules.md, report.html"
+        f"wrote {out}/timeline.png, utilization.png, rules.csv, rules.md, "
+        + ("instances.csv, instances.md, " if summary.instances else "")
+        + "report.html"
         + (", allocations.png (every allocation)\n" if chain else "\n")
     )
     return 0

@@ -11,11 +11,17 @@ from pathlib import Path
 
 log = logging.getLogger("snakemake.logging.matensemble.status")
 
+#: How the enclosing (or only) Flux instance is named beside child instances.
+ENCLOSING = "enclosing"
+
 
 @dataclass(frozen=True)
 class RunStatus:
     """How the run stands now: jobs queued and running, free and total cores
     and GPUs of the allocation, Snakemake jobs done and failed so far.
+
+    ``running_by_instance``: with child Flux instances only, the started jobs
+    in each child (by name) and in the ``enclosing`` instance.
 
     Not :class:`.backends.base.JobStatus` (the outcome of one backend job).
     """
@@ -28,11 +34,15 @@ class RunStatus:
     total_gpus: int
     done: int
     failed: int
+    running_by_instance: dict[str, int] | None = None
 
     def line(self) -> str:
         gpus = f", {self.free_gpus}/{self.total_gpus} GPUs free" if self.total_gpus else ""
+        split = ""
+        if self.running_by_instance:
+            split = " (" + ", ".join(f"{n} {c}" for n, c in self.running_by_instance.items()) + ")"
         return (
-            f"matensemble: {self.queued} queued, {self.running} running, "
+            f"matensemble: {self.queued} queued, {self.running} running{split}, "
             f"{self.free_cores}/{self.total_cores} cores free{gpus}, "
             f"{self.done} done, {self.failed} failed."
         )
@@ -92,5 +102,8 @@ class StatusReporter:
         assert self.status_file is not None
         self.status_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.status_file.with_name(f".{self.status_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"time": time.time(), **asdict(status)}, indent=1))
+        fields = asdict(status)
+        if fields["running_by_instance"] is None:  # no children: the file as before
+            del fields["running_by_instance"]
+        tmp.write_text(json.dumps({"time": time.time(), **fields}, indent=1))
         os.replace(tmp, self.status_file)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .journal import JobRecord, RunRecord, read_journal
+from .status import ENCLOSING
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,19 @@ class RuleStats:
 
 
 @dataclass(frozen=True)
+class InstanceStats:
+    """Per Flux instance of a run with child instances (``enclosing``: the
+    instance the children run in): ``jobs`` attempts that ran there, of them
+    ``failed`` ones, and ``node_hours`` the nodes they held times their
+    runtime (busy node-hours)."""
+
+    instance: str
+    jobs: int
+    failed: int
+    node_hours: float
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """Counts are Snakemake jobs by final outcome; ``attempts`` counts every
     attempt that ran. ``makespan_s`` and ``lower_bound_s`` are seconds."""
@@ -99,6 +113,8 @@ class RunSummary:
     attempts: int = 0
     #: failed attempts of jobs that were retried (whatever the retry's outcome)
     retried: tuple[JobRecord, ...] = ()
+    #: per Flux instance, where the run used child instances (else empty)
+    instances: tuple[InstanceStats, ...] = ()
 
     @property
     def bound_ratio(self) -> float:
@@ -192,6 +208,7 @@ def _summarize(record: RunRecord) -> RunSummary:
         rules=tally.rule_stats(),
         failures=tally.failures,
         retried=tuple(tally.retried),
+        instances=tally.instance_stats(),
     )
 
 
@@ -220,6 +237,8 @@ class _Tally:
         self.rules: dict[str, _RuleTally] = {}
         self.failures: list[JobRecord] = []
         self.retried: list[JobRecord] = []
+        #: instance name -> [attempts, failed attempts, node-seconds]
+        self.instances: dict[str, list[float]] = {}
 
     def add(self, job: JobAttempts) -> None:
         outcome = job.outcome
@@ -250,6 +269,22 @@ class _Tally:
         rule.total_s += runtime
         rule.max_s = max(rule.max_s, runtime)
         rule.cores, rule.gpus = max(rule.cores, cores), max(rule.gpus, gpus)
+        where = self.instances.setdefault(attempt.instance or ENCLOSING, [0, 0, 0.0])
+        where[0] += 1
+        where[1] += attempt.failed
+        where[2] += len(attempt.placement) * runtime
+
+    def instance_stats(self) -> tuple[InstanceStats, ...]:
+        """Per instance, children by name then ``enclosing``; none when every
+        attempt ran in the enclosing (or only) instance."""
+        if set(self.instances) <= {ENCLOSING}:
+            return ()
+        return tuple(
+            InstanceStats(name, int(jobs), int(failed), node_s / 3600.0)
+            for name, (jobs, failed, node_s) in sorted(
+                self.instances.items(), key=lambda item: (item[0] == ENCLOSING, item[0])
+            )
+        )
 
     def rule_stats(self) -> list[RuleStats]:
         """Busiest rule (attempts x mean runtime) first."""

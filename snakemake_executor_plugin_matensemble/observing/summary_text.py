@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..cpulist import format_cpu_list
+from .journal import JobRecord
 from .summary import RunSummary, read_and_summarize
 
 #: Journal events read apart from the jobs' (by :func:`side_events`).
@@ -54,18 +55,35 @@ def summary_lines(summary: RunSummary, slowest: int = 3) -> list[str]:
             + ", ".join(f"{s.rule} (mean {s.mean_s:.1f} s, max {s.max_s:.1f} s)" for s in top)
             + "."
         )
+    if summary.instances:
+        lines.append(instances_line(summary))
     for job in summary.retried:
         lines.append(
-            f"matensemble: retried: {job.label} attempt {job.attempt} ({job.status}): "
-            f"{job.reason}. Log: {job.log}"
+            f"matensemble: retried: {job.label} attempt {job.attempt} ({job.status}"
+            f"{where(job)}): {job.reason}. Log: {job.log}"
         )
     for job in summary.failures:
         attempt = f", attempt {job.attempt}" if job.attempt > 1 else ""
         lines.append(
-            f"matensemble: failed: {job.label} ({job.status}{attempt}): {job.reason}. "
-            f"Log: {job.log}"
+            f"matensemble: failed: {job.label} ({job.status}{attempt}{where(job)}): "
+            f"{job.reason}. Log: {job.log}"
         )
     return lines
+
+
+def where(job: JobRecord) -> str:
+    """``, in child c1`` for an attempt that ran in a child Flux instance."""
+    return f", in child {job.instance}" if job.instance else ""
+
+
+def instances_line(summary: RunSummary) -> str:
+    """``matensemble: Flux instances: c0 4 jobs (0.0100 node-h), ...``: which
+    child ran what (attempts that ran there, failed ones, busy node-hours)."""
+    parts = []
+    for stats in summary.instances:
+        failed = f", {stats.failed} failed" if stats.failed else ""
+        parts.append(f"{stats.instance} {stats.jobs} jobs{failed} ({stats.node_hours:.4f} node-h)")
+    return "matensemble: Flux instances: " + "; ".join(parts) + "."
 
 
 # -- several allocations and resource events ------------------------------------------

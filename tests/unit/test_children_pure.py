@@ -5,6 +5,7 @@ byte decoding and its hand-over of ordinary hosts to ssh."""
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import sys
 
@@ -132,3 +133,17 @@ def test_a_second_carrier_falls_back_to_the_original_ssh(tmp_path, monkeypatch) 
     relay.install_carrier(second)
     assert "--fallback /usr/bin/my-ssh" in second.read_text()
     assert str(first) not in second.read_text()
+
+
+@pytest.mark.parametrize("before", ["", "/usr/bin/my-ssh"])
+def test_jobs_get_the_flux_ssh_of_before_the_carrier(tmp_path, monkeypatch, before) -> None:
+    monkeypatch.setenv(relay.ORIGINAL_FLUX_SSH, "unset below, restored after the test")
+    monkeypatch.delenv(relay.ORIGINAL_FLUX_SSH)
+    monkeypatch.setenv("FLUX_SSH", before or "unset below, restored after the test")
+    if not before:
+        monkeypatch.delenv("FLUX_SSH")
+    relay.install_carrier(relay.write_carrier_script(tmp_path, "local:///p"))
+    job = relay.job_environment(dict(os.environ))
+    assert relay.ORIGINAL_FLUX_SSH not in job
+    assert job.get("FLUX_SSH", "") == before
+    assert "--fallback " + (before or "ssh") in (tmp_path / "flux-ssh-carrier").read_text()

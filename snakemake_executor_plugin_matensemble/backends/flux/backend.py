@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -36,6 +37,7 @@ from ..base import (
     BackendEvent,
     JobFinished,
     JobStarted,
+    JobStatus,
     LaunchError,
     LaunchSpec,
     ResourceEvent,
@@ -47,7 +49,10 @@ from .children.auto import SETTING as CHILDREN_SETTING
 from .children.auto import choose_children
 from .children.child import ChildInstance
 from .children.childset import ChildSet
+from .children.ending import end_child_job
 from .children.groups import idset
+from .children.leftovers import end_leftover_children
+from .children.relay import job_environment
 from .children.routing import ChildRoutes, enclosing_ranks, local_hostnames, local_placement
 from .children.watch import ChildLoss
 from .instance import FluxInstance
@@ -70,6 +75,7 @@ class FluxBackend(Backend):
             import flux
             import flux.hostlist
             import flux.job
+            import flux.kvs
             import flux.resource
 
             flux_module = flux
@@ -94,6 +100,10 @@ class FluxBackend(Backend):
         self._child_routes: ChildRoutes | None = None
         #: child name -> why it was lost (its jobs failed once, its ranks went down)
         self._lost_children: dict[str, str] = {}
+        #: jobs of a lost child that had not started: withdrawn without Flux
+        self._orphans: set[int] = set()
+        #: child name -> set once a lost child's processes are gone
+        self._children_gone: dict[str, threading.Event] = {}
         #: enclosing rank -> host name (from discovery)
         self._hostnames: dict[int, str] = {}
 
@@ -152,6 +162,9 @@ class FluxBackend(Backend):
         own_rank = self.handle.get_rank()
         self._hostnames = {node.rank: node.name for node in nodes}
         self.enclosing.choose_bypass(self._hostnames, self.expiration())
+        end_leftover_children(
+            self.flux, self.handle, os.getcwd(), self.run_id, self.options.cancel_timeout
+        )
         self._start_children(nodes)
         if self.options.follow_resources:
             self._journal_thread = follow_resource_journal(
@@ -189,7 +202,7 @@ class FluxBackend(Backend):
                 bypass=self.enclosing.bypass,
             )
         except ValueError as error:
-            problem, _, fix = str(error).partition("; ")
+            problem, fix = error.args
             raise SettingsError(CHILDREN_SETTING, setting, problem, fix) from None
         if not choice.count:
             log.info(f"matensemble: no child Flux instances ({choice.reason}).")
@@ -206,6 +219,12 @@ class FluxBackend(Backend):
                 attributes={**self.owner, "run": self.run_id},
             )
         except (RuntimeError, ValueError, OSError) as error:
+            if str(setting).strip().lower() == "auto":
+                log.warning(
+                    f"matensemble: the child Flux instances did not start ({error}); the run "
+                    "goes on in the enclosing instance alone."
+                )
+                return
             raise LaunchError(
                 f"the {choice.count} child Flux instance(s) did not start ({error}); nothing "
                 "was submitted. --matensemble-flux-children off runs without them"
@@ -232,9 +251,9 @@ class FluxBackend(Backend):
 
     def _child_end(self, instance: FluxInstance) -> float | None:
         """When a child instance ends (its own R), never after the enclosing one."""
-        from .children.launch import enclosing_rset
-
-        ends = [expiration_from_rset(enclosing_rset(instance.handle)), self.expiration()]
+        rset = self.flux.kvs.get(instance.handle, "resource.R")
+        rset = json.loads(rset) if isinstance(rset, str) else rset
+        ends = [expiration_from_rset(rset), self.expiration()]
         known = [end for end in ends if end is not None]
         return min(known) if known else None
 
@@ -247,15 +266,28 @@ class FluxBackend(Backend):
         self._lose_child(loss.name, loss.reason)
 
     def _lose_child(self, name: str, why: str) -> bool:
-        """Child ``name`` is gone: its ranks leave the allocation and each of its
-        jobs fails once with the reason (any thread; said once)."""
+        """Child ``name`` is gone: its ranks leave the allocation, its started
+        jobs fail once with the reason once its job in the enclosing instance has
+        ended (so no retry runs beside them), and its jobs not started are placed
+        again (any thread; said once)."""
         with self._routes_lock:
             if name in self._lost_children or self._child_routes is None:
                 return False
             self._lost_children[name] = why
+            gone = self._children_gone[name] = threading.Event()
         child = self._child_routes.children[name]
         nodes = idset(child.ranks)
         log.error(f"matensemble: child Flux instance {name} (ranks {nodes}) was lost: {why}.")
+        reason = (
+            f"was lost with child Flux instance {name} (ranks {nodes}): {why}; --retries "
+            "reruns it on the nodes left"
+        )
+        failed, unstarted = self.instances[name].abandon(reason, child.ranks)
+        if child.jobid is not None:  # its jobs are gone before they are reported
+            end_child_job(self.flux, self.handle, child.jobid, reason, self.options.cancel_timeout)
+        gone.set()
+        with self._routes_lock:  # placed again by the dispatcher (it withdraws them)
+            self._orphans.update(unstarted)
         self._events.put(
             ResourceEvent(
                 ResourceEventKind.DOWN,
@@ -264,11 +296,7 @@ class FluxBackend(Backend):
                 time.time(),
             )
         )
-        reason = (
-            f"was lost with child Flux instance {name} (ranks {nodes}): {why}; --retries "
-            "reruns it on the nodes left"
-        )
-        for finished in self.instances[name].abandon(reason, child.ranks):
+        for finished in failed:
             self._events.put(finished)
         self._wake.wake()
         return True
@@ -286,7 +314,11 @@ class FluxBackend(Backend):
                 continue
             if not instance.recovering:
                 continue
-            state = self.flux.job.get_job(self.handle, child.jobid)["state"]
+            try:
+                state = self.flux.job.get_job(self.handle, child.jobid)["state"]
+            except OSError as error:  # unknown: the instance's own recovery decides
+                log.debug(f"matensemble: state of child {child.name}'s job: {error}")
+                continue
             if state != "RUN":
                 self._lose_child(child.name, f"its job in the enclosing instance is {state}")
 
@@ -316,11 +348,22 @@ class FluxBackend(Backend):
     def _forget(self, events: list[BackendEvent]) -> list[BackendEvent]:
         if self._child_routes is not None:
             events = [self._from_child(event) for event in events]
+            self._hold_for_lost_children(events)
         with self._routes_lock:
             for event in events:
                 if isinstance(event, JobFinished):
                     self._routes.pop(event.key, None)
         return events
+
+    def _hold_for_lost_children(self, events: list[BackendEvent]) -> None:
+        """An end of a lost child's job (sent before the child was abandoned) is
+        reported only once the child's processes are gone: its retry must never
+        run beside it."""
+        for event in events:
+            instance = self._routed(event.key) if isinstance(event, JobFinished) else None
+            gone = None if instance is None else self._children_gone.get(instance.name)
+            if gone is not None:
+                gone.wait(self.options.cancel_timeout)
 
     def _from_child(self, event: BackendEvent) -> BackendEvent:
         """A job event in the enclosing instance's terms: a start names its child;
@@ -350,9 +393,13 @@ class FluxBackend(Backend):
         instance builds it (in a child's own ranks)."""
         child = self._child_of(placement)
         if child is None:
-            return self.enclosing.build_jobspec(spec, placement, depends_on)
-        instance = self.instances[child.name]
-        return instance.build_jobspec(spec, local_placement(placement, child), depends_on)
+            jobspec = self.enclosing.build_jobspec(spec, placement, depends_on)
+        else:
+            instance = self.instances[child.name]
+            jobspec = instance.build_jobspec(spec, local_placement(placement, child), depends_on)
+        if self.children is not None:
+            jobspec.environment = job_environment(jobspec.environment)
+        return jobspec
 
     def urgency(self, spec: LaunchSpec) -> int:
         return self.enclosing.urgency(spec)
@@ -364,6 +411,11 @@ class FluxBackend(Backend):
 
     def withdraw(self, key: int) -> bool:
         """Cancel job ``key`` if Flux has not started it; its result is ignored."""
+        with self._routes_lock:
+            if key in self._orphans:  # its child is gone, and the job with it
+                self._orphans.discard(key)
+                self._routes.pop(key, None)
+                return True
         instance = self._routed(key)
         if instance is None or not instance.withdraw(key):
             return False
@@ -410,10 +462,15 @@ class FluxBackend(Backend):
 
     # -- stopping ---------------------------------------------------------------
     def cancel_all(self) -> list[JobFinished]:
-        for instance in self.instances.values():
+        for instance in self._live_instances():
             instance.cancel_jobs()
         deadline = time.monotonic() + self.options.cancel_timeout
-        finished: list[JobFinished] = []
+        with self._routes_lock:
+            orphans, self._orphans = self._orphans, set()
+        finished: list[JobFinished] = [
+            JobFinished(key, JobStatus.CANCELLED, "was cancelled (its child instance was lost)")
+            for key in sorted(orphans)
+        ]
         while self.running_count and time.monotonic() < deadline:
             finished.extend(e for e in self.wait(0.2) if isinstance(e, JobFinished))
         finished.extend(e for e in self._forget(self._drain()) if isinstance(e, JobFinished))

@@ -182,24 +182,31 @@ class FluxInstance(SubmissionMixin, CallbackMixin, AdoptionMixin, PurgeMixin):
             log.error(f"matensemble: the Flux instance at {uri} stopped answering ({error}).")
         return reason
 
-    def abandon(self, reason: str, lost_ranks: tuple[int, ...] = ()) -> list[JobFinished]:
-        """The instance is gone (a child instance lost): every job it still has
-        ends here, once, as failed with ``reason``; any later callback of theirs
-        finds them gone and says nothing."""
+    def abandon(
+        self, reason: str, lost_ranks: tuple[int, ...] = ()
+    ) -> tuple[list[JobFinished], list[int]]:
+        """The instance is gone (a child instance lost): its started jobs end
+        here, once, as failed with ``reason``; the keys of those that never
+        started are returned (to be placed again). Any later callback of
+        theirs finds them gone and says nothing."""
         with self._lock:
             self._instance_lost = True
             keys = [*self._futures, *(spec.key for spec, _ in self._recover)]
             keys += [spec.key for waiting in self._deferred.values() for spec, _ in waiting]
+            started = set(self._started)
             for table in (self._futures, self._specs, self._jobids, self._deferred):
                 table.clear()
             self._recover.clear()
             self._started.clear()
             self._to_cancel.clear()
         now = time.time()
-        return [
+        keys = list(dict.fromkeys(keys))
+        failed = [
             JobFinished(key, JobStatus.FAILED, reason, time=now, lost_ranks=lost_ranks)
-            for key in dict.fromkeys(keys)
+            for key in keys
+            if key in started
         ]
+        return failed, [key for key in keys if key not in started]
 
     @property
     def recovering(self) -> bool:

@@ -14,9 +14,13 @@ def node_id() -> str:
     """This node in the allocation: ``rank N``, the Flux broker rank (from the
     job's FLUX_URI, ``local://.../local-N``), where there is one; else the
     hostname. Hostnames can repeat across nodes (containers, simulated nodes),
-    ranks cannot."""
+    ranks cannot. In a child instance of the run (``FLUX_JOB_ID_PATH`` names
+    the child's job) the rank is the child's: ``rank N of <child job>``."""
     match = re.search(r"/local-(\d+)$", os.environ.get("FLUX_URI", ""))
-    return f"rank {match.group(1)}" if match else socket.gethostname()
+    if not match:
+        return socket.gethostname()
+    parents = os.environ.get("FLUX_JOB_ID_PATH", "").strip("/").split("/")[:-1]
+    return f"rank {match.group(1)}" + (f" of {parents[-1]}" if parents else "")
 
 
 def with_torch(size: int, repeats: int):

@@ -37,7 +37,7 @@ class ChildrenChoice:
 
 
 def parse_children(value: object) -> str | int:
-    """``"off"``, ``"auto"`` or a count >= 1; ValueError (with the fix) otherwise."""
+    """``"off"``, ``"auto"`` or a count >= 1; otherwise ValueError(problem, fix)."""
     text = str(value).strip().lower()
     if text in ("off", "auto"):
         return text
@@ -45,12 +45,13 @@ def parse_children(value: object) -> str | int:
         count = int(text)
     except ValueError:
         raise ValueError(
-            "is not off, auto or a number of child instances; give e.g. "
-            "--matensemble-flux-children auto, off or 4"
+            "is not off, auto or a number of child instances",
+            "give e.g. --matensemble-flux-children auto, off or 4",
         ) from None
     if count < 1:
         raise ValueError(
-            "must be at least 1 child instance; give off for none, or auto to let the plugin choose"
+            "must be at least 1 child instance",
+            "give off for none, or auto to let the plugin choose",
         )
     return count
 
@@ -61,11 +62,11 @@ def choose_children(
     """The choice for ``setting`` in an instance of ``brokers`` brokers whose R
     has ``nodes`` usable nodes (highest rank ``highest_rank``); ``bypass``:
     alloc-bypass works in the enclosing instance. An explicit count that cannot
-    work raises ValueError with the fix (nothing has been submitted yet)."""
+    work raises ValueError(problem, fix) (nothing has been submitted yet)."""
     wanted = parse_children(setting)
     if wanted == "off":
         return ChildrenChoice(0, "--matensemble-flux-children off")
-    why_not = _why_not(nodes, brokers, highest_rank, bypass)
+    why_not, fix = _why_not(nodes, brokers, highest_rank, bypass) or (None, "")
     if wanted == "auto":
         if why_not is not None:
             return ChildrenChoice(0, f"auto: {why_not}")
@@ -83,27 +84,31 @@ def choose_children(
         )
     assert isinstance(wanted, int)
     if why_not is not None:
-        raise ValueError(f"cannot start child instances here: {why_not}; use off or auto")
+        raise ValueError(f"cannot start child instances here: {why_not}", fix)
     if wanted > nodes:
         raise ValueError(
-            f"asks for {wanted} child instances but the allocation has {nodes} usable node(s), "
-            f"and each child needs one; give at most {nodes}"
+            f"asks for {wanted} child instances but the allocation has {nodes} usable "
+            "node(s), and each child needs one",
+            f"give at most {nodes}, or auto",
         )
     return ChildrenChoice(wanted, f"--matensemble-flux-children {wanted}")
 
 
-def _why_not(nodes: int, brokers: int, highest_rank: int, bypass: bool) -> str | None:
+def _why_not(nodes: int, brokers: int, highest_rank: int, bypass: bool) -> tuple[str, str] | None:
+    """Why children cannot work here, and the fix; None if they can."""
     if highest_rank >= brokers:
         return (
             f"the instance has {brokers} broker(s) for {highest_rank + 1} nodes (fake nodes): "
-            "a child needs a broker on each of its nodes"
+            "a child needs a broker on each of its nodes",
+            "run one broker per node (srun/flux batch do), or use off or auto",
         )
     if nodes < 2:
-        return "one node: nothing to split"
+        return "one node: nothing to split", "use off or auto"
     if not bypass:
         return (
             "alloc-bypass is off in the enclosing instance (a job over more than one child "
-            "runs there, on nodes the children hold, by its own R); it needs an instance "
-            "this user owns and no --matensemble-flux-no-alloc-bypass"
+            "runs there, on nodes the children hold, by its own R)",
+            "run in an instance this user owns, without --matensemble-flux-no-alloc-bypass, "
+            "or use off or auto",
         )
     return None

@@ -82,10 +82,10 @@ class ChildSet:
 
     def watch(self, on_lost: Callable[[ChildLoss], None]) -> None:
         """Call ``on_lost`` once per child that ends while watched."""
-        import flux
-
         if not self.started:
             return
+        import flux
+
         self._watcher = LossWatcher(lambda: flux.Flux(self.parent_uri), self.started, on_lost)
         self._watcher.start()
 

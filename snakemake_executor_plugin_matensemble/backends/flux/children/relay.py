@@ -17,6 +17,7 @@ import os
 import shlex
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -73,13 +74,15 @@ def write_carrier_script(directory: Path, parent_uri: str, fallback: str | None 
 
 def original_flux_ssh() -> str:
     """The ssh command in use before any carrier was installed (default ``ssh``)."""
-    return os.environ.get(ORIGINAL_FLUX_SSH) or os.environ.get("FLUX_SSH") or "ssh"
+    if ORIGINAL_FLUX_SSH in os.environ:  # "" : none was set
+        return os.environ[ORIGINAL_FLUX_SSH] or "ssh"
+    return os.environ.get("FLUX_SSH") or "ssh"
 
 
 def install_carrier(script: Path) -> None:
     """Make ``script`` this process's ``FLUX_SSH`` (children are opened through it)."""
     with _install_lock:
-        os.environ.setdefault(ORIGINAL_FLUX_SSH, os.environ.get("FLUX_SSH") or "ssh")
+        os.environ.setdefault(ORIGINAL_FLUX_SSH, os.environ.get("FLUX_SSH", ""))
         os.environ["FLUX_SSH"] = str(script)
 
 
@@ -93,3 +96,17 @@ def open_child(uri: str) -> Any:
             "from write_carrier_script() first"
         )
     return flux.Flux(uri)
+
+
+def job_environment(environment: Mapping[str, str] | None) -> dict[str, str] | None:
+    """A job's environment without the carrier: ``FLUX_SSH`` as it was before
+    :func:`install_carrier` (the run's environment was read after it)."""
+    if environment is None or ORIGINAL_FLUX_SSH not in environment:
+        return environment if environment is None else dict(environment)
+    cleaned = dict(environment)
+    original = cleaned.pop(ORIGINAL_FLUX_SSH)
+    if original:
+        cleaned["FLUX_SSH"] = original
+    else:
+        cleaned.pop("FLUX_SSH", None)
+    return cleaned
