@@ -411,7 +411,29 @@ def main() -> None:
         default="fluxion",
         help="with --flux: the instance's scheduler (Fluxion or sched-simple)",
     )
+    parser.add_argument(
+        "--children",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --flux: also the plugin with K child instances (see _flux_children.py)",
+    )
     args = parser.parse_args()
+    if args.flux and args.children:
+        from _flux_children import children_report, run_children_in_flux
+
+        rounds = run_children_in_flux(
+            args.nodes,
+            CORES,
+            GPUS,
+            args.flux,
+            args.seed,
+            args.rounds,
+            args.scheduler,
+            args.children,
+        )
+        print(children_report(rounds, args.scheduler))
+        return
     if args.flux:
         rounds = run_in_flux(
             args.nodes, CORES, GPUS, args.flux, args.seed, args.rounds, args.scheduler
