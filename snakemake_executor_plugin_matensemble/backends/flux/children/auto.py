@@ -22,9 +22,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: ``auto`` starts children only for allocations of at least this many nodes.
-AUTO_MIN_NODES = 256
-#: ``auto``'s nodes per child (at least 2 children when it starts any).
-AUTO_NODES_PER_CHILD = 128
+#: Measured (docs/performance.md, "Crossover for auto"): with alloc-bypass one
+#: instance's cost per job does not grow with its size, and children gained
+#: nothing up to 9,408 fake nodes on one 2-core machine; projected from the
+#: broker CPU per job, 2-4 children about double the rate where each child's
+#: brokers have nodes of their own: half of Frontier (4,704 nodes) and up.
+AUTO_MIN_NODES = 4704
+#: ``auto``'s nodes per child (at least 2 children when it starts any): 4 on
+#: Frontier's 9,408 nodes.
+AUTO_NODES_PER_CHILD = 2352
 SETTING = "flux_children"
 
 
