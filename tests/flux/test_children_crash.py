@@ -98,7 +98,7 @@ class Instance:
 def instance(tmp_path_factory) -> Instance:
     """One instance of 4 brokers for the module (a few seconds saved per test)."""
     root = tmp_path_factory.mktemp("children-crash-instance")
-    uri = root / "uri"
+    uri, stop = root / "uri", root / "stop"
     command = [
         flux_command() or "flux",
         "start",
@@ -106,7 +106,7 @@ def instance(tmp_path_factory) -> Instance:
         *declared_resources(root, f"node[0-{BROKERS - 1}]", CORES),
         "bash",
         "-c",
-        f"echo $FLUX_URI > {uri}; exec sleep inf",
+        f"echo $FLUX_URI > {uri}; while [ ! -e {stop} ]; do sleep 0.2; done",
     ]
     with open(root / "flux.log", "w") as log:
         process = subprocess.Popen(
@@ -123,9 +123,9 @@ def instance(tmp_path_factory) -> Instance:
         ).read_text()
         yield Instance(flux_env({"FLUX_URI": uri.read_text().strip()}))
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        stop.touch()  # the initial program ends: the instance shuts down
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
