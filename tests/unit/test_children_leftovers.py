@@ -5,16 +5,23 @@ tests/flux/test_children_crash.py does it against real Flux)."""
 from __future__ import annotations
 
 import os
+import threading
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 
+from snakemake_executor_plugin_matensemble.backends import JobFinished, JobStarted
 from snakemake_executor_plugin_matensemble.backends.flux.children.leftovers import (
     end_leftover_children,
 )
+from snakemake_executor_plugin_matensemble.backends.flux.children.watch import ChildLoss
 from snakemake_executor_plugin_matensemble.backends.flux.leftovers import owner_identity
 from snakemake_executor_plugin_matensemble.errors import BackendUnavailableError
 
+from ..helpers import wait_until
+from .flux_fakes import FakeJobException, on, spec
+from .test_children_wire import backend, logs_in_tmp_path  # noqa: F401 (fixtures)
 from .test_flux_adoption import DEAD, FakeInstance, JobID, ours
 
 
@@ -89,3 +96,43 @@ def test_nothing_left_costs_one_query_and_no_lookup(settle):
 def test_a_child_that_does_not_end_stops_the_run_before_anything_starts(settle):
     with pytest.raises(BackendUnavailableError, match=r"c0 \(job f1\).*did not end within 0.3 s"):
         settle([child(1, "RUN")], ends_after=None, timeout=0.3)
+
+
+# -- a lost child is ended before its jobs are reported ----------------------------
+
+
+def test_a_lost_childs_jobs_are_reported_only_once_its_job_is_inactive(backend):  # noqa: F811
+    """Its keepers give the child's jobs a grace to stop: until Flux says the
+    child's job is inactive, none of its jobs is reported (a retry would run
+    beside it), neither the ones the loss fails nor a failure already queued."""
+    flux = backend.flux
+    backend.options = replace(backend.options, cancel_timeout=30)  # no timing in the test
+    gone = threading.Event()
+
+    def get_job(handle, jobid):  # the child's job ends only when the test says so
+        return {"state": "INACTIVE" if gone.is_set() else "RUN"}
+
+    flux.job.get_job = get_job
+    backend.launch(spec(key=1), on(4))
+    backend.launch(spec(key=2), on(5))
+    first, second = backend.instances["c1"].executor.submitted
+    first.assign(21)
+    first.start()
+    second.assign(22)
+    second.start()
+    assert {e.key for e in backend.wait(0.1) if isinstance(e, JobStarted)} == {1, 2}
+    first.set_exception(FakeJobException("cancel", "its broker shut down"))  # queued first
+    loss = ChildLoss("c1", 77, (4, 5), "its brokers exited with status 1")
+    loser = threading.Thread(target=backend._on_child_lost, args=(loss,))
+    loser.start()
+    assert wait_until(lambda: 77 in backend.cancelled, 5), "the lost child's job was cancelled"
+    seen: list[list] = []
+    waiter = threading.Thread(target=lambda: seen.append(backend.wait(0.1)))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive(), "a lost child's job was reported while the child still ran"
+    gone.set()
+    loser.join(5)
+    waiter.join(5)
+    events = seen[0] + backend.wait(0.1)
+    assert sorted(e.key for e in events if isinstance(e, JobFinished)) == [1, 2]
