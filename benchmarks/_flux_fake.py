@@ -22,7 +22,12 @@ Each mode ends when every job is inactive, and each checks that every job it
 submitted finished successfully: otherwise the run fails (non-zero exit, no
 rate printed). Between modes every job is purged, so each starts from an empty
 job list. With ``repeats`` > 1 the modes alternate that many times in the same
-instance (a noisy machine then shows in the spread of the per-round ratios).
+instance (a noisy machine then shows in the spread of the per-round ratios);
+even rounds run them in reverse order, since the instance slows a little as it
+ages (its KVS keeps the objects of purged jobs in its cache for a while), and
+the machine's 1-minute load average is recorded around each round. The plugin
+mode checks that it really ran with alloc-bypass (and the scheduler-matching
+mode without): a mode that took the other path fails the run.
 """
 
 from __future__ import annotations
@@ -173,7 +178,7 @@ def _settle() -> None:
 
 
 def _inside(nodes: int, jobs: int, seed: int, repeats: int) -> list[dict]:
-    return [_one_round(nodes, jobs, seed) for _ in range(repeats)]
+    return [_one_round(nodes, jobs, seed, number) for number in range(1, repeats + 1)]
 
 
 class _Round:
@@ -181,7 +186,9 @@ class _Round:
 
     def __init__(self, nodes: int, jobs: int, seed: int):
         import flux
+        import flux.hostlist
         import flux.job
+        import flux.resource
 
         self.flux = flux
         self.nodes, self.jobs = nodes, jobs
@@ -191,13 +198,32 @@ class _Round:
         }
         self.logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"matensemble-flux-bench-{os.getpid()}"
         self.tickets = [JobTicket(key, request) for key, (request, _, _) in enumerate(self.mix)]
+        #: the instance's nodes, as the plugin sees them (the raw jobspecs' shapes)
+        self.specs = self._discover()
+
+    def _discover(self) -> list:
+        from snakemake_executor_plugin_matensemble.backends.flux.resources import nodes_from_rset
+
+        up = self.flux.resource.resource_list(self.flux.Flux()).get().up
+        hosts = self.flux.hostlist.Hostlist
+        return nodes_from_rset(json.loads(up.encode()), lambda entry: list(hosts(entry)))
+
+    def run(self, mode: str) -> tuple[float, float | None]:
+        """Wall seconds of ``mode`` (one of :data:`MODES`) running every job, and
+        the plugin's dispatcher CPU seconds (None for the modes without it)."""
+        if mode == "plugin":
+            return self.plugin()
+        if mode == "plugin_scheduled":
+            return self.plugin(alloc_bypass=False)
+        jobspecs = self.jobspecs()
+        return (self.raw(jobspecs) if mode == "raw" else self.executor(jobspecs)), None
 
     def spec_for(self, ticket: JobTicket) -> LaunchSpec:
         return LaunchSpec(
             ticket.key, "true", f"sim{ticket.key}", "/", {}, str(self.logs / "log"), ticket.request
         )
 
-    def plugin(self, **options) -> tuple[float, float, Allocation]:
+    def plugin(self, **options) -> tuple[float, float]:
         """Wall and dispatcher CPU seconds of the plugin running every job."""
         from snakemake_executor_plugin_matensemble.backends.flux.backend import FluxBackend
         from snakemake_executor_plugin_matensemble.backends.flux.options import FluxOptions
@@ -243,15 +269,15 @@ class _Round:
         dispatcher.stop(timeout=30)
         backend.close()
         listener.check(mode)
-        return wall, cpu, allocation
+        return wall, cpu
 
-    def jobspecs(self, allocation: Allocation) -> list:
+    def jobspecs(self) -> list:
         """The plugin's jobspecs of every job, without rank pinning or R."""
         from snakemake_executor_plugin_matensemble.backends.flux.jobspec import build_jobspec
         from snakemake_executor_plugin_matensemble.backends.flux.options import FluxOptions
 
         unpinned = FluxOptions(pin_ranks=False)
-        idle = Allocation(allocation.specs)
+        idle = Allocation(self.specs)
         jobspecs = []
         for ticket in self.tickets:
             jobspec = build_jobspec(
@@ -301,27 +327,24 @@ class _Round:
             raise Unfinished(f"{mode}: {len(ids - completed)} of {len(ids)} jobs did not complete")
 
 
-def _one_round(nodes: int, jobs: int, seed: int) -> dict:
+def _one_round(nodes: int, jobs: int, seed: int, number: int = 1) -> dict:
+    """Every mode once; odd rounds in :data:`MODES` order, even rounds reversed,
+    so that no mode always runs first in a round (nor always right after
+    another): the instance's state (e.g. the KVS's cache of earlier rounds'
+    objects) and the machine's load then fall on every mode alike."""
     round_ = _Round(nodes, jobs, seed)
-    plugin_wall, plugin_cpu, allocation = round_.plugin()
-    _settle()
-    scheduled_wall, scheduled_cpu, _ = round_.plugin(alloc_bypass=False)
-    _settle()
-    jobspecs = round_.jobspecs(allocation)
-    raw_wall = round_.raw(jobspecs)
-    _settle()
-    executor_wall = round_.executor(jobspecs)
-    _settle()
-    return {
-        "nodes": nodes,
-        "jobs": jobs,
-        "plugin_wall_s": plugin_wall,
-        "plugin_cpu_s": plugin_cpu,
-        "plugin_scheduled_wall_s": scheduled_wall,
-        "plugin_scheduled_cpu_s": scheduled_cpu,
-        "raw_wall_s": raw_wall,
-        "executor_wall_s": executor_wall,
-    }
+    order = MODES if number % 2 else tuple(reversed(MODES))
+    figures: dict = {"nodes": nodes, "jobs": jobs, "order": list(order)}
+    loads = [os.getloadavg()[0]]
+    for mode in order:
+        wall, cpu = round_.run(mode)
+        figures[f"{mode}_wall_s"] = wall
+        if cpu is not None:
+            figures[f"{mode}_cpu_s"] = cpu
+        _settle()
+        loads.append(os.getloadavg()[0])
+    figures["load"] = [min(loads), max(loads)]
+    return figures
 
 
 if __name__ == "__main__":

@@ -322,16 +322,24 @@ def report(runs: list[Run], costs: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def load_range(figures: dict) -> str:
+    """The 1-minute load average seen during a round, lowest-highest."""
+    low, high = figures.get("load", (math.nan, math.nan))
+    return f"{low:.1f}-{high:.1f}"
+
+
 def flux_report(rounds: list[dict], scheduler: str = "fluxion") -> str:
-    """A row per round (the modes alternate in one instance), and the median ratios."""
+    """A row per round (the modes alternate in one instance; odd rounds in the
+    order plugin, scheduler matching, raw, executor, even rounds reversed),
+    and the median ratios."""
     first = rounds[0]
     lines = [
         f"real Flux ({scheduler}), {first['nodes']:,} fake nodes, {first['jobs']:,} jobs in "
         f"test execution, {len(rounds)} round(s):",
         "| round | plugin jobs/s | plugin, scheduler matching, jobs/s | raw jobs/s "
         "| FluxExecutor alone jobs/s | plugin / raw | plugin, scheduler matching / raw "
-        "| plugin CPU ms/job |",
-        "|---|---|---|---|---|---|---|---|",
+        "| plugin CPU ms/job | load average |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     ratios, scheduled_ratios, cpu = [], [], []
     for number, figures in enumerate(rounds, 1):
@@ -345,7 +353,8 @@ def flux_report(rounds: list[dict], scheduler: str = "fluxion") -> str:
         cpu.append(1000 * figures["plugin_cpu_s"] / jobs)
         lines.append(
             f"| {number} | {plugin:.0f} | {scheduled:.0f} | {raw:.0f} | {executor:.0f} "
-            f"| {plugin / raw:.2f}x | {scheduled / raw:.2f}x | {cpu[-1]:.2f} |"
+            f"| {plugin / raw:.2f}x | {scheduled / raw:.2f}x | {cpu[-1]:.2f} "
+            f"| {load_range(figures)} |"
         )
     lines.append(
         f"median plugin / raw: {statistics.median(ratios):.2f}x "

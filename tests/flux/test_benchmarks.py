@@ -31,7 +31,8 @@ def test_the_real_flux_benchmark_runs_small_and_prints_its_figures():
     assert out.returncode == 0, out.stdout + out.stderr
     assert "real Flux (fluxion), 8 fake nodes, 40 jobs in test execution, 2 round(s):" in out.stdout
     rows = re.findall(
-        r"^\| (\d) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \| [0-9.]+x \| [0-9.]+x \| [0-9.]+ \|$",
+        r"^\| (\d) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \| [0-9.]+x \| [0-9.]+x \| [0-9.]+ "
+        r"\| [0-9.]+-[0-9.]+ \|$",
         out.stdout,
         re.MULTILINE,
     )
