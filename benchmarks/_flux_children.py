@@ -56,7 +56,6 @@ from _flux_fake import (
     _Round,
     _settle,
 )
-from _frontier import machine
 
 from snakemake_executor_plugin_matensemble.backends.flux.children.groups import idset
 from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher
@@ -422,11 +421,11 @@ def _one_round(round_: _Round, fakes: FakeChildren, children, number: int) -> di
         figures["in_enclosing"] = launched.get("enclosing", 0)
 
     def plugin() -> None:
-        wall, cpu, _ = round_.plugin()
+        wall, cpu = round_.plugin()
         figures.update(plugin_wall_s=wall, plugin_cpu_s=cpu)
 
     def raw() -> None:
-        figures["raw_wall_s"] = round_.raw(round_.jobspecs(Allocation(machine(round_.nodes))))
+        figures["raw_wall_s"] = round_.raw(round_.jobspecs())
 
     modes = [plugin_children, plugin, raw]
     for mode in modes[number % 3 :] + modes[: number % 3]:
