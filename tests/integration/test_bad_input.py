@@ -152,6 +152,16 @@ SETTINGS_CASES = [
         ["--matensemble-flux-urgency=99", "outside 0-31"],
     ),
     (
+        "children-zero",
+        ("--matensemble-flux-children", "0"),
+        ["--matensemble-flux-children='0' must be at least 1 child instance", "Fix:"],
+    ),
+    (
+        "children-not-a-count",
+        ("--matensemble-flux-children", "many"),
+        ["--matensemble-flux-children='many' is not off, auto or a number", "Fix:"],
+    ),
+    (
         "reserve-cores-negative",
         ("--matensemble-flux-reserve-cores", "-1"),
         ["--matensemble-flux-reserve-cores=-1", "Fix:"],
