@@ -47,20 +47,16 @@ import time
 from pathlib import Path
 
 from _flux_fake import (
-    FAIL_AT_LAUNCH,
     FAKE_MACHINE,
     SCHEDULERS,
     Unfinished,
     WrongPath,
-    _Listener,
     _Round,
     _settle,
 )
 
 from snakemake_executor_plugin_matensemble.backends.flux.children.groups import idset
-from snakemake_executor_plugin_matensemble.dispatcher import Dispatcher
 from snakemake_executor_plugin_matensemble.packing.allocation import Allocation
-from snakemake_executor_plugin_matensemble.packing.policies import BackfillPolicy
 
 #: a child: one broker whose R claims enclosing ranks FIRST.. as its ranks 0..SIZE-1
 CHILD_MACHINE = """
@@ -294,53 +290,18 @@ def plugin_with_children(round_: _Round, children) -> tuple[float, float, dict[s
     """Wall and dispatcher CPU seconds of the plugin running every job with
     ``children`` (a :class:`ChildSet`) attached, and the jobs launched per
     instance (by name; ``enclosing``: jobs over more than one child)."""
-    from snakemake_executor_plugin_matensemble.backends.flux.backend import FluxBackend
     from snakemake_executor_plugin_matensemble.backends.flux.options import FluxOptions
-    from snakemake_executor_plugin_matensemble.packing.deadline import RuntimeEstimator
-    from snakemake_executor_plugin_matensemble.packing.ordering import make_order
-    from snakemake_executor_plugin_matensemble.packing.packer import Packer
-    from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
-    durations = round_.durations
-    fail_at = int(os.environ.get(FAIL_AT_LAUNCH, "0"))
-    launches = [0]
     per_instance: dict[str, int] = {}
-
-    class TestExecution(FluxBackend):
-        def jobspec(self, spec, placement, depends_on=None):
-            jobspec = super().jobspec(spec, placement, depends_on)
-            jobspec.setattr("system.exec.test.run_duration", f"{durations[spec.key]:.3f}s")
-            return jobspec
-
-        def launch(self, spec, placement, after=None):
-            launches[0] += 1
-            if launches[0] == fail_at:
-                raise RuntimeError(f"{FAIL_AT_LAUNCH}: launch {fail_at} fails")
-            name = self.instance_for(placement).name
-            per_instance[name] = per_instance.get(name, 0) + 1
-            return super().launch(spec, placement, after)
-
-    backend = TestExecution(FluxOptions(children="off"), run_id="bench-children")
+    options = FluxOptions(children="off")
+    backend = round_.test_execution_backend(options, "bench-children", per_instance)
     allocation = Allocation(backend.discover())
     backend.use_children(children)
     scheduled = [name for name, i in backend.instances.items() if not i.bypass]
     if scheduled:
         backend.close()
         raise WrongPath(f"plugin_children: alloc-bypass is off in {', '.join(scheduled)}")
-    order = make_order(ExecutorSettings.order, RuntimeEstimator())
-    packer = Packer(allocation, BackfillPolicy(60.0), order=order)
-    listener = _Listener(round_.jobs)
-    dispatcher = Dispatcher(packer, backend, listener, round_.spec_for, idle_timeout=1.0)
-    began = time.perf_counter()
-    dispatcher.submit(list(round_.tickets))
-    dispatcher.start()
-    while not listener.done.wait(1.0) and dispatcher.alive:
-        pass
-    wall = time.perf_counter() - began
-    cpu = dispatcher.cpu_s
-    dispatcher.stop(timeout=30)
-    backend.close()
-    listener.check("plugin_children")
+    wall, cpu = round_.drive(backend, allocation, "plugin_children")
     return wall, cpu, per_instance
 
 

@@ -223,13 +223,11 @@ class _Round:
             ticket.key, "true", f"sim{ticket.key}", "/", {}, str(self.logs / "log"), ticket.request
         )
 
-    def plugin(self, **options) -> tuple[float, float]:
-        """Wall and dispatcher CPU seconds of the plugin running every job."""
+    def test_execution_backend(self, options, run_id: str, per_instance: dict | None = None):
+        """The plugin's FluxBackend with every job in Flux's test execution for its
+        duration (``FAIL_AT_LAUNCH``: that launch raises); ``per_instance``
+        counts the jobs launched in each instance, by name."""
         from snakemake_executor_plugin_matensemble.backends.flux.backend import FluxBackend
-        from snakemake_executor_plugin_matensemble.backends.flux.options import FluxOptions
-        from snakemake_executor_plugin_matensemble.packing.deadline import RuntimeEstimator
-        from snakemake_executor_plugin_matensemble.packing.ordering import make_order
-        from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
 
         durations = self.durations
         fail_at = int(os.environ.get(FAIL_AT_LAUNCH, "0"))
@@ -245,16 +243,21 @@ class _Round:
                 launches[0] += 1
                 if launches[0] == fail_at:
                     raise RuntimeError(f"{FAIL_AT_LAUNCH}: launch {fail_at} fails")
+                if per_instance is not None:
+                    name = self.instance_for(placement).name
+                    per_instance[name] = per_instance.get(name, 0) + 1
                 return super().launch(spec, placement, after)
 
-        backend = TestExecution(FluxOptions(**options), run_id="bench")
-        allocation = Allocation(backend.discover())
-        mode = "plugin" if options.get("alloc_bypass", True) else "plugin_scheduled"
-        if backend.enclosing.bypass != options.get("alloc_bypass", True):
-            backend.close()
-            raise WrongPath(
-                f"{mode}: alloc-bypass is {'on' if backend.enclosing.bypass else 'off'}"
-            )
+        return TestExecution(options, run_id=run_id)
+
+    def drive(self, backend, allocation: Allocation, mode: str) -> tuple[float, float]:
+        """Wall and dispatcher CPU seconds of the plugin's dispatcher and packer
+        running every job through ``backend`` (closed after); raises unless
+        every job finished successfully."""
+        from snakemake_executor_plugin_matensemble.packing.deadline import RuntimeEstimator
+        from snakemake_executor_plugin_matensemble.packing.ordering import make_order
+        from snakemake_executor_plugin_matensemble.settings import ExecutorSettings
+
         order = make_order(ExecutorSettings.order, RuntimeEstimator())
         packer = Packer(allocation, BackfillPolicy(60.0), order=order)
         listener = _Listener(self.jobs)
@@ -270,6 +273,20 @@ class _Round:
         backend.close()
         listener.check(mode)
         return wall, cpu
+
+    def plugin(self, **options) -> tuple[float, float]:
+        """Wall and dispatcher CPU seconds of the plugin running every job."""
+        from snakemake_executor_plugin_matensemble.backends.flux.options import FluxOptions
+
+        backend = self.test_execution_backend(FluxOptions(**options), run_id="bench")
+        allocation = Allocation(backend.discover())
+        mode = "plugin" if options.get("alloc_bypass", True) else "plugin_scheduled"
+        if backend.enclosing.bypass != options.get("alloc_bypass", True):
+            backend.close()
+            raise WrongPath(
+                f"{mode}: alloc-bypass is {'on' if backend.enclosing.bypass else 'off'}"
+            )
+        return self.drive(backend, allocation, mode)
 
     def jobspecs(self) -> list:
         """The plugin's jobspecs of every job, without rank pinning or R."""
