@@ -254,7 +254,7 @@ class ExecutorSettings(ExecutorSettingsBase):
         "their nodes, so that one Flux instance does not cap the submission rate "
         "of a large allocation. 'off': none; N: N children over the allocation's "
         "nodes; 'auto': children only where they pay (an instance this user owns, "
-        "with alloc-bypass, a broker per node, and at least AUTO_MIN_NODES nodes; "
+        "with alloc-bypass, a broker per node, and at least 4,704 nodes, 2,352 per child; "
         "see docs/backends.md). A job over more than one child's nodes runs in the "
         "enclosing instance.",
         default_text="auto",

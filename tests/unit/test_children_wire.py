@@ -5,6 +5,7 @@ a lost child (its ranks down, each of its jobs failed once). Real Flux runs are 
 tests/flux/test_children_run.py.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -66,6 +67,14 @@ def test_auto_starts_children_only_at_and_above_the_minimum_size():
     below = choose_children("auto", **big(nodes=AUTO_MIN_NODES - 1, brokers=AUTO_MIN_NODES - 1))
     assert below.count == 0
     assert f"below the {AUTO_MIN_NODES} nodes" in below.reason
+
+
+def test_the_settings_help_gives_autos_sizes_as_the_code_has_them():
+    (field,) = [f for f in dataclasses.fields(ExecutorSettings) if f.name == "flux_children"]
+    help_text = " ".join(field.metadata["help"].split())
+    assert f"at least {AUTO_MIN_NODES:,} nodes, {AUTO_NODES_PER_CHILD:,} per child" in help_text
+    # Frontier (9,408 nodes) gets 4 children
+    assert choose_children("auto", **big(nodes=9408, brokers=9408)).count == 4
 
 
 @pytest.mark.parametrize(
