@@ -53,6 +53,7 @@ from _flux_fake import (
     WrongPath,
     _Round,
     _settle,
+    with_flux_bindings,
 )
 
 from snakemake_executor_plugin_matensemble.backends.flux.children.groups import idset
@@ -90,11 +91,7 @@ def flux_environment() -> tuple[str, dict[str, str]]:
     flux = shutil.which("flux")
     if flux is None:
         raise SystemExit("--flux needs the flux command on PATH (flux-core with Fluxion)")
-    env = dict(os.environ)
-    for line in subprocess.run([flux, "env"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("export PYTHONPATH="):
-            flux_path = shlex.split(line.split("=", 1)[1])[0]
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (flux_path, env.get("PYTHONPATH")) if p)
+    env = with_flux_bindings(flux, dict(os.environ))
     return flux, env
 
 

@@ -92,6 +92,16 @@ class WrongPath(RuntimeError):
     """The plugin did not take the path its mode measures (alloc-bypass on or off)."""
 
 
+def with_flux_bindings(flux: str, env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the PYTHONPATH that ``flux env`` gives ``flux``'s own Python
+    bindings put first (so that a subprocess imports the instance's ``flux``)."""
+    for line in subprocess.run([flux, "env"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("export PYTHONPATH="):
+            flux_path = shlex.split(line.split("=", 1)[1])[0]
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (flux_path, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def run_in_flux(
     nodes: int,
     cores: int,
@@ -106,11 +116,7 @@ def run_in_flux(
     flux = shutil.which("flux")
     if flux is None:
         raise SystemExit("--flux needs the flux command on PATH (flux-core with Fluxion)")
-    env = dict(os.environ)
-    for line in subprocess.run([flux, "env"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("export PYTHONPATH="):
-            flux_path = shlex.split(line.split("=", 1)[1])[0]
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (flux_path, env.get("PYTHONPATH")) if p)
+    env = with_flux_bindings(flux, dict(os.environ))
     inside = " ".join(
         shlex.quote(a)
         for a in (sys.executable, __file__, str(nodes), str(jobs), str(seed), str(repeats))

@@ -34,7 +34,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -42,6 +41,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _flux_fake import with_flux_bindings
 
 INSIDE = "MATENSEMBLE_E2E_FLUX_INSIDE"
 #: test hook: in the Snakefile (not the raw command), job I exits 1 after
@@ -127,11 +128,7 @@ def flux_environment() -> tuple[str, dict[str, str]]:
         raise SystemExit("needs the flux command (flux-core 0.88 + Fluxion) on PATH or /opt/flux")
     env = dict(os.environ, **{INSIDE: "1"})
     env["PATH"] = os.pathsep.join((str(Path(flux).parent), env.get("PATH", "")))
-    for line in subprocess.run([flux, "env"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("export PYTHONPATH="):
-            path = shlex.split(line.split("=", 1)[1])[0]
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (path, env.get("PYTHONPATH")) if p)
-    return flux, env
+    return flux, with_flux_bindings(flux, env)
 
 
 def start_instance(args: argparse.Namespace, argv: list[str]) -> int:
